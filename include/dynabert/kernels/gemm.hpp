@@ -1,0 +1,263 @@
+// Packed single-precision GEMM for y = act(alpha * x W^T + bias) + residual, the one product
+// every linear layer and attention step uses.
+//
+// Layout ("elastic panels"): W [N, K] (PyTorch Linear: out x in) is packed once into panels of
+// kNR output features. Panel p holds W[p*kNR + j, k] at p*K*kNR + k*kNR + j, zero-padded to a whole
+// panel. A narrower output width n <= N uses the first ceil(n / kNR) panels; a narrower input width
+// k <= K uses the first k rows of each panel. Both are prefix views of one packed buffer, so every
+// DynaBERT width runs on the same packed weights with no repacking.
+//
+// Blocking follows BLIS: K is split in blocks of kKC (one packed B micro-panel stays in L1), M in
+// blocks of kMC rows packed into kMR-row slivers (stay in L2), and a kMR x kNR register tile
+// accumulates in SIMD registers. The epilogue (alpha, bias, activation, residual) is applied in
+// registers at the last K block. Threads split the panels.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+
+#include "dynabert/core/aligned.hpp"
+#include "dynabert/core/error.hpp"
+#include "dynabert/core/parallel.hpp"
+#include "dynabert/core/simd.hpp"
+#include "dynabert/kernels/rowwise.hpp"
+
+namespace dynabert::kernels {
+
+/// Register tile and cache blocking for the instruction set compiled for.
+struct GemmShape {
+  static constexpr int kLanes = simd::kLanes;
+  /// SIMD vectors per tile row: tile width kNR = kNV * lanes (32 floats with AVX-512).
+  static constexpr int kNV = 2;
+  static constexpr int kNR = kNV * kLanes;
+  /// Tile height: AVX-512 has 32 registers (12 x 2 accumulators), AVX2/SSE/NEON fewer.
+  static constexpr int kMR = kLanes >= 16 ? 12 : (kLanes == 8 ? 6 : 4);
+  static constexpr int kKC = 256;
+  static constexpr int kMC = kMR * 16;
+};
+inline constexpr int kNR = GemmShape::kNR;
+
+/// What happens to a finished tile: y = act(alpha * acc + bias) + residual. Residual must not
+/// alias the output.
+struct Epilogue {
+  const float* bias = nullptr;
+  const float* residual = nullptr;
+  long ld_residual = 0;
+  Activation act = Activation::kNone;
+  float alpha = 1.0f;
+};
+
+/// A packed right-hand side (non-owning): `n` x `k` logical W, panel stride k_stride * kNR.
+struct PackedView {
+  const float* data = nullptr;
+  int n = 0;
+  int k = 0;
+  long k_stride = 0;
+};
+
+/// Floats needed to pack an n x k matrix.
+inline std::size_t packed_size(int n, int k) {
+  return static_cast<std::size_t>((n + kNR - 1) / kNR) * kNR * static_cast<std::size_t>(k);
+}
+
+/// Packs W [n, k] (row stride ldw) into `dst` (packed_size(n, k) floats).
+inline PackedView pack_nk(float* dst, const float* w, int n, int k, long ldw) {
+  const int panels = (n + kNR - 1) / kNR;
+  for (int p = 0; p < panels; ++p) {
+    float* d = dst + static_cast<std::size_t>(p) * k * kNR;
+    const int j_end = std::min(kNR, n - p * kNR);
+    for (int j = 0; j < j_end; ++j) {
+      const float* src = w + static_cast<long>(p * kNR + j) * ldw;
+      for (int kk = 0; kk < k; ++kk) d[kk * kNR + j] = src[kk];
+    }
+    for (int j = j_end; j < kNR; ++j)
+      for (int kk = 0; kk < k; ++kk) d[kk * kNR + j] = 0.0f;
+  }
+  return PackedView{dst, n, k, k};
+}
+
+/// Packs B [k, n] (row-major, row stride ldb; i.e. W = B^T) into `dst`.
+inline PackedView pack_kn(float* dst, const float* b, int k, int n, long ldb) {
+  const int panels = (n + kNR - 1) / kNR;
+  for (int p = 0; p < panels; ++p) {
+    float* d = dst + static_cast<std::size_t>(p) * k * kNR;
+    const int j_end = std::min(kNR, n - p * kNR);
+    for (int kk = 0; kk < k; ++kk) {
+      const float* src = b + kk * ldb + p * kNR;
+      std::memcpy(d + kk * kNR, src, sizeof(float) * j_end);
+      for (int j = j_end; j < kNR; ++j) d[kk * kNR + j] = 0.0f;
+    }
+  }
+  return PackedView{dst, n, k, k};
+}
+
+/// A weight matrix packed once at load (owning).
+class PackedWeight {
+ public:
+  PackedWeight() = default;
+  /// Packs W [n, k] with row stride ldw.
+  PackedWeight(const float* w, int n, int k, long ldw) : buf_(packed_size(n, k)) {
+    view_ = pack_nk(buf_.data(), w, n, k, ldw);
+  }
+  const PackedView& view() const { return view_; }
+  int n() const { return view_.n; }
+  int k() const { return view_.k; }
+  std::size_t bytes() const { return buf_.size() * sizeof(float); }
+
+ private:
+  AlignedBuffer<float> buf_;
+  PackedView view_;
+};
+
+/// Scratch floats one thread needs to pack its A blocks.
+inline constexpr std::size_t gemm_scratch_floats() {
+  return static_cast<std::size_t>(GemmShape::kMC) * GemmShape::kKC;
+}
+
+namespace detail {
+
+/// Packs rows [0, mc) x cols [0, kc) of A into kMR-row slivers: sliver s, element (k, i) at
+/// s*kc*kMR + k*mr + i (the last sliver has mr = mc % kMR rows).
+inline void pack_a(float* dst, const float* a, long lda, int mc, int kc) {
+  constexpr int MR = GemmShape::kMR;
+  for (int i0 = 0; i0 < mc; i0 += MR) {
+    const int mr = std::min(MR, mc - i0);
+    float* d = dst + static_cast<long>(i0) * kc;
+    for (int i = 0; i < mr; ++i) {
+      const float* src = a + (i0 + i) * lda;
+      for (int k = 0; k < kc; ++k) d[k * mr + i] = src[k];
+    }
+  }
+}
+
+/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc, then the epilogue if `ep`.
+template <int MR>
+inline void micro_kernel(int kc, const float* __restrict a, const float* __restrict b,
+                         float* __restrict c, long ldc, int n_valid, bool accumulate,
+                         const Epilogue* ep, long row0, long col0) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  constexpr int NV = GemmShape::kNV;
+  B acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
+  for (int k = 0; k < kc; ++k) {
+    B bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const B ai(a[k * MR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
+    }
+  }
+  alignas(64) float tmp[kNR];
+  for (int i = 0; i < MR; ++i) {
+    float* crow = c + i * ldc;
+    const bool full = n_valid == kNR;
+    if (!full) {
+      for (int v = 0; v < NV; ++v) acc[i][v].store_aligned(tmp + v * L);
+      if (accumulate)
+        for (int j = 0; j < n_valid; ++j) tmp[j] += crow[j];
+    }
+    for (int v = 0; v < NV; ++v) {
+      B r = full ? acc[i][v] : B::load_aligned(tmp + v * L);
+      if (full && accumulate) r += B::load_unaligned(crow + v * L);
+      if (ep) {
+        if (ep->alpha != 1.0f) r *= B(ep->alpha);
+        if (ep->bias) {
+          if (full) r += B::load_unaligned(ep->bias + col0 + v * L);
+          else {
+            alignas(64) float bt[L];
+            for (int j = 0; j < L; ++j) {
+              const int col = v * L + j;
+              bt[j] = col < n_valid ? ep->bias[col0 + col] : 0.0f;
+            }
+            r += B::load_aligned(bt);
+          }
+        }
+        r = kernels::detail::activate(ep->act, r);
+        if (ep->residual) {
+          const float* rr = ep->residual + (row0 + i) * ep->ld_residual + col0 + v * L;
+          if (full) r += B::load_unaligned(rr);
+          else {
+            alignas(64) float rt[L];
+            for (int j = 0; j < L; ++j) rt[j] = (v * L + j) < n_valid ? rr[j] : 0.0f;
+            r += B::load_aligned(rt);
+          }
+        }
+      }
+      if (full) r.store_unaligned(crow + v * L);
+      else r.store_aligned(tmp + v * L);
+    }
+    if (!full) std::memcpy(crow, tmp, sizeof(float) * n_valid);
+  }
+}
+
+using MicroKernel = void (*)(int, const float*, const float*, float*, long, int, bool,
+                             const Epilogue*, long, long);
+
+template <int... I>
+constexpr auto make_kernel_table(std::integer_sequence<int, I...>) {
+  return std::array<MicroKernel, sizeof...(I)>{&micro_kernel<I + 1>...};
+}
+/// micro_kernel<mr> for mr = 1..kMR (tail tiles use the exact row count, wasting no FMA).
+inline constexpr auto kKernels = make_kernel_table(std::make_integer_sequence<int, GemmShape::kMR>{});
+
+/// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K.
+inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
+                        int n, int k, const Epilogue& ep, float* scratch, int p0, int p1) {
+  constexpr int MR = GemmShape::kMR, KC = GemmShape::kKC, MC = GemmShape::kMC;
+  for (int pc = 0; pc < k; pc += KC) {
+    const int kc = std::min(KC, k - pc);
+    const bool first = pc == 0, last = pc + kc == k;
+    for (int ic = 0; ic < M; ic += MC) {
+      const int mc = std::min(MC, M - ic);
+      pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
+      for (int p = p0; p < p1; ++p) {
+        const float* bp = B.data + static_cast<long>(p) * B.k_stride * kNR + static_cast<long>(pc) * kNR;
+        const int col0 = p * kNR;
+        const int nv = std::min(kNR, n - col0);
+        for (int i0 = 0; i0 < mc; i0 += MR) {
+          const int mr = std::min(MR, mc - i0);
+          kKernels[mr - 1](kc, scratch + static_cast<long>(i0) * kc, bp,
+                           c + (ic + i0) * ldc + col0, ldc, nv, !first, last ? &ep : nullptr,
+                           ic + i0, col0);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+/// C[M, n] = epilogue(A[M, k] * W[:n, :k]^T) with W packed in `B` (n <= B.n, k <= B.k).
+/// `scratch` holds threads.count() * gemm_scratch_floats() floats. Threads split the panels.
+inline void gemm(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n,
+                 int k, const Epilogue& ep, float* scratch, const Threads& threads = Threads()) {
+  DYNABERT_REQUIRE(n >= 0 && n <= B.n && k >= 0 && k <= B.k, InputError, "gemm: active ", n, "x", k,
+                   " exceeds packed ", B.n, "x", B.k);
+  if (M <= 0 || n <= 0) return;
+  if (k == 0) {  // no inner product: the epilogue applied to zero
+    for (int m = 0; m < M; ++m)
+      for (int j = 0; j < n; ++j) {
+        float r = ep.bias ? ep.bias[j] : 0.0f;
+        r = reference::activate(ep.act, r);
+        if (ep.residual) r += ep.residual[m * ep.ld_residual + j];
+        c[m * ldc + j] = r;
+      }
+    return;
+  }
+  const int panels = (n + kNR - 1) / kNR;
+  threads.for_chunks(panels, [&](int worker, long p0, long p1) {
+    detail::gemm_panels(c, ldc, a, lda, M, B, n, k, ep,
+                        scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(),
+                        static_cast<int>(p0), static_cast<int>(p1));
+  });
+}
+
+}  // namespace dynabert::kernels

@@ -1,0 +1,85 @@
+// Reference kernels: plain loops, any scalar type, no SIMD, no blocking. They are the oracle the
+// fast kernels are tested against, and the implementation used when the model runs in double.
+#pragma once
+#include <cmath>
+#include <cstddef>
+
+#include "dynabert/model/config.hpp"
+
+namespace dynabert::kernels::reference {
+
+/// Exact GELU: x * 0.5 * (1 + erf(x / sqrt(2))).
+template <class T>
+inline T gelu_erf(T x) {
+  return x * T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+}
+/// tanh GELU ("gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <class T>
+inline T gelu_tanh(T x) {
+  return T(0.5) * x * (T(1) + std::tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
+}
+template <class T>
+inline T activate(Activation a, T x) {
+  switch (a) {
+    case Activation::kGeluErf: return gelu_erf(x);
+    case Activation::kGeluTanh: return gelu_tanh(x);
+    case Activation::kTanh: return std::tanh(x);
+    default: return x;
+  }
+}
+
+/// y[m, n] = act(alpha * sum_k x[m, k] w[n, k] + bias[n]) + residual[m, n]   (y = x W^T + b)
+/// W is [N, K] (PyTorch Linear layout) with leading dimension ldw; bias/residual may be null.
+template <class T>
+void linear(T* y, long ldy, const T* x, long ldx, const T* w, long ldw, int M, int N, int K,
+            const T* bias = nullptr, const T* residual = nullptr, long ldr = 0,
+            Activation act = Activation::kNone, T alpha = T(1)) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      T acc = 0;
+      for (int k = 0; k < K; ++k) acc += x[m * ldx + k] * w[n * ldw + k];
+      acc *= alpha;
+      if (bias) acc += bias[n];
+      acc = activate(act, acc);
+      if (residual) acc += residual[m * ldr + n];
+      y[m * ldy + n] = acc;
+    }
+}
+
+/// In place: x[i] = act(x[i]).
+template <class T>
+void activation(T* x, std::size_t n, Activation act) {
+  for (std::size_t i = 0; i < n; ++i) x[i] = activate(act, x[i]);
+}
+
+/// One row: y = LayerNorm(x) * gamma + beta over H values (biased variance, eps inside sqrt).
+template <class T>
+void layernorm_row(T* y, const T* x, const T* gamma, const T* beta, int H, double eps) {
+  T mean = 0;
+  for (int i = 0; i < H; ++i) mean += x[i];
+  mean /= T(H);
+  T var = 0;
+  for (int i = 0; i < H; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= T(H);
+  const T inv = T(1) / std::sqrt(var + T(eps));
+  for (int i = 0; i < H; ++i) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+}
+
+/// One row, in place: p = softmax(scale * p + bias) over n entries (bias may be null: additive
+/// mask, 0 for keys to keep and -10000 for masked ones, as BERT does).
+template <class T>
+void softmax_row(T* p, int n, T scale, const T* bias = nullptr) {
+  T mx = -INFINITY;
+  for (int j = 0; j < n; ++j) {
+    p[j] = p[j] * scale + (bias ? bias[j] : T(0));
+    if (p[j] > mx) mx = p[j];
+  }
+  T sum = 0;
+  for (int j = 0; j < n; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  for (int j = 0; j < n; ++j) p[j] /= sum;
+}
+
+}  // namespace dynabert::kernels::reference

@@ -1,0 +1,113 @@
+// Fast row kernels (xsimd): activations, LayerNorm, softmax with mask, bias. Each has a twin in
+// reference.hpp and a randomized test against it (tests/unit/test_kernels.cpp).
+#pragma once
+#include <cmath>
+#include <cstddef>
+
+#include "dynabert/core/simd.hpp"
+#include "dynabert/kernels/reference.hpp"
+
+namespace dynabert::kernels {
+
+namespace detail {
+/// Vector activation on one batch.
+template <class B>
+inline B activate(Activation a, const B& x) {
+  using xsimd::erf;
+  using xsimd::tanh;
+  switch (a) {
+    case Activation::kGeluErf: return x * B(0.5f) * (B(1.0f) + erf(x * B(0.70710678118654752440f)));
+    case Activation::kGeluTanh:
+      return B(0.5f) * x * (B(1.0f) + tanh(B(0.79788456080286535588f) * (x + B(0.044715f) * x * x * x)));
+    case Activation::kTanh: return tanh(x);
+    default: return x;
+  }
+}
+}  // namespace detail
+
+/// In place: x[i] = act(x[i]) for i < n.
+inline void activation(float* x, std::size_t n, Activation act) {
+  using B = simd::Batch;
+  if (act == Activation::kNone) return;
+  std::size_t i = 0;
+  for (; i + B::size <= n; i += B::size)
+    detail::activate(act, B::load_unaligned(x + i)).store_unaligned(x + i);
+  for (; i < n; ++i) x[i] = reference::activate(act, x[i]);
+}
+
+/// y = LayerNorm(x) * gamma + beta over one row of H floats (y may equal x). Two-pass (mean, then
+/// centred variance) like PyTorch, accumulated in float lanes.
+inline void layernorm_row(float* y, const float* x, const float* gamma, const float* beta, int H,
+                          double eps) {
+  using B = simd::Batch;
+  constexpr int W = static_cast<int>(B::size);
+  B s(0.0f);
+  int i = 0;
+  for (; i + W <= H; i += W) s += B::load_unaligned(x + i);
+  float mean = simd::reduce_add(s);
+  for (; i < H; ++i) mean += x[i];
+  mean /= static_cast<float>(H);
+  const B bm(mean);
+  B v(0.0f);
+  for (i = 0; i + W <= H; i += W) {
+    B d = B::load_unaligned(x + i) - bm;
+    v = xsimd::fma(d, d, v);
+  }
+  float var = simd::reduce_add(v);
+  for (; i < H; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= static_cast<float>(H);
+  const float inv = 1.0f / std::sqrt(var + static_cast<float>(eps));
+  const B bi(inv);
+  for (i = 0; i + W <= H; i += W) {
+    B r = (B::load_unaligned(x + i) - bm) * bi;
+    xsimd::fma(r, B::load_unaligned(gamma + i), B::load_unaligned(beta + i)).store_unaligned(y + i);
+  }
+  for (; i < H; ++i) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+}
+
+/// In place over one row of n scores: p = softmax(scale * p + bias); bias (additive mask) may be
+/// null.
+inline void softmax_row(float* p, int n, float scale, const float* bias = nullptr) {
+  using B = simd::Batch;
+  constexpr int W = static_cast<int>(B::size);
+  const B bs(scale);
+  B vmax(-INFINITY);
+  int j = 0;
+  for (; j + W <= n; j += W) {
+    B v = B::load_unaligned(p + j) * bs;
+    if (bias) v += B::load_unaligned(bias + j);
+    v.store_unaligned(p + j);
+    vmax = xsimd::max(vmax, v);
+  }
+  float mx = simd::reduce_max(vmax);
+  for (; j < n; ++j) {
+    p[j] = p[j] * scale + (bias ? bias[j] : 0.0f);
+    mx = p[j] > mx ? p[j] : mx;
+  }
+  const B bm(mx);
+  B vsum(0.0f);
+  for (j = 0; j + W <= n; j += W) {
+    B e = xsimd::exp(B::load_unaligned(p + j) - bm);
+    e.store_unaligned(p + j);
+    vsum += e;
+  }
+  float sum = simd::reduce_add(vsum);
+  for (; j < n; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  const B binv(1.0f / sum);
+  for (j = 0; j + W <= n; j += W) (B::load_unaligned(p + j) * binv).store_unaligned(p + j);
+  for (; j < n; ++j) p[j] *= 1.0f / sum;
+}
+
+/// y[i] = x[i] * a (scaling a strided block of rows is done by the caller row by row).
+inline void scale(float* x, std::size_t n, float a) {
+  using B = simd::Batch;
+  std::size_t i = 0;
+  const B ba(a);
+  for (; i + B::size <= n; i += B::size) (B::load_unaligned(x + i) * ba).store_unaligned(x + i);
+  for (; i < n; ++i) x[i] *= a;
+}
+
+}  // namespace dynabert::kernels

@@ -1,0 +1,202 @@
+// ElasticBert<T, Dims>: a BERT encoder (+ pooler and classifier when the weights have them) that
+// runs any sub-network chosen per call. Weights are prepared once at construction (packed for
+// float); a call takes a SubNetwork, a Workspace and a Threads, copies no weight and allocates
+// nothing. T = float is the fast path; T = double runs the same layers on reference kernels.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "dynabert/core/error.hpp"
+#include "dynabert/core/parallel.hpp"
+#include "dynabert/layers/embeddings.hpp"
+#include "dynabert/layers/encoder_layer.hpp"
+#include "dynabert/layers/heads.hpp"
+#include "dynabert/model/elastic.hpp"
+#include "dynabert/model/weights.hpp"
+#include "dynabert/model/workspace.hpp"
+
+namespace dynabert {
+
+/// A batch of token sequences, row-major [batch, seq]. Padding is described either by per-
+/// sequence `lengths` (tokens at positions >= length are padding) or by a 0/1 `attention_mask`
+/// (1 = attend); with neither, every token is attended. `token_type_ids` may be null (all 0).
+struct Inputs {
+  const std::int32_t* input_ids = nullptr;
+  const std::int32_t* token_type_ids = nullptr;
+  const std::int32_t* lengths = nullptr;
+  const std::int32_t* attention_mask = nullptr;
+  int batch = 0;
+  int seq_len = 0;
+};
+
+/// Where to write results; any pointer may be null (not computed when nothing needs it).
+struct Outputs {
+  float* logits = nullptr;         ///< [batch, num_labels]
+  float* pooled = nullptr;         ///< [batch, hidden]
+  float* last_hidden = nullptr;    ///< [batch, seq, hidden]
+  float* hidden_states = nullptr;  ///< [depth + 1, batch, seq, hidden]: embeddings, then each run layer
+};
+
+template <class T = float, class Dims = DynamicDims>
+class ElasticBert {
+ public:
+  /// Prepares (packs) all weights. `weights` is not referenced afterwards.
+  explicit ElasticBert(const BertWeights<T>& weights)
+      : config_(weights.config()), heads_(weights.heads()), dims_(config_), embeddings_(weights) {
+    layers_.reserve(config_.num_hidden_layers);
+    for (int l = 0; l < config_.num_hidden_layers; ++l) layers_.emplace_back(weights, l, dims_);
+    if (heads_.pooler) pooler_.emplace(weights);
+    if (heads_.num_labels > 0) {
+      DYNABERT_REQUIRE(heads_.pooler, FormatError, "a classifier head needs the pooler");
+      classifier_.emplace(weights);
+    }
+  }
+
+  const BertConfig& config() const { return config_; }
+  int num_labels() const { return heads_.num_labels; }
+  bool has_pooler() const { return heads_.pooler; }
+
+  /// A workspace for calls up to the given limits.
+  Workspace<T> make_workspace(WorkspaceLimits lim) const { return Workspace<T>(config_, lim); }
+
+  /// Bytes of prepared weights.
+  std::size_t weight_bytes() const {
+    std::size_t b = embeddings_.bytes();
+    for (auto& l : layers_) b += l.bytes();
+    if (pooler_) b += pooler_->bytes();
+    if (classifier_) b += classifier_->bytes();
+    return b;
+  }
+
+  /// Runs sub-network `net` on `in`, writing what `out` asks for. Throws InputError on bad input.
+  void forward(const Inputs& in, const SubNetwork& net, const Outputs& out, Workspace<T>& ws,
+               const Threads& threads = Threads()) const {
+    check(in, net, out, ws, threads);
+    const int B = in.batch, S = in.seq_len, H = config_.hidden_size;
+    const std::size_t tokens = static_cast<std::size_t>(B) * S;
+    prepare_mask(in, ws);
+    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, B, S, threads);
+    if (out.hidden_states) copy_out(out.hidden_states, ws.hidden.data(), tokens * H);
+    for (std::size_t i = 0; i < net.layers.size(); ++i) {
+      const int l = net.layers[i];
+      layers::LayerCall<T> call;
+      call.batch = B;
+      call.seq = S;
+      call.heads = net.heads[l];
+      call.neurons = net.neurons[l];
+      call.gates = net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr;
+      layers_[l].forward(call, ws, threads);
+      if (out.hidden_states) copy_out(out.hidden_states + (i + 1) * tokens * H, ws.hidden.data(), tokens * H);
+    }
+    if (out.last_hidden) copy_out(out.last_hidden, ws.hidden.data(), tokens * H);
+    if (out.pooled || out.logits) {
+      pooler_->forward(ws.pooled.data(), ws.hidden.data(), B, S, ws.gemm_scratch.data(), threads);
+      if (out.pooled) copy_out(out.pooled, ws.pooled.data(), static_cast<std::size_t>(B) * H);
+      if (out.logits) {
+        if constexpr (std::is_same_v<T, float>) {
+          classifier_->forward(out.logits, ws.pooled.data(), B, ws.gemm_scratch.data(), threads);
+        } else {
+          // logits are float in the public API; compute in T into tmp, then convert
+          classifier_->forward(ws.tmp.data(), ws.pooled.data(), B, ws.gemm_scratch.data(), threads);
+          copy_out(out.logits, ws.tmp.data(), static_cast<std::size_t>(B) * heads_.num_labels);
+        }
+      }
+    }
+  }
+
+  /// Forward in the model's own scalar type (double for oracles): same as forward() but the
+  /// hidden states / logits are returned in T.
+  void forward_t(const Inputs& in, const SubNetwork& net, T* logits, T* hidden_states, Workspace<T>& ws,
+                 const Threads& threads = Threads()) const {
+    Outputs o;
+    check(in, net, o, ws, threads);
+    const int B = in.batch, S = in.seq_len, H = config_.hidden_size;
+    const std::size_t tokens = static_cast<std::size_t>(B) * S;
+    prepare_mask(in, ws);
+    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, B, S, threads);
+    if (hidden_states) std::memcpy(hidden_states, ws.hidden.data(), tokens * H * sizeof(T));
+    for (std::size_t i = 0; i < net.layers.size(); ++i) {
+      const int l = net.layers[i];
+      layers::LayerCall<T> call{B, S, net.heads[l], net.neurons[l],
+                                net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr};
+      layers_[l].forward(call, ws, threads);
+      if (hidden_states) std::memcpy(hidden_states + (i + 1) * tokens * H, ws.hidden.data(), tokens * H * sizeof(T));
+    }
+    if (logits) {
+      DYNABERT_REQUIRE(classifier_.has_value(), InputError, "logits requested from a model without a classifier head");
+      pooler_->forward(ws.pooled.data(), ws.hidden.data(), B, S, ws.gemm_scratch.data(), threads);
+      classifier_->forward(logits, ws.pooled.data(), B, ws.gemm_scratch.data(), threads);
+    }
+  }
+
+ private:
+  template <class Src>
+  static void copy_out(float* dst, const Src* src, std::size_t n) {
+    if constexpr (std::is_same_v<Src, float>) std::memcpy(dst, src, n * sizeof(float));
+    else for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+  }
+
+  void check(const Inputs& in, const SubNetwork& net, const Outputs& out, const Workspace<T>& ws,
+             const Threads& threads) const {
+    DYNABERT_REQUIRE(in.input_ids != nullptr, InputError, "input_ids is null");
+    DYNABERT_REQUIRE(in.batch >= 1 && in.seq_len >= 1, InputError, "batch ", in.batch, " x length ",
+                     in.seq_len, " is empty");
+    DYNABERT_REQUIRE(in.seq_len <= config_.max_position_embeddings, InputError, "sequence length ",
+                     in.seq_len, " exceeds max_position_embeddings ", config_.max_position_embeddings);
+    const auto& lim = ws.limits();
+    DYNABERT_REQUIRE(in.batch <= lim.max_batch && in.seq_len <= lim.max_seq_len, InputError, "batch ",
+                     in.batch, " x length ", in.seq_len, " exceeds the workspace limits ", lim.max_batch,
+                     " x ", lim.max_seq_len);
+    DYNABERT_REQUIRE(threads.count() <= lim.max_threads, InputError, "call uses ", threads.count(),
+                     " threads; the workspace was sized for ", lim.max_threads);
+    DYNABERT_REQUIRE(!(in.lengths && in.attention_mask), InputError,
+                     "give either lengths or attention_mask, not both");
+    if (in.lengths)
+      for (int b = 0; b < in.batch; ++b)
+        DYNABERT_REQUIRE(in.lengths[b] >= 1 && in.lengths[b] <= in.seq_len, InputError, "lengths[", b,
+                         "] = ", in.lengths[b], " is outside 1..", in.seq_len);
+    if (in.attention_mask)
+      for (long i = 0; i < static_cast<long>(in.batch) * in.seq_len; ++i)
+        DYNABERT_REQUIRE(in.attention_mask[i] == 0 || in.attention_mask[i] == 1, InputError,
+                         "attention_mask[", i / in.seq_len, "][", i % in.seq_len, "] = ",
+                         in.attention_mask[i], " is not 0 or 1");
+    net.validate(config_);
+    DYNABERT_REQUIRE(!(out.logits && !classifier_), InputError, "logits requested from a model without a classifier head");
+    DYNABERT_REQUIRE(!(out.pooled && !pooler_), InputError, "pooled output requested from a model without a pooler");
+    embeddings_.check_inputs(in.input_ids, in.token_type_ids, in.batch, in.seq_len);
+  }
+
+  /// Per sequence: the key range to attend ([0, key_end)) and an additive mask for holes inside.
+  void prepare_mask(const Inputs& in, Workspace<T>& ws) const {
+    const int S = in.seq_len;
+    for (int b = 0; b < in.batch; ++b) {
+      int end = S, holes = 0;
+      if (in.lengths) end = in.lengths[b];
+      else if (in.attention_mask) {
+        const std::int32_t* m = in.attention_mask + static_cast<long>(b) * S;
+        end = 0;
+        for (int j = 0; j < S; ++j)
+          if (m[j]) end = j + 1;
+        for (int j = 0; j < end; ++j) {
+          ws.mask_bias[static_cast<long>(b) * S + j] = m[j] ? T(0) : T(-10000);
+          if (!m[j]) holes = 1;
+        }
+        if (end == 0) end = S;  // fully masked: every score gets -10000, which cancels in softmax
+      }
+      ws.key_end[b] = end;
+      ws.has_holes[b] = holes;
+    }
+  }
+
+  BertConfig config_;
+  HeadSpec heads_;
+  Dims dims_;
+  layers::Embeddings<T> embeddings_;
+  std::vector<layers::EncoderLayer<T, Dims>> layers_;
+  std::optional<layers::Pooler<T>> pooler_;
+  std::optional<layers::Classifier<T>> classifier_;
+};
+
+}  // namespace dynabert

@@ -1,0 +1,280 @@
+// BertConfig: the run-time architecture read from (and written to) Hugging Face config.json, and
+// the compile-time dimension policies (StaticDims / DynamicDims) that layers are templated on.
+#pragma once
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dynabert/core/error.hpp"
+
+namespace dynabert {
+
+/// Activation of the feed-forward block (config.json `hidden_act`).
+enum class Activation { kNone, kGeluErf, kGeluTanh, kTanh };
+
+inline const char* to_string(Activation a) {
+  switch (a) {
+    case Activation::kGeluErf: return "gelu";
+    case Activation::kGeluTanh: return "gelu_new";
+    case Activation::kTanh: return "tanh";
+    default: return "none";
+  }
+}
+
+/// Architecture of a BERT encoder (the fields of Hugging Face's BertConfig that matter here).
+struct BertConfig {
+  int vocab_size = 30522;
+  int hidden_size = 768;
+  int num_hidden_layers = 12;
+  int num_attention_heads = 12;
+  int intermediate_size = 3072;
+  int max_position_embeddings = 512;
+  int type_vocab_size = 2;
+  int pad_token_id = 0;
+  double layer_norm_eps = 1e-12;
+  Activation hidden_act = Activation::kGeluErf;
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  /// Labels of the classification head; one label means regression (Hugging Face convention).
+  std::vector<std::string> id2label;
+  /// Heads removed per layer (Hugging Face `pruned_heads`), sorted original head ids.
+  std::map<int, std::vector<int>> pruned_heads;
+  /// Per-layer FFN width when layers differ (dynabert extension `dynabert_intermediate_sizes`);
+  /// empty means every layer has `intermediate_size`.
+  std::vector<int> layer_intermediate_sizes;
+
+  int head_dim() const { return hidden_size / num_attention_heads; }
+  int num_labels() const { return static_cast<int>(id2label.size()); }
+  /// Heads stored for layer l (num_attention_heads minus pruned ones).
+  int layer_heads(int l) const {
+    auto it = pruned_heads.find(l);
+    return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<int>(it->second.size()));
+  }
+  /// FFN neurons stored for layer l.
+  int layer_intermediate(int l) const {
+    return layer_intermediate_sizes.empty() ? intermediate_size : layer_intermediate_sizes[l];
+  }
+  int max_layer_heads() const {
+    int m = 0;
+    for (int l = 0; l < num_hidden_layers; ++l) m = std::max(m, layer_heads(l));
+    return m;
+  }
+  int max_layer_intermediate() const {
+    int m = 0;
+    for (int l = 0; l < num_hidden_layers; ++l) m = std::max(m, layer_intermediate(l));
+    return m;
+  }
+
+  /// Throws FormatError (naming `source`) if the sizes are inconsistent.
+  void validate(const std::string& source = "config") const {
+    auto pos = [&](int v, const char* name) {
+      DYNABERT_REQUIRE(v > 0, FormatError, source, ": ", name, " must be positive, got ", v);
+    };
+    pos(vocab_size, "vocab_size");
+    pos(hidden_size, "hidden_size");
+    pos(num_hidden_layers, "num_hidden_layers");
+    pos(num_attention_heads, "num_attention_heads");
+    pos(intermediate_size, "intermediate_size");
+    pos(max_position_embeddings, "max_position_embeddings");
+    pos(type_vocab_size, "type_vocab_size");
+    DYNABERT_REQUIRE(hidden_size % num_attention_heads == 0, FormatError, source,
+                     ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
+                     num_attention_heads);
+    DYNABERT_REQUIRE(layer_norm_eps > 0, FormatError, source, ": layer_norm_eps must be positive");
+    for (auto& [l, heads] : pruned_heads) {
+      DYNABERT_REQUIRE(l >= 0 && l < num_hidden_layers, FormatError, source,
+                       ": pruned_heads names layer ", l, " of ", num_hidden_layers);
+      std::set<int> uniq(heads.begin(), heads.end());
+      DYNABERT_REQUIRE(uniq.size() == heads.size(), FormatError, source,
+                       ": pruned_heads of layer ", l, " repeats a head");
+      for (int h : heads)
+        DYNABERT_REQUIRE(h >= 0 && h < num_attention_heads, FormatError, source,
+                         ": pruned_heads of layer ", l, " names head ", h);
+      DYNABERT_REQUIRE(layer_heads(l) >= 1, FormatError, source, ": pruned_heads removes every head of layer ", l);
+    }
+    if (!layer_intermediate_sizes.empty()) {
+      DYNABERT_REQUIRE(static_cast<int>(layer_intermediate_sizes.size()) == num_hidden_layers,
+                       FormatError, source, ": dynabert_intermediate_sizes has ",
+                       layer_intermediate_sizes.size(), " entries for ", num_hidden_layers, " layers");
+      for (int v : layer_intermediate_sizes) pos(v, "dynabert_intermediate_sizes[i]");
+    }
+  }
+
+  /// Parses a Hugging Face config.json object. Unknown keys are ignored; `source` names the file
+  /// in error messages.
+  static BertConfig from_json(const nlohmann::json& j, const std::string& source = "config.json") {
+    DYNABERT_REQUIRE(j.is_object(), FormatError, source, ": top level is not a JSON object");
+    BertConfig c;
+    auto get_int = [&](const char* key, int& out) {
+      if (!j.contains(key)) return;
+      DYNABERT_REQUIRE(j[key].is_number_integer(), FormatError, source, ": field '", key,
+                       "' must be an integer");
+      out = j[key].get<int>();
+    };
+    auto get_double = [&](const char* key, double& out) {
+      if (!j.contains(key) || j[key].is_null()) return;
+      DYNABERT_REQUIRE(j[key].is_number(), FormatError, source, ": field '", key, "' must be a number");
+      out = j[key].get<double>();
+    };
+    get_int("vocab_size", c.vocab_size);
+    get_int("hidden_size", c.hidden_size);
+    get_int("num_hidden_layers", c.num_hidden_layers);
+    get_int("num_attention_heads", c.num_attention_heads);
+    get_int("intermediate_size", c.intermediate_size);
+    get_int("max_position_embeddings", c.max_position_embeddings);
+    get_int("type_vocab_size", c.type_vocab_size);
+    if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) get_int("pad_token_id", c.pad_token_id);
+    get_double("layer_norm_eps", c.layer_norm_eps);
+    get_double("hidden_dropout_prob", c.hidden_dropout_prob);
+    get_double("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
+    if (j.contains("hidden_act")) {
+      DYNABERT_REQUIRE(j["hidden_act"].is_string(), FormatError, source, ": field 'hidden_act' must be a string");
+      const auto act = j["hidden_act"].get<std::string>();
+      if (act == "gelu") c.hidden_act = Activation::kGeluErf;
+      else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
+        c.hidden_act = Activation::kGeluTanh;
+      else raise<FormatError>(source, ": hidden_act '", act, "' is not supported (gelu, gelu_new)");
+    }
+    if (j.contains("id2label")) {
+      const auto& m = j["id2label"];
+      DYNABERT_REQUIRE(m.is_object(), FormatError, source, ": id2label must be an object");
+      c.id2label.assign(m.size(), "");
+      for (auto it = m.begin(); it != m.end(); ++it) {
+        int id = -1;
+        try { id = std::stoi(it.key()); } catch (...) {}
+        DYNABERT_REQUIRE(id >= 0 && id < static_cast<int>(m.size()), FormatError, source,
+                         ": id2label key '", it.key(), "' is not an id in 0..", m.size() - 1);
+        c.id2label[id] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+      }
+    } else if (j.contains("num_labels")) {
+      int n = 0;
+      get_int("num_labels", n);
+      for (int i = 0; i < n; ++i) c.id2label.push_back("LABEL_" + std::to_string(i));
+    }
+    if (j.contains("pruned_heads") && !j["pruned_heads"].is_null()) {
+      const auto& m = j["pruned_heads"];
+      DYNABERT_REQUIRE(m.is_object(), FormatError, source, ": pruned_heads must be an object");
+      for (auto it = m.begin(); it != m.end(); ++it) {
+        int layer = -1;
+        try { layer = std::stoi(it.key()); } catch (...) {}
+        DYNABERT_REQUIRE(it.value().is_array(), FormatError, source, ": pruned_heads['", it.key(), "'] must be a list");
+        std::vector<int> heads;
+        for (auto& h : it.value()) {
+          DYNABERT_REQUIRE(h.is_number_integer(), FormatError, source, ": pruned_heads['", it.key(), "'] holds a non-integer");
+          heads.push_back(h.get<int>());
+        }
+        std::sort(heads.begin(), heads.end());
+        if (!heads.empty()) c.pruned_heads[layer] = heads;
+      }
+    }
+    if (j.contains("dynabert_intermediate_sizes")) {
+      const auto& a = j["dynabert_intermediate_sizes"];
+      DYNABERT_REQUIRE(a.is_array(), FormatError, source, ": dynabert_intermediate_sizes must be a list");
+      for (auto& v : a) {
+        DYNABERT_REQUIRE(v.is_number_integer(), FormatError, source, ": dynabert_intermediate_sizes holds a non-integer");
+        c.layer_intermediate_sizes.push_back(v.get<int>());
+      }
+    }
+    c.validate(source);
+    return c;
+  }
+
+  /// Reads and parses a config.json file.
+  static BertConfig from_file(const std::string& path) {
+    std::ifstream in(path);
+    DYNABERT_REQUIRE(in.good(), FormatError, path, ": cannot open");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      raise<FormatError>(path, ": not valid JSON (", e.what(), ")");
+    }
+    return from_json(j, path);
+  }
+
+  /// A Hugging Face compatible config.json object.
+  nlohmann::json to_json() const {
+    nlohmann::json j;
+    j["model_type"] = "bert";
+    j["architectures"] = {num_labels() > 0 ? "BertForSequenceClassification" : "BertModel"};
+    j["vocab_size"] = vocab_size;
+    j["hidden_size"] = hidden_size;
+    j["num_hidden_layers"] = num_hidden_layers;
+    j["num_attention_heads"] = num_attention_heads;
+    j["intermediate_size"] = intermediate_size;
+    j["max_position_embeddings"] = max_position_embeddings;
+    j["type_vocab_size"] = type_vocab_size;
+    j["pad_token_id"] = pad_token_id;
+    j["layer_norm_eps"] = layer_norm_eps;
+    j["hidden_act"] = to_string(hidden_act);
+    j["hidden_dropout_prob"] = hidden_dropout_prob;
+    j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
+    j["initializer_range"] = 0.02;
+    if (num_labels() > 0) {
+      nlohmann::json i2l = nlohmann::json::object(), l2i = nlohmann::json::object();
+      for (int i = 0; i < num_labels(); ++i) {
+        i2l[std::to_string(i)] = id2label[i];
+        l2i[id2label[i]] = i;
+      }
+      j["id2label"] = i2l;
+      j["label2id"] = l2i;
+      if (num_labels() == 1) j["problem_type"] = "regression";
+    }
+    nlohmann::json ph = nlohmann::json::object();
+    for (auto& [l, heads] : pruned_heads) ph[std::to_string(l)] = heads;
+    j["pruned_heads"] = ph;
+    if (!layer_intermediate_sizes.empty()) j["dynabert_intermediate_sizes"] = layer_intermediate_sizes;
+    return j;
+  }
+
+  /// BERT-base (uncased) dimensions.
+  static BertConfig bert_base() { return BertConfig{}; }
+};
+
+/// Compile-time dimensions: layers instantiated with StaticDims get constant trip counts (the
+/// compiler unrolls the head loops) and the model checks config.json against them at load.
+template <int Hidden, int Heads, int Intermediate>
+struct StaticDims {
+  static constexpr bool kStatic = true;
+  static constexpr int kHidden = Hidden;
+  static constexpr int kHeads = Heads;
+  static constexpr int kHeadDim = Hidden / Heads;
+  static constexpr int kIntermediate = Intermediate;
+  static_assert(Hidden % Heads == 0, "hidden size must be a multiple of the head count");
+  explicit StaticDims(const BertConfig& c) {
+    DYNABERT_REQUIRE(c.hidden_size == Hidden && c.num_attention_heads == Heads &&
+                         c.intermediate_size == Intermediate,
+                     FormatError, "model compiled for hidden ", Hidden, ", heads ", Heads,
+                     ", intermediate ", Intermediate, " but config has ", c.hidden_size, ", ",
+                     c.num_attention_heads, ", ", c.intermediate_size);
+  }
+  static constexpr int hidden() { return Hidden; }
+  static constexpr int heads() { return Heads; }
+  static constexpr int head_dim() { return Hidden / Heads; }
+  static constexpr int intermediate() { return Intermediate; }
+};
+
+/// Dimensions read from config.json at run time.
+struct DynamicDims {
+  static constexpr bool kStatic = false;
+  static constexpr int kHeadDim = 0;
+  explicit DynamicDims(const BertConfig& c)
+      : hidden_(c.hidden_size), heads_(c.num_attention_heads), intermediate_(c.intermediate_size) {}
+  int hidden() const { return hidden_; }
+  int heads() const { return heads_; }
+  int head_dim() const { return hidden_ / heads_; }
+  int intermediate() const { return intermediate_; }
+
+ private:
+  int hidden_, heads_, intermediate_;
+};
+
+/// BERT-base (768 hidden, 12 heads, 3072 FFN).
+using BertBaseDims = StaticDims<768, 12, 3072>;
+
+}  // namespace dynabert

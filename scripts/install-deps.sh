@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every build, test and tooling dependency of dynabert from Debian 12's archive.
+# Idempotent: packages already present are skipped by apt-get; the apt index is refreshed at most
+# once a day. Usage: scripts/install-deps.sh [--python]   (--python adds torch/numpy for tools/)
+set -euo pipefail
+
+pkgs=(build-essential cmake ninja-build ccache pkg-config
+      libeigen3-dev libxsimd-dev libtbb-dev libboost-test-dev libbenchmark-dev
+      nlohmann-json3-dev)
+if [[ "${1:-}" == "--python" ]]; then
+  pkgs+=(python3-torch python3-numpy python3-matplotlib)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+stamp=/var/lib/apt/periodic/update-success-stamp
+lists_age=$(( $(date +%s) - $(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo 0) ))
+if [[ ! -f $stamp && $lists_age -gt 86400 ]] || [[ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]]; then
+  $SUDO apt-get update -q
+fi
+echo "install-deps: installing ${missing[*]}"
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
