@@ -1,0 +1,213 @@
+// dynabert_run: load a Hugging Face BERT checkpoint folder and a JSON file of token-id sequences,
+// run them at a chosen width, depth and thread count, print the logits (or pooled output), and
+// optionally write logits and every hidden state to a safetensors file for parity checks.
+//
+//   dynabert_run --model DIR --inputs ids.json [--width 0.5] [--depth 0.75] [--threads 2]
+//                [--output out.safetensors] [--grid] [--repeat 20]
+//   dynabert_run --generate DIR --preset tiny|small|base [--labels 2] [--seed 1]
+//
+// Inputs JSON: [[101, 2023, 102], [101, 102]] (ragged lists are right-padded with pad_token_id and
+// masked), or {"input_ids": [[...]], "token_type_ids": [[...]], "attention_mask": [[...]]}.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include <dynabert/dynabert.hpp>
+
+using namespace dynabert;
+
+namespace {
+
+struct Batch {
+  int B = 0, S = 0;
+  std::vector<std::int32_t> ids, types, mask;
+};
+
+std::vector<std::vector<long>> rows_of(const nlohmann::json& j, const std::string& what, const std::string& file) {
+  DYNABERT_REQUIRE(j.is_array() && !j.empty(), FormatError, file, ": ", what, " must be a non-empty list of lists");
+  std::vector<std::vector<long>> rows;
+  for (std::size_t b = 0; b < j.size(); ++b) {
+    DYNABERT_REQUIRE(j[b].is_array(), FormatError, file, ": ", what, "[", b, "] is not a list");
+    std::vector<long> r;
+    for (auto& v : j[b]) {
+      DYNABERT_REQUIRE(v.is_number_integer(), FormatError, file, ": ", what, "[", b, "] holds a non-integer");
+      r.push_back(v.get<long>());
+    }
+    DYNABERT_REQUIRE(!r.empty(), InputError, file, ": ", what, "[", b, "] is empty");
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+Batch read_inputs(const std::string& file, int pad_id) {
+  std::ifstream f(file);
+  DYNABERT_REQUIRE(f.good(), FormatError, file, ": cannot open");
+  nlohmann::json j;
+  try { j = nlohmann::json::parse(f); } catch (const std::exception& e) {
+    raise<FormatError>(file, ": not valid JSON (", e.what(), ")");
+  }
+  const nlohmann::json ids_json = j.is_object() ? j.value("input_ids", nlohmann::json()) : j;
+  auto ids = rows_of(ids_json, "input_ids", file);
+  Batch b;
+  b.B = static_cast<int>(ids.size());
+  for (auto& r : ids) b.S = std::max<int>(b.S, static_cast<int>(r.size()));
+  b.ids.assign(static_cast<std::size_t>(b.B) * b.S, pad_id);
+  b.types.assign(b.ids.size(), 0);
+  b.mask.assign(b.ids.size(), 0);
+  for (int i = 0; i < b.B; ++i)
+    for (std::size_t s = 0; s < ids[i].size(); ++s) {
+      const long v = ids[i][s];
+      DYNABERT_REQUIRE(v >= INT32_MIN && v <= INT32_MAX, InputError, file, ": input_ids[", i, "][", s, "] = ", v, " is out of range");
+      b.ids[i * b.S + s] = static_cast<std::int32_t>(v);
+      b.mask[i * b.S + s] = 1;
+    }
+  auto fill = [&](const char* key, std::vector<std::int32_t>& dst) {
+    if (!j.is_object() || !j.contains(key)) return;
+    auto rows = rows_of(j[key], key, file);
+    DYNABERT_REQUIRE(rows.size() == ids.size(), InputError, file, ": ", key, " has ", rows.size(), " rows for ", ids.size(), " sequences");
+    for (int i = 0; i < b.B; ++i) {
+      DYNABERT_REQUIRE(rows[i].size() == ids[i].size(), InputError, file, ": ", key, "[", i, "] has ", rows[i].size(),
+                       " entries for ", ids[i].size(), " tokens");
+      for (std::size_t s = 0; s < rows[i].size(); ++s) dst[i * b.S + s] = static_cast<std::int32_t>(rows[i][s]);
+    }
+  };
+  fill("token_type_ids", b.types);
+  fill("attention_mask", b.mask);
+  return b;
+}
+
+BertConfig preset(const std::string& name) {
+  BertConfig c;
+  if (name == "base") return c;
+  if (name == "small") { c.hidden_size = 256; c.num_hidden_layers = 4; c.num_attention_heads = 4; c.intermediate_size = 1024; return c; }
+  if (name == "tiny") { c.hidden_size = 128; c.num_hidden_layers = 2; c.num_attention_heads = 2; c.intermediate_size = 512; return c; }
+  raise<InputError>("unknown preset '", name, "' (tiny, small, base)");
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Run a BERT checkpoint at any DynaBERT width and depth"};
+  std::string model_dir, inputs_file, output_file, generate_dir, preset_name = "small";
+  double width = 1.0, depth = 1.0;
+  int threads = 1, repeat = 0, labels = 2;
+  unsigned long seed = 1;
+  bool grid = false;
+  app.add_option("--model", model_dir, "checkpoint folder (config.json + model.safetensors)");
+  app.add_option("--inputs", inputs_file, "JSON file of token-id sequences");
+  app.add_option("--width", width, "width multiplier m_w in (0, 1]");
+  app.add_option("--depth", depth, "depth multiplier m_d in (0, 1]");
+  app.add_option("--threads", threads, "threads")->check(CLI::PositiveNumber);
+  app.add_option("--output", output_file, "write logits and hidden states to this .safetensors file");
+  app.add_flag("--grid", grid, "time all 12 DynaBERT cells (widths 1, .75, .5, .25 x depths 1, .75, .5)");
+  app.add_option("--repeat", repeat, "time this many calls and print the median");
+  app.add_option("--generate", generate_dir, "write a randomly initialised checkpoint to this folder and exit");
+  app.add_option("--preset", preset_name, "size of the generated model: tiny, small or base");
+  app.add_option("--labels", labels, "classifier outputs of the generated model");
+  app.add_option("--seed", seed, "seed of the generated model");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!generate_dir.empty()) {
+      BertWeights<float> w(preset(preset_name), HeadSpec{true, labels});
+      w.init_random(seed);
+      w.save(generate_dir, {{"generator", "dynabert_run --generate"}});
+      std::printf("wrote %s: %zu parameters (%s preset)\n", generate_dir.c_str(), w.num_parameters(), preset_name.c_str());
+      return 0;
+    }
+    DYNABERT_REQUIRE(!model_dir.empty() && !inputs_file.empty(), InputError, "--model and --inputs are required");
+    const auto t0 = std::chrono::steady_clock::now();
+    ElasticBert<float> model(BertWeights<float>::load(model_dir));
+    const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const auto& cfg = model.config();
+    Batch batch = read_inputs(inputs_file, cfg.pad_token_id);
+    Threads th(threads);
+    auto ws = model.make_workspace({batch.B, batch.S, threads});
+    Inputs in;
+    in.input_ids = batch.ids.data();
+    in.token_type_ids = batch.types.data();
+    in.attention_mask = batch.mask.data();
+    in.batch = batch.B;
+    in.seq_len = batch.S;
+    std::fprintf(stderr, "model: %d layers, hidden %d, %d heads, FFN %d, %d labels; loaded in %.0f ms; %s, %d thread(s)\n",
+                 cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
+                 model.num_labels(), load_ms, simd::arch_name(), threads);
+
+    auto time_cell = [&](const SubNetwork& net, int reps) {
+      std::vector<float> sink(static_cast<std::size_t>(batch.B) * std::max(1, model.num_labels()) * cfg.hidden_size);
+      Outputs o;
+      if (model.num_labels() > 0) o.logits = sink.data(); else o.pooled = sink.data();
+      model.forward(in, net, o, ws, th);
+      std::vector<double> ms;
+      for (int r = 0; r < reps; ++r) {
+        const auto a = std::chrono::steady_clock::now();
+        model.forward(in, net, o, ws, th);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+      }
+      return median(ms);
+    };
+
+    if (grid) {
+      std::printf("| width | depth | heads | FFN | layers | encoder params (M) | GFLOP | median ms | GFLOP/s |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|\n");
+      for (double wm : {1.0, 0.75, 0.5, 0.25})
+        for (double dm : {1.0, 0.75, 0.5}) {
+          auto net = SubNetwork::dynabert(cfg, wm, dm);
+          const double ms = time_cell(net, std::max(repeat, 5));
+          const double gf = net.encoder_flops(cfg, batch.S) * batch.B / 1e9;
+          std::printf("| %.2f | %.2f | %d | %d | %d | %.1f | %.2f | %.2f | %.1f |\n", wm, dm, net.heads[0], net.neurons[0],
+                      net.depth(), net.encoder_params(cfg) / 1e6, gf, ms, gf / ms * 1e3);
+        }
+      return 0;
+    }
+
+    auto net = SubNetwork::dynabert(cfg, width, depth);
+    const int C = model.num_labels();
+    std::vector<float> logits(static_cast<std::size_t>(batch.B) * std::max(C, 0));
+    std::vector<float> pooled(static_cast<std::size_t>(batch.B) * cfg.hidden_size);
+    std::vector<float> states;
+    Outputs o;
+    if (C > 0) o.logits = logits.data();
+    else if (model.has_pooler()) o.pooled = pooled.data();
+    if (!output_file.empty()) {
+      states.resize(static_cast<std::size_t>(net.depth() + 1) * batch.B * batch.S * cfg.hidden_size);
+      o.hidden_states = states.data();
+    }
+    model.forward(in, net, o, ws, th);
+    std::printf("width %.4g (%d heads, %d FFN neurons), depth %.4g (layers", width, net.heads[0], net.neurons[0], depth);
+    for (int l : net.layers) std::printf(" %d", l);
+    std::printf(")\n");
+    for (int b = 0; b < batch.B && C > 0; ++b) {
+      std::printf("sequence %d logits:", b);
+      for (int c = 0; c < C; ++c) std::printf(" %.6f", logits[b * C + c]);
+      int best = static_cast<int>(std::max_element(logits.begin() + b * C, logits.begin() + (b + 1) * C) - logits.begin()) - b * C;
+      std::printf("  -> %s\n", cfg.id2label.empty() ? std::to_string(best).c_str() : cfg.id2label[best].c_str());
+    }
+    if (C == 0 && model.has_pooler())
+      for (int b = 0; b < batch.B; ++b) std::printf("sequence %d pooled[0..3]: %.6f %.6f %.6f %.6f\n", b, pooled[b * cfg.hidden_size],
+                                                    pooled[b * cfg.hidden_size + 1], pooled[b * cfg.hidden_size + 2], pooled[b * cfg.hidden_size + 3]);
+    if (repeat > 0) std::printf("median of %d calls: %.3f ms\n", repeat, time_cell(net, repeat));
+    if (!output_file.empty()) {
+      io::SafetensorsWriter w;
+      if (C > 0) w.add("logits", {batch.B, C}, logits.data());
+      w.add("hidden_states", {net.depth() + 1, batch.B, batch.S, cfg.hidden_size}, states.data());
+      w.add_metadata("width", std::to_string(width));
+      w.add_metadata("depth", std::to_string(depth));
+      w.write(output_file);
+      std::printf("wrote %s\n", output_file.c_str());
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

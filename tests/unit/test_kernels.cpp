@@ -1,0 +1,144 @@
+// Every fast kernel against its reference twin on randomized shapes (tails of every size,
+// prefix widths of packed weights, every epilogue, 1 and 3 threads).
+#define BOOST_TEST_MODULE dynabert_kernels
+#include <boost/test/unit_test.hpp>
+
+#include <random>
+#include <vector>
+
+#include <dynabert/dynabert.hpp>
+
+using namespace dynabert;
+
+namespace {
+std::vector<float> randn(std::size_t n, std::mt19937& g, float s = 1.0f) {
+  std::normal_distribution<float> d(0.0f, s);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+/// max |a - b| / (1 + |b|)
+double max_rel(const float* a, const float* b, std::size_t n) {
+  double m = 0;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::abs(double(a[i]) - b[i]) / (1.0 + std::abs(double(b[i]))));
+  return m;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gemm_matches_reference_over_random_shapes) {
+  std::mt19937 g(42);
+  std::uniform_int_distribution<int> dm(1, 70), dn(1, 150), dk(1, 600);
+  const Activation acts[] = {Activation::kNone, Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh};
+  Threads three(3);
+  AlignedBuffer<float> scratch(3 * kernels::gemm_scratch_floats());
+  for (int trial = 0; trial < 120; ++trial) {
+    const int M = dm(g), N = dn(g), K = dk(g);
+    // the active prefix of a bigger packed weight
+    const int n = std::uniform_int_distribution<int>(1, N)(g), k = std::uniform_int_distribution<int>(1, K)(g);
+    const long lda = K + trial % 3, ldw = K + trial % 5, ldc = N + trial % 7;
+    auto a = randn(M * lda, g), w = randn(N * ldw, g), bias = randn(N, g), res = randn(M * ldc, g);
+    kernels::PackedWeight pw(w.data(), N, K, ldw);
+    kernels::Epilogue ep;
+    const bool use_bias = trial % 2, use_res = trial % 3 == 0;
+    ep.bias = use_bias ? bias.data() : nullptr;
+    ep.residual = use_res ? res.data() : nullptr;
+    ep.ld_residual = ldc;
+    ep.act = acts[trial % 4];
+    ep.alpha = trial % 5 == 0 ? 0.125f : 1.0f;
+    std::vector<float> c(M * ldc, -7.0f), cref(M * ldc, -7.0f);
+    kernels::gemm(c.data(), ldc, a.data(), lda, M, pw.view(), n, k, ep, scratch.data(), trial % 2 ? three : Threads());
+    kernels::reference::linear(cref.data(), ldc, a.data(), lda, w.data(), ldw, M, n, k, ep.bias, ep.residual, ldc,
+                               ep.act, ep.alpha);
+    const double err = max_rel(c.data(), cref.data(), c.size());
+    BOOST_TEST(err < 2e-5, "M " << M << " N " << N << " K " << K << " n " << n << " k " << k << " err " << err);
+    // columns past n are untouched
+    for (int m = 0; m < M; ++m)
+      for (long j = n; j < ldc; ++j) BOOST_REQUIRE(c[m * ldc + j] == -7.0f);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(pack_kn_is_the_transpose_of_pack_nk) {
+  std::mt19937 g(5);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int K = 1 + g() % 90, N = 1 + g() % 90, M = 1 + g() % 30;
+    auto b = randn(K * N, g), a = randn(M * K, g);
+    std::vector<float> wt(N * K);
+    for (int i = 0; i < K; ++i)
+      for (int j = 0; j < N; ++j) wt[j * K + i] = b[i * N + j];
+    AlignedBuffer<float> p1(kernels::packed_size(N, K)), p2(kernels::packed_size(N, K)),
+        s(kernels::gemm_scratch_floats());
+    auto v1 = kernels::pack_kn(p1.data(), b.data(), K, N, N);
+    auto v2 = kernels::pack_nk(p2.data(), wt.data(), N, K, K);
+    BOOST_TEST(std::equal(p1.begin(), p1.end(), p2.begin()));
+    std::vector<float> c(M * N), cref(M * N);
+    kernels::gemm(c.data(), N, a.data(), K, M, v1, N, K, {}, s.data());
+    kernels::reference::linear(cref.data(), N, a.data(), K, wt.data(), K, M, N, K);
+    BOOST_TEST(max_rel(c.data(), cref.data(), c.size()) < 2e-5);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gemm_is_bitwise_independent_of_thread_count) {
+  std::mt19937 g(9);
+  const int M = 37, N = 300, K = 520;
+  auto a = randn(M * K, g), w = randn(N * K, g);
+  kernels::PackedWeight pw(w.data(), N, K, K);
+  AlignedBuffer<float> s(4 * kernels::gemm_scratch_floats());
+  std::vector<float> c1(M * N), c4(M * N);
+  kernels::gemm(c1.data(), N, a.data(), K, M, pw.view(), N, K, {}, s.data(), Threads(1));
+  kernels::gemm(c4.data(), N, a.data(), K, M, pw.view(), N, K, {}, s.data(), Threads(4));
+  BOOST_TEST(std::memcmp(c1.data(), c4.data(), c1.size() * 4) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(gemm_rejects_widths_beyond_the_packed_weight) {
+  std::vector<float> w(8 * 8, 1.0f), c(64), a(64);
+  kernels::PackedWeight pw(w.data(), 8, 8, 8);
+  AlignedBuffer<float> s(kernels::gemm_scratch_floats());
+  BOOST_CHECK_THROW(kernels::gemm(c.data(), 8, a.data(), 8, 8, pw.view(), 9, 8, {}, s.data()), InputError);
+  BOOST_CHECK_THROW(kernels::gemm(c.data(), 8, a.data(), 8, 8, pw.view(), 8, 9, {}, s.data()), InputError);
+}
+
+BOOST_AUTO_TEST_CASE(softmax_matches_reference) {
+  std::mt19937 g(1);
+  for (int n = 1; n < 140; n += 3) {
+    auto x = randn(n, g, 4.0f), bias = randn(n, g);
+    for (int j = 0; j < n; j += 4) bias[j] = -10000.0f;
+    for (int with_bias = 0; with_bias < 2; ++with_bias) {
+      auto fast = x, ref = x;
+      kernels::softmax_row(fast.data(), n, 0.3f, with_bias ? bias.data() : nullptr);
+      kernels::reference::softmax_row(ref.data(), n, 0.3f, with_bias ? bias.data() : nullptr);
+      BOOST_TEST(max_rel(fast.data(), ref.data(), n) < 1e-6, "n " << n);
+      double s = 0;
+      for (float v : fast) s += v;
+      BOOST_TEST(std::abs(s - 1.0) < 1e-5);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(layernorm_matches_reference) {
+  std::mt19937 g(2);
+  for (int H : {1, 7, 16, 31, 64, 100, 768, 1031}) {
+    auto x = randn(H, g, 3.0f), gm = randn(H, g), bt = randn(H, g);
+    for (auto& v : x) v += 5.0f;  // a mean far from zero
+    std::vector<float> fast(H), ref(H);
+    kernels::layernorm_row(fast.data(), x.data(), gm.data(), bt.data(), H, 1e-12);
+    kernels::reference::layernorm_row(ref.data(), x.data(), gm.data(), bt.data(), H, 1e-12);
+    BOOST_TEST(max_rel(fast.data(), ref.data(), H) < 2e-5, "H " << H);
+    // in place
+    kernels::layernorm_row(x.data(), x.data(), gm.data(), bt.data(), H, 1e-12);
+    BOOST_TEST(max_rel(x.data(), ref.data(), H) < 2e-5);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(activations_match_reference) {
+  std::mt19937 g(3);
+  for (auto act : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh, Activation::kNone}) {
+    auto x = randn(1003, g, 4.0f);
+    x[0] = 0.0f; x[1] = -12.0f; x[2] = 12.0f; x[3] = 1e-8f;
+    auto fast = x, ref = x;
+    kernels::activation(fast.data(), fast.size(), act);
+    kernels::reference::activation(ref.data(), ref.size(), act);
+    BOOST_TEST(max_rel(fast.data(), ref.data(), x.size()) < 2e-6, "activation " << to_string(act));
+  }
+  // The two GELUs really differ (so a swapped one cannot pass a parity test).
+  BOOST_TEST(std::abs(kernels::reference::gelu_erf(1.5) - kernels::reference::gelu_tanh(1.5)) > 1e-5);
+}

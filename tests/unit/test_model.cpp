@@ -1,0 +1,355 @@
+// The elastic model: parity with the PyTorch reference (tools/torch_reference.py) at every cell,
+// float against double, padded batches against sequences run alone, switching without
+// allocation, thread-count independence, head gates against pruned heads, input errors.
+#define BOOST_TEST_MODULE dynabert_model
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <new>
+#include <random>
+
+#include <dynabert/dynabert.hpp>
+
+using namespace dynabert;
+
+// ---- allocation counter: replaces global operator new for this test program ----------------
+static std::atomic<long> g_allocations{0};
+void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+const std::string kFixtures = DYNABERT_FIXTURES_DIR;
+
+struct Batch {
+  int B = 0, S = 0;
+  std::vector<std::int32_t> ids, types, mask;
+  Inputs inputs() const {
+    Inputs in;
+    in.input_ids = ids.data();
+    in.token_type_ids = types.data();
+    in.attention_mask = mask.data();
+    in.batch = B;
+    in.seq_len = S;
+    return in;
+  }
+};
+
+Batch load_inputs() {
+  std::ifstream f(kFixtures + "/tiny_inputs.json");
+  auto j = nlohmann::json::parse(f);
+  Batch b;
+  b.B = static_cast<int>(j["input_ids"].size());
+  b.S = static_cast<int>(j["input_ids"][0].size());
+  for (auto& row : j["input_ids"]) for (auto& v : row) b.ids.push_back(v.get<int>());
+  for (auto& row : j["token_type_ids"]) for (auto& v : row) b.types.push_back(v.get<int>());
+  for (auto& row : j["attention_mask"]) for (auto& v : row) b.mask.push_back(v.get<int>());
+  return b;
+}
+
+double max_abs(const float* a, const float* b, std::size_t n) {
+  double m = 0;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+BertConfig random_config(int layers = 3, int hidden = 96, int heads = 6, int ffn = 192) {
+  BertConfig c;
+  c.vocab_size = 300; c.hidden_size = hidden; c.num_hidden_layers = layers; c.num_attention_heads = heads;
+  c.intermediate_size = ffn; c.max_position_embeddings = 64;
+  return c;
+}
+
+template <class F>
+std::string error_of(F&& f) {
+  try { f(); } catch (const Error& e) { return e.what(); }
+  return "<no exception>";
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+/// Runs a cell on the fixture model, comparing logits and every hidden state with PyTorch.
+template <class Model>
+void check_cell(const Model& model, Workspace<float>& ws, const Batch& in, const SubNetwork& net,
+                const io::SafetensorsFile& expected, const std::string& name, const Threads& threads) {
+  const auto want_logits = expected.read<float>(name + ".logits");
+  const auto want_states = expected.read<float>(name + ".hidden_states");
+  std::vector<float> logits(want_logits.size(), NAN), states(want_states.size(), NAN);
+  BOOST_REQUIRE_EQUAL(states.size(), std::size_t(net.depth() + 1) * in.B * in.S * 64);
+  Outputs o;
+  o.logits = logits.data();
+  o.hidden_states = states.data();
+  model.forward(in.inputs(), net, o, ws, threads);
+  const double el = max_abs(logits.data(), want_logits.data(), logits.size());
+  const double eh = max_abs(states.data(), want_states.data(), states.size());
+  BOOST_TEST(el < 1e-5, name << ": logits differ by " << el);
+  BOOST_TEST(eh < 1e-5, name << ": hidden states differ by " << eh);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(pytorch_parity)
+
+BOOST_AUTO_TEST_CASE(all_cells_match_the_reference) {
+  const auto weights = BertWeights<float>::load(kFixtures + "/tiny");  // F16 weights read into F32
+  const auto batch = load_inputs();
+  io::SafetensorsFile expected(kFixtures + "/tiny_expected.safetensors");
+  const auto cells = nlohmann::json::parse(expected.metadata().at("cells"));
+  BOOST_REQUIRE_EQUAL(cells.size(), 16u);
+  ElasticBert<float> dynamic_model(weights);
+  ElasticBert<float, StaticDims<64, 4, 256>> static_model(weights);
+  auto ws = dynamic_model.make_workspace({4, 16, 2});
+  for (auto& cell : cells) {
+    const std::string name = cell["name"];
+    SubNetwork net;
+    std::vector<float> gates;
+    if (name == "custom") {
+      gates = expected.read<float>("custom.gates");
+      net = SubNetwork::custom(weights.config(), cell["layers"], cell["heads"], cell["neurons"]);
+      net.head_gates = gates.data();
+    } else {
+      net = SubNetwork::dynabert(weights.config(), cell["width"], cell["depth"]);
+    }
+    check_cell(dynamic_model, ws, batch, net, expected, name, Threads());
+    check_cell(static_model, ws, batch, net, expected, name, Threads(2));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(double_model_matches_the_reference_tightly) {
+  const auto wf = BertWeights<float>::load(kFixtures + "/tiny");
+  BertWeights<double> wd(wf.config(), wf.heads());
+  for (std::size_t i = 0; i < wf.buffer().size(); ++i) wd.buffer()[i] = wf.buffer()[i];
+  ElasticBert<double> model(wd);
+  auto ws = model.make_workspace({4, 16, 1});
+  const auto batch = load_inputs();
+  io::SafetensorsFile expected(kFixtures + "/tiny_expected.safetensors");
+  for (double w : {1.0, 0.5, 0.25}) {
+    auto net = SubNetwork::dynabert(wd.config(), w, 0.5);
+    char name[64];
+    std::snprintf(name, sizeof name, "w%.4f_d%.4f", w, 0.5);
+    const auto want = expected.read<float>(std::string(name) + ".logits");
+    std::vector<double> logits(want.size());
+    model.forward_t(batch.inputs(), net, logits.data(), nullptr, ws);
+    for (std::size_t i = 0; i < want.size(); ++i) BOOST_TEST(std::abs(logits[i] - want[i]) < 1e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(static_dims_must_match_config) {
+  const auto weights = BertWeights<float>::load(kFixtures + "/tiny");
+  BOOST_CHECK_THROW((ElasticBert<float, BertBaseDims>(weights)), FormatError);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(behaviour)
+
+BOOST_AUTO_TEST_CASE(float_matches_double_on_a_random_model) {
+  BertWeights<double> wd(random_config(), HeadSpec{true, 2});
+  wd.init_random(11, 0.08, true);
+  BertWeights<float> wf(wd.config(), wd.heads());
+  for (std::size_t i = 0; i < wd.buffer().size(); ++i) wf.buffer()[i] = static_cast<float>(wd.buffer()[i]);
+  for (std::size_t i = 0; i < wd.buffer().size(); ++i) wd.buffer()[i] = wf.buffer()[i];
+  ElasticBert<float> mf(wf);
+  ElasticBert<double> md(wd);
+  auto wsf = mf.make_workspace({3, 40, 2});
+  auto wsd = md.make_workspace({3, 40, 1});
+  std::mt19937 g(3);
+  std::vector<std::int32_t> ids(3 * 40), lengths = {40, 23, 1};
+  for (auto& v : ids) v = g() % 300;
+  Inputs in;
+  in.input_ids = ids.data(); in.lengths = lengths.data(); in.batch = 3; in.seq_len = 40;
+  for (double w : {1.0, 0.5, 1.0 / 6}) for (double d : {1.0, 2.0 / 3}) {
+    auto net = SubNetwork::dynabert(wd.config(), w, d);
+    std::vector<float> lf(6);
+    std::vector<double> ld(6);
+    Outputs o;
+    o.logits = lf.data();
+    mf.forward(in, net, o, wsf, Threads(2));
+    md.forward_t(in, net, ld.data(), nullptr, wsd);
+    for (int i = 0; i < 6; ++i) BOOST_TEST(std::abs(lf[i] - ld[i]) < 2e-5, "w " << w << " d " << d);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(padded_batch_equals_sequences_run_alone) {
+  BertWeights<float> w(random_config(), HeadSpec{true, 3});
+  w.init_random(5, 0.08, true);
+  ElasticBert<float> m(w);
+  const int B = 4, S = 33, H = 96;
+  auto ws = m.make_workspace({B, S, 2});
+  std::mt19937 g(8);
+  std::vector<std::int32_t> ids(B * S), types(B * S), lengths = {33, 17, 5, 29};
+  for (auto& v : ids) v = 1 + g() % 299;
+  for (auto& v : types) v = g() % 2;
+  std::vector<std::int32_t> mask(B * S, 0);
+  for (int b = 0; b < B; ++b) for (int s = 0; s < lengths[b]; ++s) mask[b * S + s] = 1;
+  for (double width : {1.0, 0.5}) {
+    auto net = SubNetwork::dynabert(w.config(), width, 0.75);
+    std::vector<float> logits(B * 3), hidden(B * S * H), logits_m(B * 3), hidden_m(B * S * H);
+    Inputs in;
+    in.input_ids = ids.data(); in.token_type_ids = types.data(); in.lengths = lengths.data();
+    in.batch = B; in.seq_len = S;
+    Outputs o;
+    o.logits = logits.data(); o.last_hidden = hidden.data();
+    m.forward(in, net, o, ws, Threads(2));
+    // lengths and the equivalent 0/1 mask agree exactly
+    Inputs im = in;
+    im.lengths = nullptr; im.attention_mask = mask.data();
+    Outputs om;
+    om.logits = logits_m.data(); om.last_hidden = hidden_m.data();
+    m.forward(im, net, om, ws, Threads(2));
+    BOOST_TEST(max_abs(hidden.data(), hidden_m.data(), hidden.size()) == 0.0);
+    for (int b = 0; b < B; ++b) {
+      const int L = lengths[b];
+      Inputs one;
+      one.input_ids = ids.data() + b * S; one.token_type_ids = types.data() + b * S;
+      one.batch = 1; one.seq_len = L;
+      std::vector<float> l1(3), h1(L * H);
+      Outputs o1;
+      o1.logits = l1.data(); o1.last_hidden = h1.data();
+      m.forward(one, net, o1, ws);
+      BOOST_TEST(max_abs(l1.data(), logits.data() + b * 3, 3) < 1e-6, "sequence " << b);
+      BOOST_TEST(max_abs(h1.data(), hidden.data() + b * S * H, L * H) < 1e-6, "sequence " << b);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(switching_cells_allocates_nothing_and_threads_agree) {
+  BertWeights<float> w(random_config(4, 128, 8, 256), HeadSpec{true, 2});
+  w.init_random(6, 0.05);
+  ElasticBert<float> m(w);
+  auto ws = m.make_workspace({2, 48, 2});
+  std::vector<std::int32_t> ids(2 * 48, 7), lengths = {48, 30};
+  Inputs in;
+  in.input_ids = ids.data(); in.lengths = lengths.data(); in.batch = 2; in.seq_len = 48;
+  std::vector<SubNetwork> nets;
+  for (double wm : {1.0, 0.75, 0.5, 0.25}) for (double dm : {1.0, 0.75, 0.5}) nets.push_back(SubNetwork::dynabert(w.config(), wm, dm));
+  std::vector<float> logits(4), one(4);
+  Outputs o;
+  o.logits = logits.data();
+  Threads t1(1), t2(2);
+  for (auto& n : nets) m.forward(in, n, o, ws, t2);  // warm-up (TBB workers start)
+  const long before = g_allocations.load();
+  for (int rep = 0; rep < 2; ++rep)
+    for (auto& n : nets) {
+      m.forward(in, n, o, ws, t2);
+      m.forward(in, n, o, ws, t1);
+    }
+  BOOST_TEST(g_allocations.load() - before == 0, "allocations while switching: " << g_allocations.load() - before);
+  for (auto& n : nets) {
+    m.forward(in, n, o, ws, t1);
+    one = logits;
+    m.forward(in, n, o, ws, t2);
+    BOOST_TEST(std::memcmp(one.data(), logits.data(), 16) == 0);
+  }
+  // the cells really differ
+  m.forward(in, nets.front(), o, ws);
+  one = logits;
+  m.forward(in, nets.back(), o, ws);
+  BOOST_TEST(max_abs(one.data(), logits.data(), 4) > 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(zero_gate_equals_pruned_head) {
+  auto c = random_config(2, 64, 4, 128);
+  BertWeights<float> full(c, HeadSpec{true, 2});
+  full.init_random(21, 0.1, true);
+  // Remove head 1 of layer 1 by slicing, as Hugging Face's prune_heads does.
+  auto pc = c;
+  pc.pruned_heads[1] = {1};
+  BertWeights<float> pruned(pc, HeadSpec{true, 2});
+  const int dh = 16, H = 64;
+  for (auto& s : pruned.specs()) {
+    const float* src = full.tensor(s.name);
+    float* dst = pruned.tensor(s.name);
+    const bool l1 = s.name.rfind("encoder.layer.1.attention.", 0) == 0;
+    if (l1 && s.name.find(".self.") != std::string::npos) {  // rows of heads 0, 2, 3
+      const long cols = s.shape.size() == 2 ? H : 1;
+      long r = 0;
+      for (int h : {0, 2, 3})
+        for (int i = 0; i < dh; ++i, ++r) std::memcpy(dst + r * cols, src + (h * dh + i) * cols, cols * 4);
+    } else if (l1 && s.name == "encoder.layer.1.attention.output.dense.weight") {
+      for (int row = 0; row < H; ++row) {
+        long col = 0;
+        for (int h : {0, 2, 3})
+          for (int i = 0; i < dh; ++i, ++col) dst[row * 48 + col] = src[row * H + h * dh + i];
+      }
+    } else {
+      std::memcpy(dst, src, s.numel() * 4);
+    }
+  }
+  ElasticBert<float> mf(full), mp(pruned);
+  auto ws = mf.make_workspace({1, 9, 1});
+  std::vector<std::int32_t> ids = {1, 5, 9, 22, 3, 4, 5, 6, 7};
+  Inputs in;
+  in.input_ids = ids.data(); in.batch = 1; in.seq_len = 9;
+  std::vector<float> gates(2 * 4, 1.0f), a(2), b(2);
+  gates[1 * 4 + 1] = 0.0f;
+  auto net = SubNetwork::full(c);
+  net.head_gates = gates.data();
+  Outputs oa, ob;
+  oa.logits = a.data(); ob.logits = b.data();
+  mf.forward(in, net, oa, ws);
+  mp.forward(in, SubNetwork::full(pc), ob, ws);
+  BOOST_TEST(max_abs(a.data(), b.data(), 2) < 1e-5);
+  BOOST_TEST(pruned.config().layer_heads(1) == 3);
+}
+
+BOOST_AUTO_TEST_CASE(bad_inputs_get_clear_errors) {
+  BertWeights<float> w(random_config(), HeadSpec{true, 0});
+  ElasticBert<float> m(w);
+  auto ws = m.make_workspace({2, 16, 1});
+  std::vector<std::int32_t> ids(2 * 16, 3), types(2 * 16, 0), lengths = {16, 4}, mask(2 * 16, 1);
+  std::vector<float> out(2 * 96 * 16);
+  auto run = [&](Inputs in, SubNetwork net = SubNetwork{}, Outputs o = Outputs{}, const Threads& t = Threads()) {
+    if (net.layers.empty()) net = SubNetwork::full(w.config());
+    return error_of([&] { m.forward(in, net, o, ws, t); });
+  };
+  Inputs in;
+  in.input_ids = ids.data(); in.token_type_ids = types.data(); in.batch = 2; in.seq_len = 16;
+  ids[17] = 300;
+  BOOST_TEST(has(run(in), "input_ids[1][1] = 300 is outside the vocabulary (0..299)"));
+  ids[17] = -1;
+  BOOST_TEST(has(run(in), "input_ids[1][1] = -1"));
+  ids[17] = 3;
+  types[5] = 2;
+  BOOST_TEST(has(run(in), "token_type_ids[0][5] = 2"));
+  types[5] = 0;
+  Inputs big = in;
+  big.seq_len = 65;
+  BOOST_TEST(has(run(big), "exceeds max_position_embeddings 64"));
+  big.seq_len = 17;
+  BOOST_TEST(has(run(big), "exceeds the workspace limits 2 x 16"));
+  big = in;
+  big.batch = 0;
+  BOOST_TEST(has(run(big), "is empty"));
+  Inputs li = in;
+  lengths[1] = 17;
+  li.lengths = lengths.data();
+  BOOST_TEST(has(run(li), "lengths[1] = 17"));
+  lengths[1] = 4;
+  li.attention_mask = mask.data();
+  BOOST_TEST(has(run(li), "either lengths or attention_mask"));
+  Inputs mi = in;
+  mask[3] = 2;
+  mi.attention_mask = mask.data();
+  BOOST_TEST(has(run(mi), "attention_mask[0][3] = 2"));
+  Outputs o;
+  o.logits = out.data();
+  BOOST_TEST(has(run(in, {}, o), "without a classifier head"));
+  BOOST_TEST(has(run(in, {}, {}, Threads(2)), "sized for 1"));
+  auto net = SubNetwork::full(w.config());
+  net.heads[1] = 7;
+  BOOST_TEST(has(run(in, net), "layer 1 keeps 7 heads; it has 6"));
+  BOOST_TEST(has(error_of([&] { m.make_workspace({1, 65, 1}); }), "exceeds max_position_embeddings"));
+  Inputs nul = in;
+  nul.input_ids = nullptr;
+  BOOST_TEST(has(run(nul), "input_ids is null"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
