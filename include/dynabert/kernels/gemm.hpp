@@ -2,15 +2,19 @@
 // every linear layer and attention step uses.
 //
 // Layout ("elastic panels"): W [N, K] (PyTorch Linear: out x in) is packed once into panels of
-// kNR output features. Panel p holds W[p*kNR + j, k] at p*K*kNR + k*kNR + j, zero-padded to a whole
-// panel. A narrower output width n <= N uses the first ceil(n / kNR) panels; a narrower input width
-// k <= K uses the first k rows of each panel. Both are prefix views of one packed buffer, so every
-// DynaBERT width runs on the same packed weights with no repacking.
+// kNR output features, K cut into blocks of kKC rows, stored block-major: element (n, k) lives in
+// block b = k / kKC, panel p = n / kNR, at
+//   b * kKC * P * kNR  +  p * kc_b * kNR  +  (k % kKC) * kNR  +  n % kNR
+// with P the panel count and kc_b the rows of block b. A narrower output width uses the first
+// panels of each block; a narrower input width uses the first blocks and a row prefix of the last
+// one. Both are prefix views of one packed buffer, so every DynaBERT width runs on the same packed
+// weights with no repacking; and within a block the panels a GEMM walks are contiguous, so the
+// weight stream from memory is sequential for the hardware prefetcher.
 //
-// Blocking follows BLIS: K is split in blocks of kKC (one packed B micro-panel stays in L1), M in
-// blocks of kMC rows packed into kMR-row slivers (stay in L2), and a kMR x kNR register tile
-// accumulates in SIMD registers. The epilogue (alpha, bias, activation, residual) is applied in
-// registers at the last K block. Threads split the panels.
+// Blocking follows BLIS: one packed B micro-panel (kKC x kNR) stays in L1, A is packed per block
+// into kMR-row slivers (L2), a kMR x kNR register tile accumulates in SIMD registers, and the
+// epilogue (alpha, bias, activation, residual) is applied in registers at the last K block.
+// Threads split the panels.
 #pragma once
 #include <algorithm>
 #include <array>
@@ -48,12 +52,17 @@ struct Epilogue {
   float alpha = 1.0f;
 };
 
-/// A packed right-hand side (non-owning): `n` x `k` logical W, panel stride k_stride * kNR.
+/// A packed right-hand side (non-owning): logical W of n x k in the layout above.
 struct PackedView {
   const float* data = nullptr;
   int n = 0;
   int k = 0;
-  long k_stride = 0;
+  /// Start of micro-panel p of the K block starting at row pc.
+  const float* micro_panel(int pc, int p) const {
+    const long panels = (n + kNR - 1) / kNR;
+    const long kc = std::min(GemmShape::kKC, k - pc);
+    return data + static_cast<long>(pc) * panels * kNR + static_cast<long>(p) * kc * kNR;
+  }
 };
 
 /// Floats needed to pack an n x k matrix.
@@ -61,35 +70,41 @@ inline std::size_t packed_size(int n, int k) {
   return static_cast<std::size_t>((n + kNR - 1) / kNR) * kNR * static_cast<std::size_t>(k);
 }
 
+namespace detail {
+/// Packs element (j, kk) = get(j, kk) of an n x k matrix into dst.
+template <class Get>
+inline PackedView pack(float* dst, int n, int k, Get&& get) {
+  PackedView v{dst, n, k};
+  const int panels = (n + kNR - 1) / kNR;
+  for (int pc = 0; pc < k; pc += GemmShape::kKC) {
+    const int kc = std::min(GemmShape::kKC, k - pc);
+    for (int p = 0; p < panels; ++p) {
+      float* d = const_cast<float*>(v.micro_panel(pc, p));
+      const int j_end = std::min(kNR, n - p * kNR);
+      get(d, p * kNR, j_end, pc, kc);
+      for (int kk = 0; kk < kc; ++kk)
+        for (int j = j_end; j < kNR; ++j) d[kk * kNR + j] = 0.0f;
+    }
+  }
+  return v;
+}
+}  // namespace detail
+
 /// Packs W [n, k] (row stride ldw) into `dst` (packed_size(n, k) floats).
 inline PackedView pack_nk(float* dst, const float* w, int n, int k, long ldw) {
-  const int panels = (n + kNR - 1) / kNR;
-  for (int p = 0; p < panels; ++p) {
-    float* d = dst + static_cast<std::size_t>(p) * k * kNR;
-    const int j_end = std::min(kNR, n - p * kNR);
-    for (int j = 0; j < j_end; ++j) {
-      const float* src = w + static_cast<long>(p * kNR + j) * ldw;
-      for (int kk = 0; kk < k; ++kk) d[kk * kNR + j] = src[kk];
+  return detail::pack(dst, n, k, [&](float* d, int j0, int jn, int pc, int kc) {
+    for (int j = 0; j < jn; ++j) {
+      const float* src = w + static_cast<long>(j0 + j) * ldw + pc;
+      for (int kk = 0; kk < kc; ++kk) d[kk * kNR + j] = src[kk];
     }
-    for (int j = j_end; j < kNR; ++j)
-      for (int kk = 0; kk < k; ++kk) d[kk * kNR + j] = 0.0f;
-  }
-  return PackedView{dst, n, k, k};
+  });
 }
 
 /// Packs B [k, n] (row-major, row stride ldb; i.e. W = B^T) into `dst`.
 inline PackedView pack_kn(float* dst, const float* b, int k, int n, long ldb) {
-  const int panels = (n + kNR - 1) / kNR;
-  for (int p = 0; p < panels; ++p) {
-    float* d = dst + static_cast<std::size_t>(p) * k * kNR;
-    const int j_end = std::min(kNR, n - p * kNR);
-    for (int kk = 0; kk < k; ++kk) {
-      const float* src = b + kk * ldb + p * kNR;
-      std::memcpy(d + kk * kNR, src, sizeof(float) * j_end);
-      for (int j = j_end; j < kNR; ++j) d[kk * kNR + j] = 0.0f;
-    }
-  }
-  return PackedView{dst, n, k, k};
+  return detail::pack(dst, n, k, [&](float* d, int j0, int jn, int pc, int kc) {
+    for (int kk = 0; kk < kc; ++kk) std::memcpy(d + kk * kNR, b + (pc + kk) * ldb + j0, sizeof(float) * jn);
+  });
 }
 
 /// A weight matrix packed once at load (owning).
@@ -135,7 +150,7 @@ inline void pack_a(float* dst, const float* a, long lda, int mc, int kc) {
 template <int MR>
 inline void micro_kernel(int kc, const float* __restrict a, const float* __restrict b,
                          float* __restrict c, long ldc, int n_valid, bool accumulate,
-                         const Epilogue* ep, long row0, long col0) {
+                         const Epilogue* ep, long row0, long col0, const float* prefetch) {
   using B = simd::Batch;
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
@@ -145,6 +160,10 @@ inline void micro_kernel(int kc, const float* __restrict a, const float* __restr
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
   for (int k = 0; k < kc; ++k) {
+    if (prefetch) {  // pull the next micro-panel towards L1 while this one computes
+      __builtin_prefetch(prefetch + k * kNR, 0, 3);
+      __builtin_prefetch(prefetch + k * kNR + 16, 0, 3);
+    }
     B bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
@@ -199,7 +218,7 @@ inline void micro_kernel(int kc, const float* __restrict a, const float* __restr
 }
 
 using MicroKernel = void (*)(int, const float*, const float*, float*, long, int, bool,
-                             const Epilogue*, long, long);
+                             const Epilogue*, long, long, const float*);
 
 template <int... I>
 constexpr auto make_kernel_table(std::integer_sequence<int, I...>) {
@@ -219,14 +238,15 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
       const int mc = std::min(MC, M - ic);
       pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
       for (int p = p0; p < p1; ++p) {
-        const float* bp = B.data + static_cast<long>(p) * B.k_stride * kNR + static_cast<long>(pc) * kNR;
+        const float* bp = B.micro_panel(pc, p);
+        const float* next = p + 1 < p1 ? B.micro_panel(pc, p + 1) : nullptr;
         const int col0 = p * kNR;
         const int nv = std::min(kNR, n - col0);
         for (int i0 = 0; i0 < mc; i0 += MR) {
           const int mr = std::min(MR, mc - i0);
           kKernels[mr - 1](kc, scratch + static_cast<long>(i0) * kc, bp,
                            c + (ic + i0) * ldc + col0, ldc, nv, !first, last ? &ep : nullptr,
-                           ic + i0, col0);
+                           ic + i0, col0, i0 == 0 ? next : nullptr);
         }
       }
     }
