@@ -1,0 +1,96 @@
+// Kernel benchmarks: the machine's FMA peak, the packed GEMM at every BERT-base shape and
+// DynaBERT width (GFLOP/s and % of measured peak), and the row kernels (GB/s).
+#include <random>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <dynabert/dynabert.hpp>
+
+#include "peak.hpp"
+
+using namespace dynabert;
+
+namespace {
+
+void set_flop_counters(benchmark::State& st, double flops, int threads) {
+  st.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["pct_peak"] = benchmark::Counter(flops / 1e9 / dynabert_bench::peak_gflops(threads) * 100.0,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_PeakFma(benchmark::State& st) {
+  const int threads = static_cast<int>(st.range(0));
+  for (auto _ : st) benchmark::DoNotOptimize(dynabert_bench::measure_peak_gflops(threads));
+  st.counters["peak_GFLOP/s"] = dynabert_bench::peak_gflops(threads);
+  st.SetLabel(simd::arch_name());
+}
+BENCHMARK(BM_PeakFma)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+/// y = x W^T + b at BERT-base shapes; args: M, N (active), K (active), threads, full N, full K.
+void BM_Gemm(benchmark::State& st) {
+  const int M = static_cast<int>(st.range(0)), n = static_cast<int>(st.range(1)), k = static_cast<int>(st.range(2));
+  const int threads = static_cast<int>(st.range(3)), N = static_cast<int>(st.range(4)), K = static_cast<int>(st.range(5));
+  std::mt19937 g(1);
+  std::normal_distribution<float> d;
+  std::vector<float> a(static_cast<std::size_t>(M) * K), w(static_cast<std::size_t>(N) * K), c(static_cast<std::size_t>(M) * N), bias(N);
+  for (auto& v : a) v = d(g);
+  for (auto& v : w) v = d(g);
+  kernels::PackedWeight pw(w.data(), N, K, K);
+  AlignedBuffer<float> scratch(threads * kernels::gemm_scratch_floats());
+  Threads th(threads);
+  kernels::Epilogue ep;
+  ep.bias = bias.data();
+  for (auto _ : st) {
+    kernels::gemm(c.data(), N, a.data(), K, M, pw.view(), n, k, ep, scratch.data(), th);
+    benchmark::ClobberMemory();
+  }
+  set_flop_counters(st, 2.0 * M * n * k, threads);
+}
+// Q/K/V (fused), attention output, FFN in, FFN out at S=128, full width and DynaBERT width 0.25.
+BENCHMARK(BM_Gemm)
+    ->ArgNames({"M", "n", "k", "threads", "N", "K"})
+    ->Args({128, 2304, 768, 1, 2304, 768})->Args({128, 768, 768, 1, 768, 768})
+    ->Args({128, 3072, 768, 1, 3072, 768})->Args({128, 768, 3072, 1, 768, 3072})
+    ->Args({128, 576, 768, 1, 2304, 768})->Args({128, 768, 192, 1, 768, 768})
+    ->Args({128, 768, 768, 1, 3072, 768})->Args({128, 768, 768, 1, 768, 3072})
+    ->Args({1024, 3072, 768, 1, 3072, 768})
+    ->Args({128, 3072, 768, 2, 3072, 768})->Args({1024, 3072, 768, 2, 3072, 768})
+    ->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_Softmax(benchmark::State& st) {
+  const int n = static_cast<int>(st.range(0)), rows = 128;
+  std::vector<float> x(static_cast<std::size_t>(rows) * n, 0.5f), mask(n, 0.0f);
+  for (auto _ : st) {
+    for (int r = 0; r < rows; ++r) kernels::softmax_row(x.data() + r * n, n, 0.125f, mask.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * rows * n * 8);
+}
+BENCHMARK(BM_Softmax)->Arg(128)->Arg(512);
+
+void BM_LayerNorm(benchmark::State& st) {
+  const int H = static_cast<int>(st.range(0)), rows = 128;
+  std::vector<float> x(static_cast<std::size_t>(rows) * H, 0.5f), g(H, 1.0f), b(H, 0.0f);
+  for (auto _ : st) {
+    for (int r = 0; r < rows; ++r) kernels::layernorm_row(x.data() + r * H, x.data() + r * H, g.data(), b.data(), H, 1e-12);
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * rows * H * 8);
+}
+BENCHMARK(BM_LayerNorm)->Arg(768)->Arg(256);
+
+void BM_Activation(benchmark::State& st) {
+  const auto act = static_cast<Activation>(st.range(0));
+  std::vector<float> x(128 * 3072);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) * 0.1f - 0.8f;
+  for (auto _ : st) {
+    kernels::activation(x.data(), x.size(), act);
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * x.size() * 8);
+  st.SetLabel(to_string(act));
+}
+BENCHMARK(BM_Activation)->Arg(static_cast<int>(Activation::kGeluErf))->Arg(static_cast<int>(Activation::kGeluTanh));
+
+}  // namespace

@@ -6,9 +6,11 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config
       libeigen3-dev libxsimd-dev libtbb-dev libboost-test-dev libbenchmark-dev
-      nlohmann-json3-dev)
+      nlohmann-json3-dev libcli11-dev)
 if [[ "${1:-}" == "--python" ]]; then
-  pkgs+=(python3-torch python3-numpy python3-matplotlib)
+  # libopenblas0-pthread: without it Debian's torch runs its matrix products in the reference BLAS
+  # (about 20x slower), which would make any comparison with PyTorch meaningless.
+  pkgs+=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread)
 fi
 
 missing=()

@@ -30,6 +30,37 @@ def cell_name(w, d):
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser(description="write (or --check) the parity fixtures")
+    ap.add_argument("--out", default=ROOT, help="folder to write into (default tests/fixtures)")
+    ap.add_argument("--check", action="store_true",
+                    help="regenerate into a temporary folder and compare with the committed fixtures")
+    a = ap.parse_args()
+    if a.check:
+        return check()
+    generate(a.out)
+
+
+def check():
+    """Regenerates the fixtures and compares them with tests/fixtures (exact weights and inputs,
+    outputs within 1e-6): the committed files are what this script makes."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        generate(d)
+        for name in ("tiny/model.safetensors", "tiny_expected.safetensors"):
+            new, new_meta = st.load(os.path.join(d, name))
+            old, old_meta = st.load(os.path.join(ROOT, name))
+            assert set(new) == set(old) and new_meta == old_meta, f"{name}: tensors or metadata differ"
+            for k in new:
+                diff = np.abs(new[k].astype(np.float64) - old[k].astype(np.float64)).max() if new[k].size else 0.0
+                assert new[k].shape == old[k].shape and diff <= 1e-6, f"{name}: {k} differs by {diff}"
+        for name in ("tiny/config.json", "tiny_inputs.json"):
+            with open(os.path.join(d, name)) as f1, open(os.path.join(ROOT, name)) as f2:
+                assert json.load(f1) == json.load(f2), f"{name} differs"
+    print("make_fixtures --check: 4 passed, 0 failed")
+
+
+def generate(root):
     g = torch.Generator().manual_seed(20201218)
     cfg = {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "vocab_size": 512,
            "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256,
@@ -64,10 +95,10 @@ def main():
         params16[name] = t.to(torch.float16)
     params = {k: v.to(torch.float64) for k, v in params16.items()}
 
-    os.makedirs(os.path.join(ROOT, "tiny"), exist_ok=True)
-    with open(os.path.join(ROOT, "tiny", "config.json"), "w") as f:
+    os.makedirs(os.path.join(root, "tiny"), exist_ok=True)
+    with open(os.path.join(root, "tiny", "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
-    st.save(os.path.join(ROOT, "tiny", "model.safetensors"),
+    st.save(os.path.join(root, "tiny", "model.safetensors"),
             {("" if k.startswith("classifier") else "bert.") + k: v.numpy() for k, v in params16.items()},
             {"format": "pt"})
 
@@ -80,7 +111,7 @@ def main():
         ids[b, n:] = 0
         types[b, n // 2:n] = 1
     mask[3, 2] = 0  # a hole inside sequence 3
-    with open(os.path.join(ROOT, "tiny_inputs.json"), "w") as f:
+    with open(os.path.join(root, "tiny_inputs.json"), "w") as f:
         json.dump({"input_ids": ids.tolist(), "token_type_ids": types.tolist(),
                    "attention_mask": mask.tolist()}, f)
 
@@ -103,8 +134,8 @@ def main():
     out["custom.gates"] = gates.numpy()
     out["custom.logits"] = logits.to(torch.float32).numpy()
     out["custom.hidden_states"] = torch.stack(states).to(torch.float32).numpy()
-    st.save(os.path.join(ROOT, "tiny_expected.safetensors"), out, {"cells": json.dumps(cells)})
-    print("wrote fixtures for", len(CELLS), "cells to", os.path.normpath(ROOT))
+    st.save(os.path.join(root, "tiny_expected.safetensors"), out, {"cells": json.dumps(cells)})
+    print("wrote fixtures for", len(cells), "cells to", os.path.normpath(root))
 
 
 if __name__ == "__main__":

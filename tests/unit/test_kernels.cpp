@@ -70,6 +70,8 @@ BOOST_AUTO_TEST_CASE(pack_kn_is_the_transpose_of_pack_nk) {
     auto v1 = kernels::pack_kn(p1.data(), b.data(), K, N, N);
     auto v2 = kernels::pack_nk(p2.data(), wt.data(), N, K, K);
     BOOST_TEST(std::equal(p1.begin(), p1.end(), p2.begin()));
+    BOOST_TEST(v1.n == v2.n);
+    BOOST_TEST(v1.k == v2.k);
     std::vector<float> c(M * N), cref(M * N);
     kernels::gemm(c.data(), N, a.data(), K, M, v1, N, K, {}, s.data());
     kernels::reference::linear(cref.data(), N, a.data(), K, wt.data(), K, M, N, K);

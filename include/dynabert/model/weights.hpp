@@ -78,6 +78,19 @@ class BertWeights {
   BertWeights(BertWeights&&) noexcept = default;
   BertWeights& operator=(BertWeights&&) noexcept = default;
 
+  /// The same parameters converted to another scalar type (tensor by tensor: the flat layouts of
+  /// different types differ by their alignment padding).
+  template <class U>
+  BertWeights<U> cast() const {
+    BertWeights<U> out(config_, heads_);
+    for (auto& s : specs_) {
+      const T* src = data_.data() + s.offset;
+      U* dst = out.tensor(s.name);
+      for (std::size_t i = 0; i < s.numel(); ++i) dst[i] = static_cast<U>(src[i]);
+    }
+    return out;
+  }
+
   /// The tensors of a model with this config, in a fixed order.
   static std::vector<TensorSpec> schema(const BertConfig& c, const HeadSpec& heads) {
     const std::int64_t H = c.hidden_size;

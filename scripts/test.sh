@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds and runs dynabert's tests on a fresh Debian 12 machine (installs what it needs first).
+#   scripts/test.sh          development build + ctest (unit tests, PyTorch parity, tools, consumer)
+#   scripts/test.sh --all    also the AddressSanitizer + UndefinedBehaviorSanitizer build of the tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+all=0
+[[ "${1:-}" == "--all" ]] && all=1
+
+scripts/install-deps.sh --python
+jobs=$(nproc)
+
+cmake --preset dev -DDYNABERT_BUILD_BENCHMARKS=OFF
+cmake --build --preset dev -j "$jobs"
+ctest --preset dev -j "$jobs"
+
+if ((all)); then
+  cmake --preset asan
+  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model
+  ctest --preset asan -R '^test_' -j "$jobs"
+fi
