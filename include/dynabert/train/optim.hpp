@@ -1,0 +1,100 @@
+// AdamW with the semantics of the reference code (Hugging Face transformers v2.1.1 AdamW, which
+// the official DynaBERT code uses): bias correction folded into the step size, eps added to
+// sqrt(v) (not to the corrected v), decoupled weight decay lr * wd * p applied after the update,
+// no decay for biases and LayerNorm weights. Global gradient-norm clipping and the linear
+// warmup-then-decay schedule.
+#pragma once
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "dynabert/core/aligned.hpp"
+#include "dynabert/model/weights.hpp"
+
+namespace dynabert::train {
+
+/// Hyper-parameters of AdamW.
+struct AdamWConfig {
+  double lr = 2e-5;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool correct_bias = true;
+};
+
+/// Whether weight decay applies to a parameter (not to biases, not to LayerNorm weights).
+inline bool decays(const std::string& name) {
+  const auto ends = [&](const char* s) { const std::string e(s); return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0; };
+  return !(ends(".bias") || ends("LayerNorm.weight") || ends("LayerNorm.bias"));
+}
+
+/// AdamW state (first and second moments, step count) over a BertWeights layout.
+template <class T>
+class AdamW {
+ public:
+  AdamW(const BertWeights<T>& params, AdamWConfig cfg) : cfg_(cfg), m_(params.buffer().size(), true), v_(params.buffer().size(), true) {
+    for (auto& s : params.specs()) decay_.push_back(decays(s.name));
+  }
+  const AdamWConfig& config() const { return cfg_; }
+  long step_count() const { return step_; }
+  AlignedBuffer<T>& first_moment() { return m_; }
+  AlignedBuffer<T>& second_moment() { return v_; }
+  void set_step_count(long s) { step_ = s; }
+
+  /// One update of `params` with `grads` at learning rate `lr`.
+  void step(BertWeights<T>& params, const BertWeights<T>& grads, double lr) {
+    ++step_;
+    const double b1 = cfg_.beta1, b2 = cfg_.beta2;
+    double step_size = lr;
+    if (cfg_.correct_bias) step_size *= std::sqrt(1.0 - std::pow(b2, step_)) / (1.0 - std::pow(b1, step_));
+    const auto& specs = params.specs();
+    for (std::size_t t = 0; t < specs.size(); ++t) {
+      const auto& s = specs[t];
+      T* p = params.buffer().data() + s.offset;
+      const T* g = grads.buffer().data() + s.offset;
+      T* m = m_.data() + s.offset;
+      T* v = v_.data() + s.offset;
+      for (std::size_t i = 0; i < s.numel(); ++i) {
+        m[i] = static_cast<T>(b1 * m[i] + (1.0 - b1) * g[i]);
+        v[i] = static_cast<T>(b2 * v[i] + (1.0 - b2) * g[i] * g[i]);
+        p[i] -= static_cast<T>(step_size * m[i] / (std::sqrt(static_cast<double>(v[i])) + cfg_.eps));
+        if (cfg_.weight_decay > 0.0 && decay_[t]) p[i] -= static_cast<T>(lr * cfg_.weight_decay * p[i]);
+      }
+    }
+  }
+
+ private:
+  AdamWConfig cfg_;
+  AlignedBuffer<T> m_, v_;
+  std::vector<bool> decay_;
+  long step_ = 0;
+};
+
+/// Scales all gradients so that their global L2 norm is at most max_norm (torch's
+/// clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1). Returns the norm before.
+template <class T>
+double clip_grad_norm(BertWeights<T>& grads, double max_norm) {
+  double sq = 0;
+  for (auto& s : grads.specs()) {
+    const T* g = grads.buffer().data() + s.offset;
+    for (std::size_t i = 0; i < s.numel(); ++i) sq += static_cast<double>(g[i]) * g[i];
+  }
+  const double norm = std::sqrt(sq);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0)
+    for (auto& s : grads.specs()) {
+      T* g = grads.buffer().data() + s.offset;
+      for (std::size_t i = 0; i < s.numel(); ++i) g[i] = static_cast<T>(g[i] * coef);
+    }
+  return norm;
+}
+
+/// Linear warmup from 0 to 1 over `warmup` steps, then linear decay to 0 at `total` steps
+/// (transformers' get_linear_schedule_with_warmup). Multiplies the base learning rate.
+inline double linear_schedule(long step, long warmup, long total) {
+  if (step < warmup) return static_cast<double>(step) / static_cast<double>(std::max(1L, warmup));
+  return std::max(0.0, static_cast<double>(total - step) / static_cast<double>(std::max(1L, total - warmup)));
+}
+
+}  // namespace dynabert::train

@@ -1,0 +1,285 @@
+// Autodiff-lite: finite-difference gradient checks in double of the whole model at the 12
+// DynaBERT cells (head gates, padding, mask holes, token types, dropout), of every loss, and the
+// optimizer's arithmetic. The checked scalar is a random projection of the logits and of every
+// hidden state, so a gradient that lands on the wrong element cannot pass.
+#define BOOST_TEST_MODULE dynabert_train
+#include <boost/test/unit_test.hpp>
+
+#include <random>
+
+#include <dynabert/dynabert.hpp>
+#include <dynabert/train/losses.hpp>
+#include <dynabert/train/optim.hpp>
+#include <dynabert/train/trainable_bert.hpp>
+
+using namespace dynabert;
+using namespace dynabert::train;
+
+namespace {
+
+BertConfig tiny_config() {
+  BertConfig c;
+  c.vocab_size = 23; c.hidden_size = 16; c.num_hidden_layers = 4; c.num_attention_heads = 4;
+  c.intermediate_size = 24; c.max_position_embeddings = 8; c.hidden_dropout_prob = 0.2;
+  c.attention_probs_dropout_prob = 0.25;
+  return c;
+}
+
+struct Problem {
+  int B = 3, S = 6;
+  std::vector<std::int32_t> ids, types, mask;
+  Inputs inputs() const {
+    Inputs in;
+    in.input_ids = ids.data(); in.token_type_ids = types.data(); in.attention_mask = mask.data();
+    in.batch = B; in.seq_len = S;
+    return in;
+  }
+};
+
+Problem make_problem(std::mt19937& g) {
+  Problem p;
+  p.ids.resize(p.B * p.S); p.types.resize(p.B * p.S); p.mask.assign(p.B * p.S, 1);
+  for (auto& v : p.ids) v = g() % 23;
+  for (auto& v : p.types) v = g() % 2;
+  for (int s = 4; s < 6; ++s) p.mask[1 * 6 + s] = 0;  // sequence 1 padded after 4 tokens
+  p.mask[2 * 6 + 1] = 0;                            // sequence 2 has a hole
+  return p;
+}
+
+/// Scalar = <r_logits, logits> + sum_j <r_j, state_j>; fills the d-buffers with the projections.
+struct Projection {
+  std::vector<double> r_logits;
+  std::vector<std::vector<double>> r_states;
+  double operator()(const TrainCache<double>& c) const {
+    double s = 0;
+    for (std::size_t i = 0; i < r_logits.size(); ++i) s += r_logits[i] * c.logits[i];
+    for (std::size_t j = 0; j < r_states.size(); ++j)
+      for (std::size_t i = 0; i < r_states[j].size(); ++i) s += r_states[j][i] * c.states[j][i];
+    return s;
+  }
+};
+
+Projection make_projection(const TrainCache<double>& c, std::mt19937& g) {
+  std::normal_distribution<double> n;
+  Projection p;
+  for (std::size_t i = 0; i < c.logits.size(); ++i) p.r_logits.push_back(n(g));
+  for (auto& s : c.states) {
+    p.r_states.emplace_back(s.size());
+    for (auto& v : p.r_states.back()) v = n(g);
+  }
+  return p;
+}
+
+double rel_err(double a, double b) { return std::abs(a - b) / std::max(1e-6, std::abs(a) + std::abs(b)); }
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(trainable_forward_equals_the_inference_model) {
+  BertWeights<double> w(tiny_config(), HeadSpec{true, 3});
+  w.init_random(4, 0.2, true);
+  TrainableBert<double> tm(w);
+  ElasticBert<double> im(w);
+  std::mt19937 g(1);
+  auto prob = make_problem(g);
+  auto ws = im.make_workspace({3, 6, 1});
+  for (double width : {1.0, 0.5}) for (double depth : {1.0, 0.5}) {
+    auto net = SubNetwork::dynabert(w.config(), width, depth);
+    TrainCache<double> c;
+    tm.forward(prob.inputs(), net, c, {});
+    std::vector<double> logits(9), states((net.depth() + 1) * 3 * 6 * 16);
+    im.forward_t(prob.inputs(), net, logits.data(), states.data(), ws);
+    for (int i = 0; i < 9; ++i) BOOST_TEST(std::abs(logits[i] - c.logits[i]) < 1e-12);
+    for (int j = 0; j <= net.depth(); ++j)
+      for (int i = 0; i < 3 * 6 * 16; ++i) BOOST_REQUIRE(std::abs(states[j * 288 + i] - c.states[j][i]) < 1e-12);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gradient_check_every_cell_with_gates_padding_and_dropout) {
+  std::mt19937 g(7);
+  BertWeights<double> w(tiny_config(), HeadSpec{true, 3});
+  w.init_random(5, 0.3, true);
+  TrainableBert<double> model(w);
+  auto prob = make_problem(g);
+  std::vector<float> gates(4 * 4);
+  for (auto& v : gates) v = 0.5f + static_cast<float>(g() % 1000) / 1000.0f;
+  int checked = 0;
+  for (double width : {1.0, 0.75, 0.5, 0.25})
+    for (double depth : {1.0, 0.75, 0.5}) {
+      auto net = SubNetwork::dynabert(w.config(), width, depth);
+      net.head_gates = gates.data();
+      const bool dropout = (checked % 2) == 1;  // half the cells in training mode
+      const std::uint64_t seed = 100 + checked;
+      auto run = [&](TrainCache<double>& c) {
+        std::mt19937_64 rng(seed);  // the same dropout masks on every evaluation
+        ForwardMode mode{dropout, &rng};
+        model.forward(prob.inputs(), net, c, mode);
+      };
+      TrainCache<double> c;
+      run(c);
+      const auto proj = make_projection(c, g);
+      model.zero_grad();
+      std::vector<double> d_gates(16, 0.0);
+      std::vector<const double*> ds;
+      for (auto& r : proj.r_states) ds.push_back(r.data());
+      model.backward(c, proj.r_logits.data(), ds, d_gates.data());
+      // parameters: a few random entries of every tensor, plus every gate
+      const double eps = 1e-6;
+      for (auto& s : model.params().specs()) {
+        for (int trial = 0; trial < 3; ++trial) {
+          const std::size_t i = g() % s.numel();
+          double* p = model.params().tensor(s.name) + i;
+          const double old = *p;
+          TrainCache<double> cp, cm;
+          *p = old + eps; run(cp);
+          *p = old - eps; run(cm);
+          *p = old;
+          const double num = (proj(cp) - proj(cm)) / (2 * eps);
+          const double ana = model.grads().tensor(s.name)[i];
+          // central differences on a scalar of magnitude ~100 carry ~1e-8 of round-off
+          BOOST_TEST((rel_err(num, ana) < 1e-5 || std::abs(num - ana) < 1e-7),
+                     s.name << "[" << i << "] w " << width << " d " << depth << ": numeric " << num << " analytic " << ana);
+        }
+      }
+      for (int k = 0; k < 16; ++k) {
+        const float old = gates[k];
+        TrainCache<double> cp, cm;
+        gates[k] = static_cast<float>(old + 2e-4); run(cp);  // gates are float: use the stored steps
+        const double up = gates[k];
+        gates[k] = static_cast<float>(old - 2e-4); run(cm);
+        const double down = gates[k];
+        gates[k] = old;
+        const double num = (proj(cp) - proj(cm)) / (up - down);
+        BOOST_TEST((rel_err(num, d_gates[k]) < 2e-5 || std::abs(num - d_gates[k]) < 1e-6),
+                   "gate " << k << " w " << width << " d " << depth << ": numeric " << num << " analytic " << d_gates[k]);
+      }
+      // Entries outside the active width stay exactly zero.
+      const int a = net.heads[0] * 4;
+      for (int l = 0; l < 4; ++l) {
+        const double* gq = model.grads().tensor("encoder.layer." + std::to_string(l) + ".attention.self.query.weight");
+        for (int r = a; r < 16; ++r)
+          for (int col = 0; col < 16; ++col) BOOST_REQUIRE(gq[r * 16 + col] == 0.0);
+        const double* gi = model.grads().tensor("encoder.layer." + std::to_string(l) + ".intermediate.dense.bias");
+        for (int r = net.neurons[l]; r < 24; ++r) BOOST_REQUIRE(gi[r] == 0.0);
+      }
+      ++checked;
+    }
+  BOOST_TEST(checked == 12);
+}
+
+BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
+  BertWeights<float> wf(tiny_config(), HeadSpec{true, 3});
+  wf.init_random(9, 0.3, true);
+  TrainableBert<float> mf(wf);
+  TrainableBert<double> md(wf.cast<double>());
+  std::mt19937 g(3);
+  auto prob = make_problem(g);
+  auto net = SubNetwork::dynabert(wf.config(), 0.75, 0.75);
+  TrainCache<float> cf;
+  TrainCache<double> cd;
+  mf.forward(prob.inputs(), net, cf, {});
+  md.forward(prob.inputs(), net, cd, {});
+  std::vector<std::int32_t> labels = {0, 2, 1};
+  std::vector<float> df(9, 0.0f);
+  std::vector<double> dd(9, 0.0);
+  cross_entropy(cf.logits.data(), labels.data(), 3, 3, df.data());
+  cross_entropy(cd.logits.data(), labels.data(), 3, 3, dd.data());
+  mf.backward(cf, df.data(), {});
+  md.backward(cd, dd.data(), {});
+  double max_g = 0, max_d = 0;
+  for (std::size_t i = 0; i < mf.grads().buffer().size(); ++i) {
+    max_g = std::max(max_g, std::abs(static_cast<double>(md.grads().buffer()[i])));
+  }
+  const auto gf = mf.grads().cast<double>();
+  for (std::size_t i = 0; i < gf.buffer().size(); ++i)
+    max_d = std::max(max_d, std::abs(gf.buffer()[i] - md.grads().buffer()[i]));
+  BOOST_TEST(max_d / max_g < 1e-4, "max difference " << max_d << " of max gradient " << max_g);
+}
+
+BOOST_AUTO_TEST_CASE(loss_gradients_match_finite_differences) {
+  std::mt19937 g(11);
+  std::normal_distribution<double> n(0, 2);
+  const int B = 3, C = 4;
+  std::vector<double> s(B * C), t(B * C);
+  for (auto& v : s) v = n(g);
+  for (auto& v : t) v = n(g);
+  std::vector<std::int32_t> labels = {1, 3, 0};
+  // loss_fn returns the unweighted loss; `weight` is what it multiplies its gradient by
+  auto check = [&](auto loss_fn, const char* name, double weight = 1.0) {
+    std::vector<double> grad(B * C, 0.0);
+    loss_fn(s.data(), grad.data());
+    for (auto& v : grad) v /= weight;
+    for (int i = 0; i < B * C; ++i) {
+      const double old = s[i];
+      s[i] = old + 1e-6; const double up = loss_fn(s.data(), nullptr);
+      s[i] = old - 1e-6; const double down = loss_fn(s.data(), nullptr);
+      s[i] = old;
+      BOOST_TEST(std::abs((up - down) / 2e-6 - grad[i]) < 1e-7, name << " [" << i << "]");
+    }
+  };
+  check([&](const double* x, double* gr) { return cross_entropy(x, labels.data(), B, C, gr); }, "cross_entropy");
+  check([&](const double* x, double* gr) { return soft_cross_entropy(x, t.data(), B, C, gr); }, "soft CE T=1");
+  check([&](const double* x, double* gr) { return soft_cross_entropy(x, t.data(), B, C, gr, 2.0, 0.3); }, "soft CE T=2", 0.3);
+  check([&](const double* x, double* gr) { return mse(x, t.data(), B * C, gr, 0.1); }, "mse", 0.1);
+  // values: soft CE of identical logits is the entropy; CE of a confident right answer is ~0
+  std::vector<double> sure = {50, 0, 0, 0};
+  std::int32_t zero = 0;
+  BOOST_TEST(cross_entropy(sure.data(), &zero, 1, 4, static_cast<double*>(nullptr)) < 1e-12);
+  std::vector<double> flat(4, 1.0);
+  BOOST_TEST(std::abs(soft_cross_entropy(flat.data(), flat.data(), 1, 4, static_cast<double*>(nullptr)) - std::log(4.0)) < 1e-12);
+  // the weight scales the gradient only
+  std::vector<double> g1(4, 0.0), g2(4, 0.0);
+  const double l1 = mse(sure.data(), flat.data(), 4, g1.data(), 1.0), l2 = mse(sure.data(), flat.data(), 4, g2.data(), 0.5);
+  BOOST_TEST(l1 == l2);
+  BOOST_TEST(std::abs(g2[0] - 0.5 * g1[0]) < 1e-12);
+  std::int32_t bad = 4;
+  BOOST_CHECK_THROW(cross_entropy(sure.data(), &bad, 1, 4, static_cast<double*>(nullptr)), InputError);
+}
+
+BOOST_AUTO_TEST_CASE(adamw_matches_the_reference_formula) {
+  BertConfig c = tiny_config();
+  BertWeights<double> p(c), gr(c);
+  p.init_random(1, 0.5, true);
+  std::mt19937 g(2);
+  std::normal_distribution<double> n;
+  for (auto& v : gr.buffer()) v = n(g);
+  const auto p0 = p;
+  AdamW<double> opt(p, AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.01, true});
+  opt.step(p, gr, 1e-3);
+  opt.step(p, gr, 5e-4);
+  // hand-computed two steps for one decayed weight and one bias
+  for (const char* name : {"encoder.layer.1.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.bias"}) {
+    const double g0 = gr.tensor(name)[3];
+    double w = p0.tensor(name)[3], m = 0, v = 0;
+    const bool decay = decays(name);
+    for (int t = 1; t <= 2; ++t) {
+      const double lr = t == 1 ? 1e-3 : 5e-4;
+      m = 0.9 * m + 0.1 * g0;
+      v = 0.999 * v + 0.001 * g0 * g0;
+      w -= lr * std::sqrt(1 - std::pow(0.999, t)) / (1 - std::pow(0.9, t)) * m / (std::sqrt(v) + 1e-8);
+      if (decay) w -= lr * 0.01 * w;
+    }
+    BOOST_TEST(std::abs(p.tensor(name)[3] - w) < 1e-12, name);
+  }
+  BOOST_TEST(!decays("encoder.layer.0.output.LayerNorm.weight"));
+  BOOST_TEST(decays("encoder.layer.0.output.dense.weight"));
+  BOOST_TEST(opt.step_count() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(clipping_and_schedule) {
+  BertConfig c = tiny_config();
+  BertWeights<double> gr(c);
+  for (auto& v : gr.buffer()) v = 0.0;
+  gr.tensor("pooler.dense.bias")[0] = 3.0;
+  gr.tensor("embeddings.LayerNorm.bias")[1] = 4.0;
+  BOOST_TEST(clip_grad_norm(gr, 1.0) == 5.0);
+  BOOST_TEST(std::abs(gr.tensor("pooler.dense.bias")[0] - 3.0 / (5.0 + 1e-6)) < 1e-12);
+  const double after = clip_grad_norm(gr, 10.0);
+  BOOST_TEST(std::abs(after - 5.0 / (5.0 + 1e-6)) < 1e-12);
+  BOOST_TEST(clip_grad_norm(gr, 10.0) == after);  // below the limit: unchanged
+  BOOST_TEST(linear_schedule(0, 10, 110) == 0.0);
+  BOOST_TEST(linear_schedule(5, 10, 110) == 0.5);
+  BOOST_TEST(linear_schedule(10, 10, 110) == 1.0);
+  BOOST_TEST(linear_schedule(60, 10, 110) == 0.5);
+  BOOST_TEST(linear_schedule(200, 10, 110) == 0.0);
+  BOOST_TEST(linear_schedule(3, 0, 4) == 0.25);
+}
