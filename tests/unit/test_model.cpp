@@ -12,6 +12,8 @@
 
 #include <dynabert/dynabert.hpp>
 
+#include "fixtures.hpp"
+
 using namespace dynabert;
 
 // ---- allocation counter: replaces global operator new for this test program ----------------
@@ -30,33 +32,10 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
-const std::string kFixtures = DYNABERT_FIXTURES_DIR;
+const std::string& kFixtures = fixtures::kDir;
 
-struct Batch {
-  int B = 0, S = 0;
-  std::vector<std::int32_t> ids, types, mask;
-  Inputs inputs() const {
-    Inputs in;
-    in.input_ids = ids.data();
-    in.token_type_ids = types.data();
-    in.attention_mask = mask.data();
-    in.batch = B;
-    in.seq_len = S;
-    return in;
-  }
-};
-
-Batch load_inputs() {
-  std::ifstream f(kFixtures + "/tiny_inputs.json");
-  auto j = nlohmann::json::parse(f);
-  Batch b;
-  b.B = static_cast<int>(j["input_ids"].size());
-  b.S = static_cast<int>(j["input_ids"][0].size());
-  for (auto& row : j["input_ids"]) for (auto& v : row) b.ids.push_back(v.get<int>());
-  for (auto& row : j["token_type_ids"]) for (auto& v : row) b.types.push_back(v.get<int>());
-  for (auto& row : j["attention_mask"]) for (auto& v : row) b.mask.push_back(v.get<int>());
-  return b;
-}
+using fixtures::Batch;
+using fixtures::load_inputs;
 
 double max_abs(const float* a, const float* b, std::size_t n) {
   double m = 0;

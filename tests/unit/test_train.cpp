@@ -11,6 +11,9 @@
 #include <dynabert/train/losses.hpp>
 #include <dynabert/train/optim.hpp>
 #include <dynabert/train/trainable_bert.hpp>
+#include <dynabert/importance/rewire.hpp>
+
+#include "fixtures.hpp"
 
 using namespace dynabert;
 using namespace dynabert::train;
@@ -282,4 +285,183 @@ BOOST_AUTO_TEST_CASE(clipping_and_schedule) {
   BOOST_TEST(linear_schedule(60, 10, 110) == 0.5);
   BOOST_TEST(linear_schedule(200, 10, 110) == 0.0);
   BOOST_TEST(linear_schedule(3, 0, 4) == 0.25);
+}
+
+// ---- parity with the PyTorch reference (tools/make_train_fixtures.py) ---------------------------
+namespace {
+
+/// The projection vector of tools/make_train_fixtures.py (a 32-bit multiplicative hash).
+double proj_r(const std::string& name, std::uint64_t i) {
+  std::uint32_t seed = 0;
+  for (unsigned char ch : name) seed = seed * 131u + ch;
+  std::uint32_t h = static_cast<std::uint32_t>((i + 1) * 2654435761ull);
+  h = (h ^ seed) * 2246822519u;
+  h ^= h >> 13;
+  return static_cast<double>(h) / 4294967296.0 * 2.0 - 1.0;
+}
+
+/// [sum(g r), sum(g^2), max |g|] of tensor `name`.
+template <class T>
+std::array<double, 3> tensor_stats(const BertWeights<T>& w, const std::string& name) {
+  const T* g = w.tensor(name);
+  std::array<double, 3> s{0, 0, 0};
+  for (std::size_t i = 0; i < w.spec(name).numel(); ++i) {
+    s[0] += g[i] * proj_r(name, i);
+    s[1] += static_cast<double>(g[i]) * g[i];
+    s[2] = std::max(s[2], std::abs(static_cast<double>(g[i])));
+  }
+  return s;
+}
+
+/// Compares statistics within `tol` relative to the tensor's norm, with a floor of `tol` times
+/// the norm over all tensors (a gradient that is exactly 0 in exact arithmetic, like the key
+/// biases', is float round-off in float).
+template <class T>
+void check_stats(const BertWeights<T>& w, const std::vector<double>& want, const std::vector<std::string>& names,
+                 double tol, const std::string& what) {
+  double total = 0;
+  for (std::size_t t = 0; t < names.size(); ++t) total += want[t * 3 + 1];
+  const double floor = tol * std::sqrt(total);
+  for (std::size_t t = 0; t < names.size(); ++t) {
+    const auto got = tensor_stats(w, names[t]);
+    const double norm = std::sqrt(want[t * 3 + 1]);
+    BOOST_TEST(std::abs(got[0] - want[t * 3]) <= tol * (std::abs(want[t * 3]) + norm) + floor,
+               what << " " << names[t] << ": projection " << got[0] << " vs " << want[t * 3]);
+    BOOST_TEST(std::abs(std::sqrt(got[1]) - norm) <= tol * norm + floor,
+               what << " " << names[t] << ": norm " << std::sqrt(got[1]) << " vs " << norm);
+  }
+}
+
+/// The fixture model with a classification head (3 labels) or a regression head (row 0 of it).
+template <class T>
+BertWeights<T> fixture_model(bool regression) {
+  auto w = fixtures::load_model().cast<T>();
+  if (!regression) return w;
+  auto c = w.config();
+  c.id2label = {"score"};
+  BertWeights<T> r(c, HeadSpec{true, 1});
+  for (auto& s : r.specs()) {
+    const T* src = w.tensor(s.name);
+    std::copy(src, src + s.numel(), r.tensor(s.name));  // classifier: the first row / entry
+  }
+  return r;
+}
+
+struct TrainFixture {
+  io::SafetensorsFile file{fixtures::kDir + "/tiny_train.safetensors"};
+  std::vector<std::string> names = nlohmann::json::parse(file.metadata().at("tensors")).get<std::vector<std::string>>();
+  fixtures::Batch batch = fixtures::load_inputs();
+  std::vector<std::int32_t> labels = {0, 2, 1, 2};
+  std::vector<double> targets = {0.5, -1.0, 2.0, 0.1};
+};
+
+/// Loss and gradients of one batch at a cell, dropout off.
+template <class T>
+T loss_and_grads(TrainableBert<T>& m, const TrainFixture& f, const SubNetwork& net, bool regression) {
+  TrainCache<T> c;
+  m.zero_grad();
+  m.forward(f.batch.inputs(), net, c, {});
+  std::vector<T> d(c.logits.size(), T(0));
+  T loss;
+  if (regression) {
+    std::vector<T> tg(f.targets.begin(), f.targets.end());
+    loss = mse(c.logits.data(), tg.data(), 4, d.data());
+  } else {
+    loss = cross_entropy(c.logits.data(), f.labels.data(), 4, 3, d.data());
+  }
+  m.backward(c, d.data(), {});
+  return loss;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(loss_and_every_gradient_match_pytorch) {
+  TrainFixture f;
+  for (bool regression : {false, true}) {
+    TrainableBert<double> md(fixture_model<double>(regression));
+    TrainableBert<float> mf(fixture_model<float>(regression));
+    for (auto [w, d] : {std::pair{1.0, 1.0}, {0.5, 0.75}, {0.25, 0.5}}) {
+      char key[64];
+      std::snprintf(key, sizeof key, "grad.%s.w%.2f_d%.2f", regression ? "reg" : "cls", w, d);
+      const auto net = SubNetwork::dynabert(md.config(), w, d);
+      const double want_loss = f.file.read<double>(std::string(key) + ".loss")[0];
+      const auto want = f.file.read<double>(std::string(key) + ".stats");
+      const double ld = loss_and_grads(md, f, net, regression);
+      BOOST_TEST(std::abs(ld - want_loss) < 1e-10 * (1 + std::abs(want_loss)), key << " loss " << ld << " vs " << want_loss);
+      check_stats(md.grads(), want, f.names, 1e-8, std::string(key) + " (double)");
+      const float lf = loss_and_grads(mf, f, net, regression);
+      BOOST_TEST(std::abs(lf - want_loss) < 1e-4 * (1 + std::abs(want_loss)), key << " float loss");
+      check_stats(mf.grads(), want, f.names, 1e-4, std::string(key) + " (float)");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(one_adamw_step_matches_the_reference) {
+  TrainFixture f;
+  TrainableBert<double> m(fixture_model<double>(false));
+  loss_and_grads(m, f, SubNetwork::full(m.config()), false);
+  AdamW<double> opt(m.params(), AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.01, true});
+  opt.step(m.params(), m.grads(), 1e-3);
+  check_stats(m.params(), f.file.read<double>("adamw.stats"), f.names, 1e-6, "AdamW step");
+}
+
+BOOST_AUTO_TEST_CASE(importance_matches_the_reference_in_both_variants) {
+  TrainFixture f;
+  for (auto [variant, name] : {std::pair{importance::Variant::kCumulative, "cumulative"}, {importance::Variant::kPaper, "paper"}}) {
+    TrainableBert<double> m(fixture_model<double>(false));
+    importance::Scorer<double> scorer(m, variant);
+    scorer.add_batch(f.batch.inputs(0, 2), f.labels.data());
+    scorer.add_batch(f.batch.inputs(2, 2), f.labels.data() + 2);
+    const auto s = scorer.result();
+    const auto heads = f.file.read<double>(std::string("importance.") + name + ".heads");
+    const auto neurons = f.file.read<double>(std::string("importance.") + name + ".neurons");
+    for (int l = 0; l < 4; ++l) {
+      for (int h = 0; h < 4; ++h)
+        BOOST_TEST(std::abs(s.heads[l][h] - heads[l * 4 + h]) <= 1e-8 * (1 + heads[l * 4 + h]), name << " head " << l << "/" << h);
+      for (int j = 0; j < 256; ++j)
+        BOOST_REQUIRE(std::abs(s.neurons[l][j] - neurons[l * 256 + j]) <= 1e-8 * (1 + neurons[l * 256 + j]));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(rewiring_preserves_the_function_and_sorts_importance) {
+  TrainFixture f;
+  TrainableBert<double> m(fixture_model<double>(false));
+  importance::Scorer<double> scorer(m);
+  scorer.add_batch(f.batch.inputs(0, 2), f.labels.data());
+  scorer.add_batch(f.batch.inputs(2, 2), f.labels.data() + 2);
+  const auto scores = scorer.result();
+  auto original = fixtures::load_model();
+  auto rewired = original;
+  const auto perm = importance::rewire(rewired, scores);
+  // full width: the same function
+  ElasticBert<float> a(original), b(rewired);
+  auto ws = a.make_workspace({4, 10, 1});
+  std::vector<float> la(12), lb(12), ha(4 * 10 * 64), hb(4 * 10 * 64);
+  Outputs oa, ob;
+  oa.logits = la.data(); oa.last_hidden = ha.data();
+  ob.logits = lb.data(); ob.last_hidden = hb.data();
+  a.forward(f.batch.inputs(), SubNetwork::full(original.config()), oa, ws);
+  b.forward(f.batch.inputs(), SubNetwork::full(rewired.config()), ob, ws);
+  for (int i = 0; i < 12; ++i) BOOST_TEST(std::abs(la[i] - lb[i]) < 1e-5);
+  for (std::size_t i = 0; i < ha.size(); ++i) BOOST_REQUIRE(std::abs(ha[i] - hb[i]) < 1e-5);
+  // the permutation really moves something, and puts the most important first
+  bool moved = false;
+  for (int l = 0; l < 4; ++l) {
+    for (int h = 0; h < 4; ++h) moved |= perm.heads[l][h] != h;
+    for (int h = 1; h < 4; ++h) BOOST_TEST(scores.heads[l][perm.heads[l][h - 1]] >= scores.heads[l][perm.heads[l][h]]);
+  }
+  BOOST_TEST(moved);
+  // scoring the rewired model gives per-layer descending scores: the kept prefix at any width is
+  // the top of the ranking
+  TrainableBert<double> mr(rewired.cast<double>());
+  importance::Scorer<double> again(mr);
+  again.add_batch(f.batch.inputs(0, 2), f.labels.data());
+  again.add_batch(f.batch.inputs(2, 2), f.labels.data() + 2);
+  const auto s2 = again.result();
+  for (int l = 0; l < 4; ++l) {
+    for (int h = 1; h < 4; ++h) BOOST_TEST(s2.heads[l][h - 1] >= s2.heads[l][h] * (1 - 1e-9));
+    for (int j = 1; j < 256; ++j) BOOST_REQUIRE(s2.neurons[l][j - 1] >= s2.neurons[l][j] * (1 - 1e-9));
+    BOOST_TEST(std::abs(s2.heads[l][0] - scores.heads[l][perm.heads[l][0]]) < 1e-6 * (1 + s2.heads[l][0]));
+  }
 }

@@ -1,0 +1,45 @@
+// Shared by the tests: the committed PyTorch fixtures (tests/fixtures, made by tools/).
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <dynabert/dynabert.hpp>
+
+namespace fixtures {
+
+inline const std::string kDir = DYNABERT_FIXTURES_DIR;
+
+/// tiny_inputs.json: 4 sequences of length 10 with padding, token types and a mask hole.
+struct Batch {
+  int B = 0, S = 0;
+  std::vector<std::int32_t> ids, types, mask;
+  /// Sequences [first, first + count) as dynabert inputs (pointers into this object).
+  dynabert::Inputs inputs(int first = 0, int count = -1) const {
+    dynabert::Inputs in;
+    in.input_ids = ids.data() + first * S;
+    in.token_type_ids = types.data() + first * S;
+    in.attention_mask = mask.data() + first * S;
+    in.batch = count < 0 ? B - first : count;
+    in.seq_len = S;
+    return in;
+  }
+};
+
+inline Batch load_inputs() {
+  std::ifstream f(kDir + "/tiny_inputs.json");
+  auto j = nlohmann::json::parse(f);
+  Batch b;
+  b.B = static_cast<int>(j["input_ids"].size());
+  b.S = static_cast<int>(j["input_ids"][0].size());
+  for (auto& row : j["input_ids"]) for (auto& v : row) b.ids.push_back(v.get<int>());
+  for (auto& row : j["token_type_ids"]) for (auto& v : row) b.types.push_back(v.get<int>());
+  for (auto& row : j["attention_mask"]) for (auto& v : row) b.mask.push_back(v.get<int>());
+  return b;
+}
+
+/// The tiny fixture model (F16 weights read into float).
+inline dynabert::BertWeights<float> load_model() { return dynabert::BertWeights<float>::load(kDir + "/tiny"); }
+
+}  // namespace fixtures
