@@ -465,3 +465,137 @@ BOOST_AUTO_TEST_CASE(rewiring_preserves_the_function_and_sorts_importance) {
     BOOST_TEST(std::abs(s2.heads[l][0] - scores.heads[l][perm.heads[l][0]]) < 1e-6 * (1 + s2.heads[l][0]));
   }
 }
+
+// ---- the trainer: phases, resume, metrics ------------------------------------------------------
+#include <dynabert/train/trainer.hpp>
+
+namespace {
+
+/// A learnable synthetic task: label 1 iff token 5 occurs in the sequence.
+Dataset synthetic(int n, std::uint64_t seed) {
+  std::mt19937 g(static_cast<std::uint32_t>(seed));
+  Dataset d;
+  for (int i = 0; i < n; ++i) {
+    Example e;
+    const int len = 3 + static_cast<int>(g() % 6);
+    e.ids.push_back(1);
+    for (int k = 1; k < len - 1; ++k) e.ids.push_back(static_cast<std::int32_t>(6 + g() % 17));
+    e.ids.push_back(2);
+    e.label = static_cast<int>(g() % 2);
+    if (e.label) e.ids[1 + g() % (len - 2)] = 5;
+    d.push_back(e);
+  }
+  return d;
+}
+
+BertWeights<float> small_model(std::uint64_t seed) {
+  BertConfig c = tiny_config();
+  c.vocab_size = 23; c.max_position_embeddings = 16;
+  c.hidden_dropout_prob = 0.1; c.attention_probs_dropout_prob = 0.1;
+  BertWeights<float> w(c, HeadSpec{true, 2});
+  w.init_random(seed, 0.2);
+  return w;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(finetune_then_stage1_and_stage2_learn) {
+  const auto train_set = synthetic(256, 1), dev_set = synthetic(128, 2);
+  TrainableBert<float> teacher(small_model(3));
+  TrainerConfig fc;
+  fc.phase = Phase::kFineTune; fc.epochs = 6; fc.batch_size = 16; fc.adam.lr = 3e-3; fc.seed = 5;
+  Trainer<float> ft(teacher, nullptr, fc);
+  std::vector<double> losses;
+  ft.on_progress = [&](const Progress& p) { losses.push_back(p.loss); };
+  ft.fit(train_set);
+  const double teacher_acc = ft.evaluate(dev_set, {{1.0, 1.0}})[0].metrics.accuracy;
+  BOOST_TEST(teacher_acc > 0.9, "teacher accuracy " << teacher_acc);
+  BOOST_TEST(losses.back() < losses.front());
+
+  // stage 1 on a rewired copy, then stage 2
+  TrainableBert<float> student(teacher.params());
+  TrainerConfig s1;
+  s1.phase = Phase::kWidth; s1.epochs = 2; s1.batch_size = 16; s1.adam.lr = 2e-3; s1.seed = 6;
+  Trainer<float> st1(student, &teacher, s1);
+  std::vector<Progress> prog;
+  st1.on_progress = [&](const Progress& p) { prog.push_back(p); };
+  st1.fit(train_set);
+  BOOST_TEST(prog.front().cell_losses.size() == 4u);  // widths 1, .75, .5, .25
+  BOOST_TEST(prog.back().total_steps == 32);
+  BOOST_TEST(prog.back().eta_seconds == 0.0);
+  BOOST_TEST(prog.back().cell_losses[3] >= prog.back().cell_losses[0]);  // the narrowest is hardest
+  TrainerConfig s2 = s1;
+  s2.phase = Phase::kWidthDepth; s2.epochs = 1;
+  TrainableBert<float> teacher2(student.params());
+  Trainer<float> st2(student, &teacher2, s2);
+  std::vector<Progress> prog2;
+  st2.on_progress = [&](const Progress& p) { prog2.push_back(p); };
+  long evals = 0;
+  st2.on_eval = [&](long, const std::vector<CellMetrics>& m) { evals += static_cast<long>(m.size()); };
+  st2.fit(train_set, &dev_set);
+  BOOST_TEST(prog2.front().cell_losses.size() == 12u);
+  BOOST_TEST(evals == 12);
+  const auto grid = st2.evaluate(dev_set, st2.cells());
+  double mean = 0;
+  for (auto& m : grid) mean += m.metrics.accuracy / grid.size();
+  BOOST_TEST(mean > 0.75, "mean accuracy over the 12 cells " << mean);
+  BOOST_TEST(grid[0].metrics.accuracy > 0.85, "full-size cell " << grid[0].metrics.accuracy);
+}
+
+BOOST_AUTO_TEST_CASE(resumed_training_is_bit_identical) {
+  namespace fs = std::filesystem;
+  const auto data = synthetic(80, 3);
+  TrainableBert<float> teacher(small_model(8));
+  TrainerConfig cfg;
+  cfg.phase = Phase::kWidth; cfg.epochs = 2; cfg.batch_size = 8; cfg.adam.lr = 1e-3; cfg.seed = 17;
+  cfg.warmup_ratio = 0.1;
+  // uninterrupted: 20 steps
+  TrainableBert<float> a(small_model(9));
+  Trainer<float> ta(a, &teacher, cfg);
+  ta.fit(data);
+  BOOST_TEST(ta.step() == 20);
+  // interrupted after 7 steps, saved, resumed in a fresh model and trainer
+  const fs::path dir = fs::temp_directory_path() / ("dynabert_resume_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  {
+    TrainableBert<float> b(small_model(9));
+    Trainer<float> tb(b, &teacher, cfg);
+    tb.fit(data, nullptr, 7);
+    tb.save_checkpoint(dir.string());
+    tb.fit(data, nullptr, 2);  // progress past the checkpoint that is then lost
+  }
+  fs::create_directories(dir / "step-9.tmp");  // a save killed half-way leaves a .tmp folder behind
+  TrainableBert<float> c(small_model(1234));   // different initial weights: the checkpoint must win
+  Trainer<float> tc(c, &teacher, cfg);
+  tc.load_checkpoint(dir.string());
+  BOOST_TEST(tc.step() == 7);
+  tc.fit(data);
+  BOOST_TEST(tc.step() == 20);
+  BOOST_TEST(std::memcmp(a.params().buffer().data(), c.params().buffer().data(), a.params().buffer().size() * 4) == 0);
+  // a checkpoint of another run is refused
+  cfg.seed = 18;
+  Trainer<float> td(c, &teacher, cfg);
+  BOOST_CHECK_THROW(td.load_checkpoint(dir.string()), FormatError);
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(metrics_match_hand_computed_values) {
+  const auto m = classification_metrics({1, 1, 0, 0, 1, 0}, {1, 0, 0, 0, 1, 1}, 2);
+  BOOST_TEST(std::abs(m.accuracy - 4.0 / 6) < 1e-12);
+  // class 0: tp 2 fp 1 fn 1 -> F1 2/3; class 1: tp 2 fp 1 fn 1 -> 2/3
+  BOOST_TEST(std::abs(m.macro_f1 - 2.0 / 3) < 1e-12);
+  // binary MCC = (tp tn - fp fn) / sqrt(...) = (2*2 - 1*1) / sqrt(3*3*3*3) = 1/3
+  BOOST_TEST(std::abs(m.mcc - 1.0 / 3) < 1e-12);
+  const auto r = regression_metrics({1, 2, 3, 4}, {2, 4, 6, 9});
+  BOOST_TEST(r.spearman == 1.0);
+  BOOST_TEST(std::abs(r.pearson - 11.5 / std::sqrt(133.75)) < 1e-12);  // sab / sqrt(saa sbb)
+  BOOST_TEST((ranks({3, 1, 3}) == std::vector<double>{2.5, 1, 2.5}));
+  // batching: every example exactly once per epoch, order reproducible, differs across epochs
+  const auto d = synthetic(50, 4);
+  auto e0 = epoch_batches(d, 8, 1, 0), e0b = epoch_batches(d, 8, 1, 0), e1 = epoch_batches(d, 8, 1, 1);
+  BOOST_TEST((e0 == e0b));
+  BOOST_TEST(!(e0 == e1));
+  std::vector<int> seen(50, 0);
+  for (auto& b : e0) for (auto i : b) ++seen[i];
+  BOOST_TEST(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+}

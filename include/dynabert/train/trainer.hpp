@@ -1,0 +1,289 @@
+// Trainer<T>: composes the pieces into DynaBERT's training phases (method doc sections 4-5).
+//
+//   kFineTune         plain task loss at full size (a teacher, or any model)
+//   kWidth (stage 1)  teacher fixed in evaluation mode; per batch, for each width in descending
+//                     order: lambda1 * soft-CE(student, teacher) + lambda2 * sum over all hidden
+//                     states (embeddings included) of MSE; summed over widths, then one clip and
+//                     one AdamW step. Defaults lambda1 = 1, lambda2 = 0.1.
+//   kWidthDepth       stage 2: depths outer, widths inner; student state j matched to teacher
+//   (stage 2)         state (kept layers + [L])[j]; teacher at full width (the code) or at the
+//                     same width (the paper, `teacher_same_width`). Defaults 1 and 1.
+//   kFinalFineTune    task loss summed over every (width, depth) cell, no teacher.
+// Regression heads drop the logit term in the distillation phases (as the reference code).
+//
+// Progress and evaluation are reported through callbacks; checkpoints hold weights, optimizer
+// moments, step, the dropout generator and the data position, are written to a fresh folder and
+// published by an atomic rename of a small "latest" file, so a kill at any point leaves the
+// previous checkpoint readable; resuming reproduces the uninterrupted run bit for bit.
+#pragma once
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dynabert/io/safetensors.hpp"
+#include "dynabert/train/data.hpp"
+#include "dynabert/train/losses.hpp"
+#include "dynabert/train/metrics.hpp"
+#include "dynabert/train/optim.hpp"
+#include "dynabert/train/trainable_bert.hpp"
+
+namespace dynabert::train {
+
+enum class Phase { kFineTune, kWidth, kWidthDepth, kFinalFineTune };
+
+inline const char* to_string(Phase p) {
+  switch (p) {
+    case Phase::kFineTune: return "finetune";
+    case Phase::kWidth: return "stage1-width";
+    case Phase::kWidthDepth: return "stage2-width-depth";
+    default: return "final-finetune";
+  }
+}
+
+/// Every hyper-parameter of a training run.
+struct TrainerConfig {
+  Phase phase = Phase::kFineTune;
+  std::vector<double> widths = {1.0, 0.75, 0.5, 0.25};
+  std::vector<double> depths = {1.0, 0.75, 0.5};  ///< used by kWidthDepth and kFinalFineTune
+  double lambda1 = 1.0;                           ///< soft-CE weight
+  double lambda2 = -1;                            ///< hidden MSE weight; < 0: phase default (0.1 / 1.0)
+  double temperature = 1.0;
+  bool teacher_same_width = false;
+  int epochs = 3;
+  int batch_size = 32;
+  AdamWConfig adam{};
+  double warmup_ratio = 0.0;
+  double max_grad_norm = 1.0;
+  std::uint64_t seed = 42;
+  bool batch_by_length = true;
+  long eval_every = 0;  ///< steps between evaluations (0: at the end of each epoch)
+};
+
+/// One (width, depth) cell.
+struct Cell {
+  double width = 1, depth = 1;
+};
+
+/// Progress of one step.
+struct Progress {
+  long step = 0, total_steps = 0;
+  int epoch = 0;
+  double loss = 0;                  ///< summed over cells
+  std::vector<double> cell_losses;  ///< per cell, in the order run
+  double lr = 0;
+  double grad_norm = 0;
+  double examples_per_second = 0;
+  double eta_seconds = 0;
+};
+
+/// Evaluation of one cell.
+struct CellMetrics {
+  Cell cell;
+  Metrics metrics;
+};
+
+template <class T>
+class Trainer {
+ public:
+  std::function<void(const Progress&)> on_progress;
+  std::function<void(long step, const std::vector<CellMetrics>&)> on_eval;
+
+  Trainer(TrainableBert<T>& student, const TrainableBert<T>* teacher, TrainerConfig cfg)
+      : s_(student), t_(teacher), cfg_(std::move(cfg)), opt_(student.params(), cfg_.adam), rng_(cfg_.seed) {
+    if (cfg_.lambda2 < 0) cfg_.lambda2 = cfg_.phase == Phase::kWidthDepth ? 1.0 : 0.1;
+    const bool distill = cfg_.phase == Phase::kWidth || cfg_.phase == Phase::kWidthDepth;
+    DYNABERT_REQUIRE(!distill || teacher, InputError, to_string(cfg_.phase), " needs a teacher");
+    DYNABERT_REQUIRE(s_.params().heads().num_labels > 0, InputError, "training needs a classification or regression head");
+    std::sort(cfg_.widths.rbegin(), cfg_.widths.rend());
+    std::sort(cfg_.depths.rbegin(), cfg_.depths.rend());
+  }
+
+  const TrainerConfig& config() const { return cfg_; }
+  long step() const { return step_; }
+
+  /// The cells a step runs, in order.
+  std::vector<Cell> cells() const {
+    std::vector<Cell> c;
+    switch (cfg_.phase) {
+      case Phase::kFineTune: c.push_back({1.0, 1.0}); break;
+      case Phase::kWidth: for (double w : cfg_.widths) c.push_back({w, 1.0}); break;
+      default: for (double d : cfg_.depths) for (double w : cfg_.widths) c.push_back({w, d});
+    }
+    return c;
+  }
+
+  /// Trains until `epochs` are done (continuing from a loaded checkpoint), evaluating on `dev`
+  /// if given. Stops early after `max_steps` steps of this call when > 0.
+  void fit(const Dataset& train, const Dataset* dev = nullptr, long max_steps = 0) {
+    DYNABERT_REQUIRE(!train.empty(), InputError, "empty training set");
+    const long per_epoch = static_cast<long>((train.size() + cfg_.batch_size - 1) / cfg_.batch_size);
+    const long total = per_epoch * cfg_.epochs;
+    const long warmup = static_cast<long>(cfg_.warmup_ratio * total);
+    const auto start = std::chrono::steady_clock::now();
+    long done_here = 0, examples = 0;
+    while (step_ < total && (max_steps <= 0 || done_here < max_steps)) {
+      const int epoch = static_cast<int>(step_ / per_epoch);
+      const auto batches = epoch_batches(train, cfg_.batch_size, cfg_.seed, epoch, cfg_.batch_by_length);
+      const auto& idx = batches[static_cast<std::size_t>(step_ % per_epoch)];
+      const Batch b = make_batch(train, idx, 0, idx.size(), s_.config().pad_token_id);
+      Progress p = train_step(b);
+      const double lr = cfg_.adam.lr * linear_schedule(step_, warmup, total);
+      p.grad_norm = clip_grad_norm(s_.grads(), cfg_.max_grad_norm);
+      opt_.step(s_.params(), s_.grads(), lr);
+      ++step_;
+      ++done_here;
+      examples += b.B;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      p.step = step_; p.total_steps = total; p.epoch = epoch; p.lr = lr;
+      p.examples_per_second = examples / std::max(secs, 1e-9);
+      p.eta_seconds = secs / done_here * (total - step_);
+      if (on_progress) on_progress(p);
+      const bool epoch_end = step_ % per_epoch == 0;
+      if (dev && on_eval && ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || (cfg_.eval_every <= 0 && epoch_end)))
+        on_eval(step_, evaluate(*dev, cells()));
+    }
+  }
+
+  /// Gradients of one batch over the phase's cells (zeroes them first). Returns the losses.
+  Progress train_step(const Batch& b) {
+    s_.zero_grad();
+    Progress p;
+    const auto& cfg = s_.config();
+    const int C = s_.params().heads().num_labels;
+    const bool regression = C == 1;
+    const Inputs in = b.inputs();
+    ForwardMode train_mode{true, &rng_};
+    const bool distill = cfg_.phase == Phase::kWidth || cfg_.phase == Phase::kWidthDepth;
+    if (distill && !cfg_.teacher_same_width) t_->forward(in, SubNetwork::full(cfg), tcache_, {});
+    for (const Cell& cell : cells()) {
+      const auto net = SubNetwork::dynabert(cfg, cell.width, cell.depth);
+      s_.forward(in, net, scache_, train_mode);
+      std::vector<T> dlogits(scache_.logits.size(), T(0));
+      std::vector<std::vector<T>> dstates;
+      double loss = 0;
+      if (distill) {
+        if (cfg_.teacher_same_width) {
+          t_->forward(in, SubNetwork::dynabert(cfg, cell.width, 1.0), tcache_, {});
+        }
+        if (!regression)
+          loss += cfg_.lambda1 * soft_cross_entropy(scache_.logits.data(), tcache_.logits.data(), b.B, C, dlogits.data(),
+                                                    static_cast<T>(cfg_.temperature), static_cast<T>(cfg_.lambda1));
+        const auto tidx = net.teacher_state_indices(cfg);
+        dstates.resize(scache_.states.size());
+        for (std::size_t j = 0; j < scache_.states.size(); ++j) {
+          const auto& st = scache_.states[j];
+          dstates[j].assign(st.size(), T(0));
+          loss += cfg_.lambda2 * mse(st.data(), tcache_.states[tidx[j]].data(), static_cast<long>(st.size()), dstates[j].data(),
+                                     static_cast<T>(cfg_.lambda2));
+        }
+      } else if (regression) {
+        std::vector<T> tg(b.targets.begin(), b.targets.end());
+        loss = mse(scache_.logits.data(), tg.data(), b.B, dlogits.data());
+      } else {
+        loss = cross_entropy(scache_.logits.data(), b.labels.data(), b.B, C, dlogits.data());
+      }
+      std::vector<const T*> ds;
+      for (auto& d : dstates) ds.push_back(d.data());
+      s_.backward(scache_, dlogits.data(), ds);
+      p.cell_losses.push_back(loss);
+      p.loss += loss;
+    }
+    return p;
+  }
+
+  /// Metrics of `student` on `data` at each cell (evaluation mode).
+  std::vector<CellMetrics> evaluate(const Dataset& data, const std::vector<Cell>& cells, int batch_size = 32) const {
+    std::vector<CellMetrics> out;
+    const int C = s_.params().heads().num_labels;
+    TrainCache<T> c;
+    for (const Cell& cell : cells) {
+      const auto net = SubNetwork::dynabert(s_.config(), cell.width, cell.depth);
+      std::vector<int> pred, gold;
+      std::vector<double> rp, rg;
+      const auto batches = epoch_batches(data, batch_size, 0, 0, false, false);
+      for (const auto& idx : batches) {
+        const Batch b = make_batch(data, idx, 0, idx.size(), s_.config().pad_token_id);
+        s_.forward(b.inputs(), net, c, {});
+        for (int i = 0; i < b.B; ++i) {
+          if (C == 1) { rp.push_back(static_cast<double>(c.logits[i])); rg.push_back(b.targets[i]); continue; }
+          const T* l = c.logits.data() + static_cast<long>(i) * C;
+          pred.push_back(static_cast<int>(std::max_element(l, l + C) - l));
+          gold.push_back(b.labels[i]);
+        }
+      }
+      out.push_back({cell, C == 1 ? regression_metrics(rp, rg) : classification_metrics(pred, gold, C)});
+    }
+    return out;
+  }
+
+  /// Writes a resumable checkpoint into `dir`/step-N and points `dir`/latest at it.
+  void save_checkpoint(const std::string& dir) const {
+    static_assert(std::is_same_v<T, float>, "training checkpoints are F32");
+    namespace fs = std::filesystem;
+    const std::string name = "step-" + std::to_string(step_);
+    const fs::path final_dir = fs::path(dir) / name, tmp_dir = fs::path(dir) / (name + ".tmp");
+    fs::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir);
+    s_.params().save(tmp_dir.string(), {{"dynabert_phase", to_string(cfg_.phase)}, {"dynabert_step", std::to_string(step_)}});
+    io::SafetensorsWriter opt;
+    auto& self = const_cast<Trainer&>(*this);
+    opt.add("adam.m", {static_cast<std::int64_t>(self.opt_.first_moment().size())}, self.opt_.first_moment().data());
+    opt.add("adam.v", {static_cast<std::int64_t>(self.opt_.second_moment().size())}, self.opt_.second_moment().data());
+    opt.write((tmp_dir / "optimizer.safetensors").string());
+    std::ostringstream rng;
+    rng << rng_;
+    nlohmann::json state = {{"step", step_}, {"adam_step", opt_.step_count()}, {"rng", rng.str()},
+                            {"phase", to_string(cfg_.phase)}, {"seed", cfg_.seed}, {"batch_size", cfg_.batch_size},
+                            {"epochs", cfg_.epochs}};
+    io::write_atomically((tmp_dir / "trainer_state.json").string(), [&](std::ofstream& o) { o << state.dump(2); });
+    fs::remove_all(final_dir);
+    fs::rename(tmp_dir, final_dir);
+    io::write_atomically((fs::path(dir) / "latest").string(), [&](std::ofstream& o) { o << name << "\n"; });
+  }
+
+  /// Restores weights, optimizer, step and generator from `dir` (its `latest` checkpoint).
+  void load_checkpoint(const std::string& dir) {
+    static_assert(std::is_same_v<T, float>, "training checkpoints are F32");
+    namespace fs = std::filesystem;
+    std::ifstream latest(fs::path(dir) / "latest");
+    std::string name;
+    DYNABERT_REQUIRE(latest >> name, FormatError, dir, ": no 'latest' checkpoint");
+    const fs::path ck = fs::path(dir) / name;
+    nlohmann::json state;
+    try {
+      state = nlohmann::json::parse(std::ifstream(ck / "trainer_state.json"));
+    } catch (const std::exception& e) {
+      raise<FormatError>((ck / "trainer_state.json").string(), ": ", e.what());
+    }
+    DYNABERT_REQUIRE(state.value("phase", "") == to_string(cfg_.phase) && state.value("seed", 0ull) == cfg_.seed &&
+                         state.value("batch_size", 0) == cfg_.batch_size,
+                     FormatError, ck.string(), ": checkpoint was written by a run with another phase, seed or batch size");
+    auto w = BertWeights<float>::load(ck.string());
+    DYNABERT_REQUIRE(w.buffer().size() == s_.params().buffer().size(), FormatError, ck.string(), ": model shape differs");
+    s_.params() = std::move(w);
+    io::SafetensorsFile opt((ck / "optimizer.safetensors").string());
+    opt.read("adam.m", opt_.first_moment().data(), opt_.first_moment().size());
+    opt.read("adam.v", opt_.second_moment().data(), opt_.second_moment().size());
+    opt_.set_step_count(state["adam_step"].get<long>());
+    step_ = state["step"].get<long>();
+    std::istringstream rng(state["rng"].get<std::string>());
+    rng >> rng_;
+    DYNABERT_REQUIRE(!rng.fail(), FormatError, ck.string(), ": unreadable generator state");
+  }
+
+ private:
+  TrainableBert<T>& s_;
+  const TrainableBert<T>* t_;
+  TrainerConfig cfg_;
+  AdamW<T> opt_;
+  std::mt19937_64 rng_;
+  long step_ = 0;
+  mutable TrainCache<T> scache_, tcache_;
+};
+
+}  // namespace dynabert::train
