@@ -525,7 +525,9 @@ BOOST_AUTO_TEST_CASE(finetune_then_stage1_and_stage2_learn) {
   BOOST_TEST(prog.back().eta_seconds == 0.0);
   BOOST_TEST(prog.back().cell_losses[3] >= prog.back().cell_losses[0]);  // the narrowest is hardest
   TrainerConfig s2 = s1;
-  s2.phase = Phase::kWidthDepth; s2.epochs = 1;
+  s2.phase = Phase::kWidthDepth; s2.epochs = 1; s2.eval_every = 8;
+  const auto best_dir = std::filesystem::temp_directory_path() / ("dynabert_best_" + std::to_string(::getpid()));
+  s2.best_dir = best_dir.string();
   TrainableBert<float> teacher2(student.params());
   Trainer<float> st2(student, &teacher2, s2);
   std::vector<Progress> prog2;
@@ -534,7 +536,15 @@ BOOST_AUTO_TEST_CASE(finetune_then_stage1_and_stage2_learn) {
   st2.on_eval = [&](long, const std::vector<CellMetrics>& m) { evals += static_cast<long>(m.size()); };
   st2.fit(train_set, &dev_set);
   BOOST_TEST(prog2.front().cell_losses.size() == 12u);
-  BOOST_TEST(evals == 12);
+  BOOST_TEST(evals == 2 * 12);  // 16 steps, every 8
+  // the best checkpoint is a loadable model whose score is the best seen
+  const auto best = BertWeights<float>::load(best_dir.string());
+  TrainableBert<float> reloaded(best);
+  Trainer<float> probe(reloaded, &teacher2, s2);
+  double score = 0;
+  for (auto& m : probe.evaluate(dev_set, probe.cells())) score += m.metrics.accuracy;
+  BOOST_TEST(std::abs(score - st2.best_score()) < 1e-9);
+  std::filesystem::remove_all(best_dir);
   const auto grid = st2.evaluate(dev_set, st2.cells());
   double mean = 0;
   for (auto& m : grid) mean += m.metrics.accuracy / grid.size();
@@ -598,4 +608,59 @@ BOOST_AUTO_TEST_CASE(metrics_match_hand_computed_values) {
   std::vector<int> seen(50, 0);
   for (auto& b : e0) for (auto i : b) ++seen[i];
   BOOST_TEST(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+}
+
+BOOST_AUTO_TEST_CASE(mlm_head_and_tanh_gelu_gradient_check) {
+  BertConfig c = tiny_config();
+  c.hidden_act = Activation::kGeluTanh;  // the other activation's backward
+  BertWeights<double> w(c, HeadSpec{false, 0, true});
+  w.init_random(12, 0.3, true);
+  TrainableBert<double> model(w);
+  std::mt19937 g(4);
+  auto prob = make_problem(g);
+  std::vector<std::int32_t> labels(prob.B * prob.S, -100);
+  labels[1] = 7; labels[4] = 0; labels[8] = 22; labels[15] = 3;
+  auto net = SubNetwork::dynabert(c, 0.75, 0.75);
+  auto loss_of = [&] {
+    TrainCache<double> cc;
+    model.forward(prob.inputs(), net, cc, {}, false);
+    std::vector<double> d;
+    TrainableBert<double> probe(model.params());  // gradients of a throw-away copy
+    return probe.mlm_loss(cc, labels.data(), d);
+  };
+  TrainCache<double> cache;
+  model.zero_grad();
+  BOOST_TEST(model.forward(prob.inputs(), net, cache, {}, false) == nullptr);
+  std::vector<double> d_last;
+  const double loss = model.mlm_loss(cache, labels.data(), d_last);
+  BOOST_TEST(std::abs(loss - loss_of()) < 1e-12);
+  std::vector<const double*> ds(cache.states.size(), nullptr);
+  ds.back() = d_last.data();
+  model.backward(cache, nullptr, ds);
+  for (const char* name : {"cls.predictions.transform.dense.weight", "cls.predictions.transform.LayerNorm.weight",
+                           "cls.predictions.bias", "embeddings.word_embeddings.weight", "encoder.layer.2.intermediate.dense.weight",
+                           "encoder.layer.0.attention.self.query.weight", "embeddings.position_embeddings.weight"}) {
+    for (int trial = 0; trial < 6; ++trial) {
+      const std::size_t i = g() % model.params().spec(name).numel();
+      double* p = model.params().tensor(name) + i;
+      const double old = *p;
+      *p = old + 1e-6; const double up = loss_of();
+      *p = old - 1e-6; const double down = loss_of();
+      *p = old;
+      const double num = (up - down) / 2e-6, ana = model.grads().tensor(name)[i];
+      BOOST_TEST((rel_err(num, ana) < 1e-5 || std::abs(num - ana) < 1e-9), name << "[" << i << "] " << num << " vs " << ana);
+    }
+  }
+  // the decoder is tied: a token that occurs nowhere in the inputs still gets a word-embedding
+  // gradient, through the decoder alone
+  int unused = -1;
+  for (int v = 0; v < 23 && unused < 0; ++v)
+    if (std::find(prob.ids.begin(), prob.ids.end(), v) == prob.ids.end()) unused = v;
+  BOOST_REQUIRE(unused >= 0);
+  double gsum = 0;
+  for (int i = 0; i < 16; ++i) gsum += std::abs(model.grads().tensor("embeddings.word_embeddings.weight")[unused * 16 + i]);
+  BOOST_TEST(gsum > 0.0);
+  std::vector<std::int32_t> bad(labels);
+  bad[2] = 23;
+  BOOST_CHECK_THROW(model.mlm_loss(cache, bad.data(), d_last), InputError);
 }

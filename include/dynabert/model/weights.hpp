@@ -35,6 +35,8 @@ struct HeadSpec {
   bool pooler = true;
   /// Classifier outputs (0: no classifier; 1: regression).
   int num_labels = 0;
+  /// Masked-language-model head (cls.predictions.*; decoder tied to the word embeddings).
+  bool mlm = false;
 };
 
 /// Typed pointers into the flat buffer for one encoder layer.
@@ -128,6 +130,13 @@ class BertWeights {
       add("classifier.weight", {heads.num_labels, H});
       add("classifier.bias", {heads.num_labels});
     }
+    if (heads.mlm) {
+      add("cls.predictions.transform.dense.weight", {H, H});
+      add("cls.predictions.transform.dense.bias", {H});
+      add("cls.predictions.transform.LayerNorm.weight", {H});
+      add("cls.predictions.transform.LayerNorm.bias", {H});
+      add("cls.predictions.bias", {c.vocab_size});
+    }
     return s;
   }
 
@@ -197,6 +206,7 @@ class BertWeights {
   static BertWeights load(const io::CheckpointReader& r, BertConfig config) {
     HeadSpec heads;
     heads.pooler = r.contains("pooler.dense.weight");
+    heads.mlm = r.contains("cls.predictions.transform.dense.weight");
     if (r.contains("classifier.weight")) {
       const auto& shape = r.info("classifier.weight").shape;
       DYNABERT_REQUIRE(shape.size() == 2, FormatError, r.file_name("classifier.weight"),
@@ -220,14 +230,15 @@ class BertWeights {
   }
 
   /// Writes a Hugging Face checkpoint folder: config.json and model.safetensors, names prefixed
-  /// with "bert." when a classifier is present (BertForSequenceClassification layout).
+  /// with "bert." when a classifier or MLM head is present (BertForSequenceClassification /
+  /// BertForMaskedLM layout; the head tensors "classifier.*" and "cls.*" stay unprefixed).
   void save(const std::string& folder, const std::map<std::string, std::string>& metadata = {}) const {
     static_assert(std::is_same_v<T, float>, "checkpoints are written in F32");
     std::filesystem::create_directories(folder);
     io::SafetensorsWriter w;
-    const bool prefixed = heads_.num_labels > 0;
+    const bool prefixed = heads_.num_labels > 0 || heads_.mlm;
     for (auto& s : specs_) {
-      const bool top = s.name.rfind("classifier.", 0) == 0;
+      const bool top = s.name.rfind("classifier.", 0) == 0 || s.name.rfind("cls.", 0) == 0;
       w.add((prefixed && !top ? "bert." : "") + s.name, s.shape, data_.data() + s.offset);
     }
     w.add_metadata("format", "pt");

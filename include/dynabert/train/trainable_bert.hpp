@@ -25,6 +25,7 @@
 #include "dynabert/model/elastic.hpp"
 #include "dynabert/model/weights.hpp"
 #include "dynabert/train/linalg.hpp"
+#include "dynabert/train/losses.hpp"
 
 namespace dynabert::train {
 
@@ -235,6 +236,53 @@ class TrainableBert {
       add(gpos + (t % S) * H, d, H);
       add(gtyp + static_cast<long>(c.types[t]) * H, d, H);
     }
+  }
+
+  /// Masked-language-model loss on the last hidden state of forward `c`: mean cross-entropy over
+  /// positions whose label is not -100 (Hugging Face convention), through the prediction head
+  /// (dense, activation, LayerNorm, decoder tied to the word embeddings, decoder bias). Computes
+  /// the head's forward and backward at once: head and embedding gradients accumulate (times
+  /// `weight`) and the gradient of the last hidden state is ADDED to d_last ([B*S, H]).
+  T mlm_loss(const TrainCache<T>& c, const std::int32_t* labels, std::vector<T>& d_last, T weight = T(1)) {
+    const auto& cfg = p_.config();
+    DYNABERT_REQUIRE(p_.heads().mlm, InputError, "the model has no MLM head");
+    const int H = cfg.hidden_size, V = cfg.vocab_size;
+    const long T_ = static_cast<long>(c.B) * c.S;
+    d_last.resize(T_ * H, T(0));
+    std::vector<long> pos;
+    for (long t = 0; t < T_; ++t) {
+      if (labels[t] == -100) continue;
+      DYNABERT_REQUIRE(labels[t] >= 0 && labels[t] < V, InputError, "MLM label ", labels[t], " at position ", t,
+                       " is outside the vocabulary");
+      pos.push_back(t);
+    }
+    const long M = static_cast<long>(pos.size());
+    if (M == 0) return T(0);
+    const auto& last = c.states.back();
+    std::vector<T> X(M * H), Z(M * H), A(M * H), Y, xhat, rstd, logits(M * V);
+    for (long m = 0; m < M; ++m) std::copy_n(last.data() + pos[m] * H, H, X.data() + m * H);
+    const T* Wt = p_.tensor("cls.predictions.transform.dense.weight");
+    const T* E = p_.tensor("embeddings.word_embeddings.weight");
+    linalg::linear(Z.data(), H, X.data(), H, Wt, H, p_.tensor("cls.predictions.transform.dense.bias"), M, H, H);
+    for (long i = 0; i < M * H; ++i) A[i] = kernels::reference::activate(cfg.hidden_act, Z[i]);
+    Y = A;
+    layernorm_fwd(Y.data(), xhat, rstd, p_.tensor("cls.predictions.transform.LayerNorm.weight"),
+                  p_.tensor("cls.predictions.transform.LayerNorm.bias"), M, H);
+    linalg::linear(logits.data(), V, Y.data(), H, E, H, p_.tensor("cls.predictions.bias"), M, V, H);
+    std::vector<T> dlogits(M * V, T(0));
+    std::vector<std::int32_t> lab(M);
+    for (long m = 0; m < M; ++m) lab[m] = labels[pos[m]];
+    const T loss = cross_entropy(logits.data(), lab.data(), static_cast<int>(M), V, dlogits.data(), weight);
+    std::vector<T> dY(M * H, T(0)), dA(M * H, T(0)), dX(M * H, T(0));
+    linalg::linear_backward(dY.data(), H, g_.tensor("embeddings.word_embeddings.weight"), H, g_.tensor("cls.predictions.bias"),
+                            dlogits.data(), V, Y.data(), H, E, H, M, V, H);
+    layernorm_bwd(dA.data(), dY.data(), xhat, rstd, p_.tensor("cls.predictions.transform.LayerNorm.weight"),
+                  g_.tensor("cls.predictions.transform.LayerNorm.weight"), g_.tensor("cls.predictions.transform.LayerNorm.bias"), M, H);
+    for (long i = 0; i < M * H; ++i) dA[i] *= activation_grad(cfg.hidden_act, Z[i]);
+    linalg::linear_backward(dX.data(), H, g_.tensor("cls.predictions.transform.dense.weight"), H,
+                            g_.tensor("cls.predictions.transform.dense.bias"), dA.data(), H, X.data(), H, Wt, H, M, H, H);
+    for (long m = 0; m < M; ++m) add(d_last.data() + pos[m] * H, dX.data() + m * H, H);
+    return loss;
   }
 
  private:

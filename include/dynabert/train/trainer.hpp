@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -62,6 +63,9 @@ struct TrainerConfig {
   std::uint64_t seed = 42;
   bool batch_by_length = true;
   long eval_every = 0;  ///< steps between evaluations (0: at the end of each epoch)
+  /// When set (and a dev set is given), the weights with the best sum over cells of the first
+  /// metric (accuracy; Pearson for regression) are written to this folder (HF layout).
+  std::string best_dir;
 };
 
 /// One (width, depth) cell.
@@ -105,6 +109,8 @@ class Trainer {
 
   const TrainerConfig& config() const { return cfg_; }
   long step() const { return step_; }
+  /// Best selection score seen (sum over cells of the first metric), -inf before any evaluation.
+  double best_score() const { return best_; }
 
   /// The cells a step runs, in order.
   std::vector<Cell> cells() const {
@@ -144,8 +150,11 @@ class Trainer {
       p.eta_seconds = secs / done_here * (total - step_);
       if (on_progress) on_progress(p);
       const bool epoch_end = step_ % per_epoch == 0;
-      if (dev && on_eval && ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || (cfg_.eval_every <= 0 && epoch_end)))
-        on_eval(step_, evaluate(*dev, cells()));
+      if (dev && ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || (cfg_.eval_every <= 0 && epoch_end))) {
+        const auto m = evaluate(*dev, cells());
+        if (on_eval) on_eval(step_, m);
+        select(m);
+      }
     }
   }
 
@@ -277,12 +286,33 @@ class Trainer {
   }
 
  private:
+  /// Keeps the best weights by DynaBERT's rule: the sum over cells of the first metric.
+  void select(const std::vector<CellMetrics>& m) {
+    double score = 0;
+    for (auto& c : m) score += s_.params().heads().num_labels == 1 ? c.metrics.pearson : c.metrics.accuracy;
+    if (score <= best_) return;
+    best_ = score;
+    if (cfg_.best_dir.empty()) return;
+    if constexpr (std::is_same_v<T, float>) {
+      namespace fs = std::filesystem;
+      const fs::path tmp = cfg_.best_dir + ".tmp", old = cfg_.best_dir + ".old";
+      fs::remove_all(tmp);
+      s_.params().save(tmp.string(), {{"dynabert_phase", to_string(cfg_.phase)}, {"dynabert_step", std::to_string(step_)},
+                                      {"dynabert_selection_score", std::to_string(score)}});
+      fs::remove_all(old);
+      if (fs::exists(cfg_.best_dir)) fs::rename(cfg_.best_dir, old);
+      fs::rename(tmp, cfg_.best_dir);
+      fs::remove_all(old);
+    }
+  }
+
   TrainableBert<T>& s_;
   const TrainableBert<T>* t_;
   TrainerConfig cfg_;
   AdamW<T> opt_;
   std::mt19937_64 rng_;
   long step_ = 0;
+  double best_ = -std::numeric_limits<double>::infinity();
   mutable TrainCache<T> scache_, tcache_;
 };
 
