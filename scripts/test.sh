@@ -16,6 +16,6 @@ ctest --preset dev -j "$jobs"
 
 if ((all)); then
   cmake --preset asan
-  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model
+  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model test_train
   ctest --preset asan -R '^test_' -j "$jobs"
 fi

@@ -113,14 +113,23 @@ def torch_worker(threads, batches, reps):
     print(json.dumps({"torch": torch.__version__, "blas": blas, "blas_err": blas_err, "results": res}))
 
 
-def run_torch(threads, batches, reps):
+def torch_env(threads):
+    """Environment of a PyTorch worker process using `threads` threads.
+
+    Debian's torch multiplies in OpenBLAS, which ignores torch.set_num_threads: its thread count is
+    pinned too, and OMP_WAIT_POLICY=passive stops torch's OpenMP threads spinning against it.
+    Some machines here pin OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) to an older core for safety,
+    which runs AVX2 kernels; for the peer's best speed both are unset for this process only (the
+    worker reports the kernels OpenBLAS then picks and checks a product against float64)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
-    # Some machines here pin OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) to an older core for safety;
-    # that runs AVX2 kernels. For the peer's best speed they are unset for this process only, and
-    # the worker reports the kernels OpenBLAS then picks and checks a product against float64.
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def run_torch(threads, batches, reps):
+    env = torch_env(threads)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", str(threads), "--batches",
                           *map(str, batches), "--reps", str(reps)], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -52,16 +52,23 @@ void activation(T* x, std::size_t n, Activation act) {
   for (std::size_t i = 0; i < n; ++i) x[i] = activate(act, x[i]);
 }
 
-/// One row: y = LayerNorm(x) * gamma + beta over H values (biased variance, eps inside sqrt).
+/// Mean and 1/std of one row of H values (biased variance, eps inside the sqrt), two-pass.
 template <class T>
-void layernorm_row(T* y, const T* x, const T* gamma, const T* beta, int H, double eps) {
-  T mean = 0;
+void layernorm_stats(const T* x, int H, double eps, T& mean, T& rstd) {
+  mean = 0;
   for (int i = 0; i < H; ++i) mean += x[i];
   mean /= T(H);
   T var = 0;
   for (int i = 0; i < H; ++i) var += (x[i] - mean) * (x[i] - mean);
   var /= T(H);
-  const T inv = T(1) / std::sqrt(var + T(eps));
+  rstd = T(1) / std::sqrt(var + T(eps));
+}
+
+/// One row: y = LayerNorm(x) * gamma + beta over H values.
+template <class T>
+void layernorm_row(T* y, const T* x, const T* gamma, const T* beta, int H, double eps) {
+  T mean, inv;
+  layernorm_stats(x, H, eps, mean, inv);
   for (int i = 0; i < H; ++i) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
 }
 

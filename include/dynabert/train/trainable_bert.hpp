@@ -349,16 +349,10 @@ class TrainableBert {
   void layernorm_fwd(T* x, std::vector<T>& xhat, std::vector<T>& rstd, const T* gamma, const T* beta, long rows, int H) const {
     xhat.resize(rows * H);
     rstd.resize(rows);
-    const T eps = static_cast<T>(p_.config().layer_norm_eps);
     for (long r = 0; r < rows; ++r) {
       T* row = x + r * H;
-      T mean = 0;
-      for (int i = 0; i < H; ++i) mean += row[i];
-      mean /= T(H);
-      T var = 0;
-      for (int i = 0; i < H; ++i) var += (row[i] - mean) * (row[i] - mean);
-      var /= T(H);
-      const T rs = T(1) / std::sqrt(var + eps);
+      T mean, rs;
+      kernels::reference::layernorm_stats(row, H, p_.config().layer_norm_eps, mean, rs);
       rstd[r] = rs;
       for (int i = 0; i < H; ++i) {
         const T xh = (row[i] - mean) * rs;
