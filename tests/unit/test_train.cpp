@@ -189,9 +189,7 @@ BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
   mf.backward(cf, df.data(), {});
   md.backward(cd, dd.data(), {});
   double max_g = 0, max_d = 0;
-  for (std::size_t i = 0; i < mf.grads().buffer().size(); ++i) {
-    max_g = std::max(max_g, std::abs(static_cast<double>(md.grads().buffer()[i])));
-  }
+  for (double v : md.grads().buffer()) max_g = std::max(max_g, std::abs(v));
   const auto gf = mf.grads().cast<double>();
   for (std::size_t i = 0; i < gf.buffer().size(); ++i)
     max_d = std::max(max_d, std::abs(gf.buffer()[i] - md.grads().buffer()[i]));

@@ -43,13 +43,15 @@ struct GemmShape {
 inline constexpr int kNR = GemmShape::kNR;
 
 /// What happens to a finished tile: y = act(alpha * acc + bias) + residual. Residual must not
-/// alias the output.
+/// alias the output. With `accumulate`, the product is added to what C holds (C += A B^T; for the
+/// training gradients), which requires alpha == 1 and no activation.
 struct Epilogue {
   const float* bias = nullptr;
   const float* residual = nullptr;
   long ld_residual = 0;
   Activation act = Activation::kNone;
   float alpha = 1.0f;
+  bool accumulate = false;
 };
 
 /// A packed right-hand side (non-owning): logical W of n x k in the layout above.
@@ -133,15 +135,20 @@ inline constexpr std::size_t gemm_scratch_floats() {
 namespace detail {
 
 /// Packs rows [0, mc) x cols [0, kc) of A into kMR-row slivers: sliver s, element (k, i) at
-/// s*kc*kMR + k*mr + i (the last sliver has mr = mc % kMR rows).
-inline void pack_a(float* dst, const float* a, long lda, int mc, int kc) {
+/// s*kc*kMR + k*mr + i (the last sliver has mr = mc % kMR rows). With `trans`, `a` points at A^T
+/// (element (i, k) of A is a[k * lda + i]).
+inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool trans = false) {
   constexpr int MR = GemmShape::kMR;
   for (int i0 = 0; i0 < mc; i0 += MR) {
     const int mr = std::min(MR, mc - i0);
     float* d = dst + static_cast<long>(i0) * kc;
-    for (int i = 0; i < mr; ++i) {
-      const float* src = a + (i0 + i) * lda;
-      for (int k = 0; k < kc; ++k) d[k * mr + i] = src[k];
+    if (trans) {
+      for (int k = 0; k < kc; ++k) std::memcpy(d + k * mr, a + k * lda + i0, sizeof(float) * mr);
+    } else {
+      for (int i = 0; i < mr; ++i) {
+        const float* src = a + (i0 + i) * lda;
+        for (int k = 0; k < kc; ++k) d[k * mr + i] = src[k];
+      }
     }
   }
 }
@@ -229,14 +236,15 @@ inline constexpr auto kKernels = make_kernel_table(std::make_integer_sequence<in
 
 /// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K.
 inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
-                        int n, int k, const Epilogue& ep, float* scratch, int p0, int p1) {
+                        int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
   constexpr int MR = GemmShape::kMR, KC = GemmShape::kKC, MC = GemmShape::kMC;
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = std::min(KC, k - pc);
     const bool first = pc == 0, last = pc + kc == k;
     for (int ic = 0; ic < M; ic += MC) {
       const int mc = std::min(MC, M - ic);
-      pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
+      if (a_trans) pack_a(scratch, a + pc * lda + ic, lda, mc, kc, true);
+      else pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
       for (int p = p0; p < p1; ++p) {
         const float* bp = B.micro_panel(pc, p);
         const float* next = p + 1 < p1 ? B.micro_panel(pc, p + 1) : nullptr;
@@ -245,7 +253,7 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
         for (int i0 = 0; i0 < mc; i0 += MR) {
           const int mr = std::min(MR, mc - i0);
           kKernels[mr - 1](kc, scratch + static_cast<long>(i0) * kc, bp,
-                           c + (ic + i0) * ldc + col0, ldc, nv, !first, last ? &ep : nullptr,
+                           c + (ic + i0) * ldc + col0, ldc, nv, !first || ep.accumulate, last ? &ep : nullptr,
                            ic + i0, col0, i0 == 0 ? next : nullptr);
         }
       }
@@ -257,18 +265,23 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
 
 /// C[M, n] = epilogue(A[M, k] * W[:n, :k]^T) with W packed in `B` (n <= B.n, k <= B.k).
 /// `scratch` holds threads.count() * gemm_scratch_floats() floats. Threads split the panels.
+/// With `a_trans`, `a` holds A^T ([k, M], row stride lda).
 inline void gemm(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n,
-                 int k, const Epilogue& ep, float* scratch, const Threads& threads = Threads()) {
+                 int k, const Epilogue& ep, float* scratch, const Threads& threads = Threads(),
+                 bool a_trans = false) {
   DYNABERT_REQUIRE(n >= 0 && n <= B.n && k >= 0 && k <= B.k, InputError, "gemm: active ", n, "x", k,
                    " exceeds packed ", B.n, "x", B.k);
+  DYNABERT_REQUIRE(!ep.accumulate || (ep.alpha == 1.0f && ep.act == Activation::kNone), InputError,
+                   "gemm: accumulating into C needs alpha 1 and no activation");
   if (M <= 0 || n <= 0) return;
+  if (k == 0 && ep.accumulate && !ep.bias && !ep.residual) return;  // C += 0
   if (k == 0) {  // no inner product: the epilogue applied to zero
     for (int m = 0; m < M; ++m)
       for (int j = 0; j < n; ++j) {
         float r = ep.bias ? ep.bias[j] : 0.0f;
         r = reference::activate(ep.act, r);
         if (ep.residual) r += ep.residual[m * ep.ld_residual + j];
-        c[m * ldc + j] = r;
+        c[m * ldc + j] = ep.accumulate ? c[m * ldc + j] + r : r;
       }
     return;
   }
@@ -276,7 +289,7 @@ inline void gemm(float* c, long ldc, const float* a, long lda, int M, const Pack
   threads.for_chunks(panels, [&](int worker, long p0, long p1) {
     detail::gemm_panels(c, ldc, a, lda, M, B, n, k, ep,
                         scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(),
-                        static_cast<int>(p0), static_cast<int>(p1));
+                        static_cast<int>(p0), static_cast<int>(p1), a_trans);
   });
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dynabert/core/aligned.hpp"
+#include "dynabert/core/simd.hpp"
 #include "dynabert/model/weights.hpp"
 
 namespace dynabert::train {
@@ -51,16 +52,37 @@ class AdamW {
     const auto& specs = params.specs();
     for (std::size_t t = 0; t < specs.size(); ++t) {
       const auto& s = specs[t];
-      T* p = params.buffer().data() + s.offset;
-      const T* g = grads.buffer().data() + s.offset;
-      T* m = m_.data() + s.offset;
-      T* v = v_.data() + s.offset;
-      for (std::size_t i = 0; i < s.numel(); ++i) {
-        m[i] = static_cast<T>(b1 * m[i] + (1.0 - b1) * g[i]);
-        v[i] = static_cast<T>(b2 * v[i] + (1.0 - b2) * g[i] * g[i]);
-        p[i] -= static_cast<T>(step_size * m[i] / (std::sqrt(static_cast<double>(v[i])) + cfg_.eps));
-        if (cfg_.weight_decay > 0.0 && decay_[t]) p[i] -= static_cast<T>(lr * cfg_.weight_decay * p[i]);
+      update(params.buffer().data() + s.offset, grads.buffer().data() + s.offset, m_.data() + s.offset,
+             v_.data() + s.offset, s.numel(), step_size, cfg_.weight_decay > 0.0 && decay_[t] ? lr * cfg_.weight_decay : 0.0);
+    }
+  }
+
+ private:
+  /// p -= step_size * m / (sqrt(v) + eps), then p -= decay * p, after the moment updates; in T
+  /// (SIMD for float).
+  void update(T* p, const T* g, T* m, T* v, std::size_t n, double step_size, double decay) const {
+    const T b1 = static_cast<T>(cfg_.beta1), c1 = static_cast<T>(1.0 - cfg_.beta1);
+    const T b2 = static_cast<T>(cfg_.beta2), c2 = static_cast<T>(1.0 - cfg_.beta2);
+    const T ss = static_cast<T>(step_size), eps = static_cast<T>(cfg_.eps), keep = static_cast<T>(1.0 - decay);
+    std::size_t i = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      using B = simd::Batch;
+      for (; i + B::size <= n; i += B::size) {
+        const B gi = B::load_unaligned(g + i);
+        const B mi = xsimd::fma(B(b1), B::load_unaligned(m + i), B(c1) * gi);
+        const B vi = xsimd::fma(B(b2), B::load_unaligned(v + i), B(c2) * gi * gi);
+        mi.store_unaligned(m + i);
+        vi.store_unaligned(v + i);
+        B pi = B::load_unaligned(p + i) - B(ss) * mi / (xsimd::sqrt(vi) + B(eps));
+        if (decay > 0.0) pi = pi * B(keep);
+        pi.store_unaligned(p + i);
       }
+    }
+    for (; i < n; ++i) {
+      m[i] = b1 * m[i] + c1 * g[i];
+      v[i] = b2 * v[i] + c2 * g[i] * g[i];
+      p[i] -= ss * m[i] / (std::sqrt(v[i]) + eps);
+      if (decay > 0.0) p[i] *= keep;
     }
   }
 

@@ -40,7 +40,6 @@ template <class T>
 struct TrainCache {
   struct Layer {
     int index = 0, heads = 0, neurons = 0;
-    std::vector<T> x;                    ///< layer input [tokens, H]
     std::vector<T> q, k, v;              ///< [tokens, a] (a = heads * head_dim)
     std::vector<T> probs;                ///< softmax output [B, heads, S, S]
     std::vector<T> probs_drop;           ///< dropout multiplier of the probabilities (empty: none)
@@ -76,6 +75,8 @@ class TrainableBert {
   BertWeights<T>& grads() { return g_; }
   const BertWeights<T>& grads() const { return g_; }
   void zero_grad() { g_.buffer().fill_zero(); }
+  /// Threads for the training products (results are bitwise identical for any count).
+  void set_threads(const Threads& t) { threads_ = t; }
 
   /// Runs `net` on `in`, recording activations in `c`. Returns the logits ([B, C]) when the model
   /// has a classifier and `with_head`, else nullptr. Hidden states are c.states.
@@ -123,29 +124,29 @@ class TrainableBert {
       L.neurons = net.neurons[L.index];
       const auto w = p_.layer(L.index);
       const int a = L.heads * dh, f = L.neurons;
-      L.x = c.states[i];
+      const std::vector<T>& x = c.states[i];  // the layer's input
       L.q.resize(T_ * a); L.k.resize(T_ * a); L.v.resize(T_ * a);
-      linalg::linear(L.q.data(), a, L.x.data(), H, w.q_w, H, w.q_b, T_, a, H);
-      linalg::linear(L.k.data(), a, L.x.data(), H, w.k_w, H, w.k_b, T_, a, H);
-      linalg::linear(L.v.data(), a, L.x.data(), H, w.v_w, H, w.v_b, T_, a, H);
+      linalg::linear(L.q.data(), a, x.data(), H, w.q_w, H, w.q_b, T_, a, H, threads_);
+      linalg::linear(L.k.data(), a, x.data(), H, w.k_w, H, w.k_b, T_, a, H, threads_);
+      linalg::linear(L.v.data(), a, x.data(), H, w.v_w, H, w.v_b, T_, a, H, threads_);
       attention_fwd(L, c, ap, mode, dh);
       // output projection + dropout + residual + LayerNorm
       auto& x1 = L.ln1_xhat;
       x1.resize(T_ * H);
-      linalg::linear(x1.data(), H, L.ctx.data(), a, w.o_w, a_full(L.index), w.o_b, T_, H, a);
+      linalg::linear(x1.data(), H, L.ctx.data(), a, w.o_w, a_full(L.index), w.o_b, T_, H, a, threads_);
       dropout_fwd(x1.data(), L.attn_drop, T_ * H, hp, mode);
-      for (long j = 0; j < T_ * H; ++j) x1[j] += L.x[j];
+      for (long j = 0; j < T_ * H; ++j) x1[j] += x[j];
       L.h1 = x1;
       layernorm_fwd(L.h1.data(), L.ln1_xhat, L.ln1_rstd, w.ln1_g, w.ln1_b, T_, H);
       // FFN
       const int I = cfg.layer_intermediate(L.index);
       L.u.resize(T_ * f);
-      linalg::linear(L.u.data(), f, L.h1.data(), H, w.i_w, H, w.i_b, T_, f, H);
+      linalg::linear(L.u.data(), f, L.h1.data(), H, w.i_w, H, w.i_b, T_, f, H, threads_);
       L.g.resize(T_ * f);
       for (long j = 0; j < T_ * f; ++j) L.g[j] = kernels::reference::activate(cfg.hidden_act, L.u[j]);
       auto& out = c.states[i + 1];
       out.resize(T_ * H);
-      linalg::linear(out.data(), H, L.g.data(), f, w.f_w, I, w.f_b, T_, H, f);
+      linalg::linear(out.data(), H, L.g.data(), f, w.f_w, I, w.f_b, T_, H, f, threads_);
       dropout_fwd(out.data(), L.ffn_drop, T_ * H, hp, mode);
       for (long j = 0; j < T_ * H; ++j) out[j] += L.h1[j];
       layernorm_fwd(out.data(), L.ln2_xhat, L.ln2_rstd, w.ln2_g, w.ln2_b, T_, H);
@@ -177,7 +178,8 @@ class TrainableBert {
     const std::size_t depth = c.layers.size();
     DYNABERT_REQUIRE(d_states.empty() || d_states.size() == depth + 1, InputError, "backward: ", d_states.size(),
                      " hidden-state gradients for ", depth + 1, " states");
-    std::vector<T> dh_buf(T_ * H, T(0));
+    auto& dh_buf = sb_.dh;
+    dh_buf.assign(T_ * H, T(0));
     if (!d_states.empty() && d_states[depth]) add(dh_buf.data(), d_states[depth], T_ * H);
     if (d_logits) {
       DYNABERT_REQUIRE(c.has_head, InputError, "backward: logits gradient for a forward without the head");
@@ -190,7 +192,10 @@ class TrainableBert {
                               c.cls.data(), H, p_.tensor("pooler.dense.weight"), H, B, H, H);
       for (int b = 0; b < B; ++b) add(dh_buf.data() + static_cast<long>(b) * S * H, dcls.data() + b * H, H);
     }
-    std::vector<T> dx(T_ * H), dh1(T_ * H), tmp;
+    auto &dx = sb_.dx, &dh1 = sb_.dh1, &tmp = sb_.tmp, &dg = sb_.dg, &dctx = sb_.dctx, &dq = sb_.dq, &dk = sb_.dk,
+         &dv = sb_.dv;
+    dx.resize(T_ * H);
+    dh1.resize(T_ * H);
     for (std::size_t i = depth; i-- > 0;) {
       const auto& L = c.layers[i];
       const auto w = p_.layer(L.index);
@@ -202,23 +207,26 @@ class TrainableBert {
       layernorm_bwd(tmp.data(), dh_buf.data(), L.ln2_xhat, L.ln2_rstd, w.ln2_g, gw.ln2_g, gw.ln2_b, T_, H);
       add(dh1.data(), tmp.data(), T_ * H);  // residual
       dropout_bwd(tmp.data(), L.ffn_drop, T_ * H);
-      std::vector<T> dg(T_ * f, T(0));
-      linalg::linear_backward(dg.data(), f, gw.f_w, I, gw.f_b, tmp.data(), H, L.g.data(), f, w.f_w, I, T_, H, f);
+      dg.assign(T_ * f, T(0));
+      linalg::linear_backward(dg.data(), f, gw.f_w, I, gw.f_b, tmp.data(), H, L.g.data(), f, w.f_w, I, T_, H, f, threads_);
       for (long j = 0; j < T_ * f; ++j) dg[j] *= activation_grad(cfg.hidden_act, L.u[j]);
-      linalg::linear_backward(dh1.data(), H, gw.i_w, H, gw.i_b, dg.data(), f, L.h1.data(), H, w.i_w, H, T_, f, H);
+      linalg::linear_backward(dh1.data(), H, gw.i_w, H, gw.i_b, dg.data(), f, L.h1.data(), H, w.i_w, H, T_, f, H, threads_);
       // LayerNorm 1 -> d(attn + x)
       tmp.assign(T_ * H, T(0));
       layernorm_bwd(tmp.data(), dh1.data(), L.ln1_xhat, L.ln1_rstd, w.ln1_g, gw.ln1_g, gw.ln1_b, T_, H);
       dx = tmp;  // residual
       dropout_bwd(tmp.data(), L.attn_drop, T_ * H);
-      std::vector<T> dctx(T_ * a, T(0));
+      dctx.assign(T_ * a, T(0));
       linalg::linear_backward(dctx.data(), a, gw.o_w, a_full(L.index), gw.o_b, tmp.data(), H, L.ctx.data(), a, w.o_w,
-                              a_full(L.index), T_, H, a);
-      std::vector<T> dq(T_ * a, T(0)), dk(T_ * a, T(0)), dv(T_ * a, T(0));
+                              a_full(L.index), T_, H, a, threads_);
+      dq.assign(T_ * a, T(0));
+      dk.assign(T_ * a, T(0));
+      dv.assign(T_ * a, T(0));
       attention_bwd(L, c, dctx, dq, dk, dv, d_gates, dh);
-      linalg::linear_backward(dx.data(), H, gw.q_w, H, gw.q_b, dq.data(), a, L.x.data(), H, w.q_w, H, T_, a, H);
-      linalg::linear_backward(dx.data(), H, gw.k_w, H, gw.k_b, dk.data(), a, L.x.data(), H, w.k_w, H, T_, a, H);
-      linalg::linear_backward(dx.data(), H, gw.v_w, H, gw.v_b, dv.data(), a, L.x.data(), H, w.v_w, H, T_, a, H);
+      const T* x = c.states[i].data();  // the layer's input
+      linalg::linear_backward(dx.data(), H, gw.q_w, H, gw.q_b, dq.data(), a, x, H, w.q_w, H, T_, a, H, threads_);
+      linalg::linear_backward(dx.data(), H, gw.k_w, H, gw.k_b, dk.data(), a, x, H, w.k_w, H, T_, a, H, threads_);
+      linalg::linear_backward(dx.data(), H, gw.v_w, H, gw.v_b, dv.data(), a, x, H, w.v_w, H, T_, a, H, threads_);
       if (!d_states.empty() && d_states[i]) add(dx.data(), d_states[i], T_ * H);
       dh_buf.swap(dx);
     }
@@ -466,6 +474,11 @@ class TrainableBert {
 
   BertWeights<T> p_;
   BertWeights<T> g_;
+  Threads threads_;
+  /// Backward scratch, reused between steps (grows to the largest batch, never shrinks).
+  struct Scratch {
+    std::vector<T> dh, dx, dh1, tmp, dg, dctx, dq, dk, dv;
+  } sb_;
 };
 
 }  // namespace dynabert::train
