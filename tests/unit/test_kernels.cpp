@@ -175,3 +175,24 @@ BOOST_AUTO_TEST_CASE(activations_match_reference) {
   // The two GELUs really differ (so a swapped one cannot pass a parity test).
   BOOST_TEST(std::abs(kernels::reference::gelu_erf(1.5) - kernels::reference::gelu_tanh(1.5)) > 1e-5);
 }
+
+BOOST_AUTO_TEST_CASE(activation_backward_matches_reference_and_finite_differences) {
+  std::mt19937 g(13);
+  for (auto act : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh, Activation::kNone}) {
+    auto x = randn(1003, g, 3.0f), d = randn(1003, g);
+    x[0] = 0.0f; x[1] = -9.0f; x[2] = 9.0f;
+    auto fast = d;
+    std::vector<float> ref(d.size()), out(x.size()), out_ref(x.size());
+    kernels::activation_backward(fast.data(), x.data(), x.size(), act);
+    for (std::size_t i = 0; i < x.size(); ++i) ref[i] = d[i] * kernels::reference::activation_grad(act, x[i]);
+    BOOST_TEST(max_rel(fast.data(), ref.data(), x.size()) < 2e-6, "backward of " << to_string(act));
+    kernels::activation(out.data(), x.data(), x.size(), act);  // out-of-place form
+    for (std::size_t i = 0; i < x.size(); ++i) out_ref[i] = kernels::reference::activate(act, x[i]);
+    BOOST_TEST(max_rel(out.data(), out_ref.data(), x.size()) < 2e-6);
+    // the reference derivative against central differences in double
+    for (double v : {-3.1, -0.7, 0.0, 0.4, 2.2}) {
+      const double num = (kernels::reference::activate(act, v + 1e-6) - kernels::reference::activate(act, v - 1e-6)) / 2e-6;
+      BOOST_TEST(std::abs(num - kernels::reference::activation_grad(act, v)) < 1e-8, to_string(act) << " at " << v);
+    }
+  }
+}

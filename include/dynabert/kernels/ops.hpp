@@ -24,4 +24,17 @@ inline void activation(T* x, std::size_t n, Activation a) {
   else kernels::reference::activation(x, n, a);
 }
 
+/// out = act(x) over n values.
+template <class T>
+inline void activation(T* out, const T* x, std::size_t n, Activation a) {
+  if constexpr (std::is_same_v<T, float>) kernels::activation(out, x, n, a);
+  else for (std::size_t i = 0; i < n; ++i) out[i] = kernels::reference::activate(a, x[i]);
+}
+/// d *= act'(x) over n values.
+template <class T>
+inline void activation_backward(T* d, const T* x, std::size_t n, Activation a) {
+  if constexpr (std::is_same_v<T, float>) kernels::activation_backward(d, x, n, a);
+  else for (std::size_t i = 0; i < n; ++i) d[i] *= kernels::reference::activation_grad(a, x[i]);
+}
+
 }  // namespace dynabert::ops

@@ -46,6 +46,26 @@ void linear(T* y, long ldy, const T* x, long ldx, const T* w, long ldw, int M, i
     }
 }
 
+/// Derivative of the activation at x.
+template <class T>
+inline T activation_grad(Activation act, T x) {
+  if (act == Activation::kGeluErf) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+    const T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
+    return cdf + x * pdf;
+  }
+  if (act == Activation::kGeluTanh) {
+    const T k = T(0.79788456080286535588), c3 = T(0.044715);
+    const T th = std::tanh(k * (x + c3 * x * x * x));
+    return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * k * (T(1) + T(3) * c3 * x * x);
+  }
+  if (act == Activation::kTanh) {
+    const T th = std::tanh(x);
+    return T(1) - th * th;
+  }
+  return T(1);
+}
+
 /// In place: x[i] = act(x[i]).
 template <class T>
 void activation(T* x, std::size_t n, Activation act) {

@@ -23,7 +23,45 @@ inline B activate(Activation a, const B& x) {
     default: return x;
   }
 }
+
+/// Derivative of an activation at one batch of pre-activations.
+template <class B>
+inline B activation_grad(Activation a, const B& x) {
+  if (a == Activation::kGeluErf) {
+    const B cdf = B(0.5f) * (B(1.0f) + xsimd::erf(x * B(0.70710678118654752440f)));
+    const B pdf = xsimd::exp(B(-0.5f) * x * x) * B(0.39894228040143267794f);
+    return xsimd::fma(x, pdf, cdf);
+  }
+  if (a == Activation::kGeluTanh) {
+    const B k(0.79788456080286535588f), c3(0.044715f);
+    const B th = xsimd::tanh(k * (x + c3 * x * x * x));
+    return B(0.5f) * (B(1.0f) + th) + B(0.5f) * x * (B(1.0f) - th * th) * k * (B(1.0f) + B(3.0f) * c3 * x * x);
+  }
+  if (a == Activation::kTanh) {
+    const B th = xsimd::tanh(x);
+    return B(1.0f) - th * th;
+  }
+  return B(1.0f);
+}
 }  // namespace detail
+
+/// out[i] = act(x[i]) for i < n (out may equal x).
+inline void activation(float* out, const float* x, std::size_t n, Activation act) {
+  using B = simd::Batch;
+  std::size_t i = 0;
+  for (; i + B::size <= n; i += B::size) detail::activate(act, B::load_unaligned(x + i)).store_unaligned(out + i);
+  for (; i < n; ++i) out[i] = reference::activate(act, x[i]);
+}
+
+/// d[i] *= act'(x[i]) for i < n (the activation's backward).
+inline void activation_backward(float* d, const float* x, std::size_t n, Activation act) {
+  using B = simd::Batch;
+  std::size_t i = 0;
+  for (; i + B::size <= n; i += B::size)
+    (B::load_unaligned(d + i) * detail::activation_grad(act, B::load_unaligned(x + i))).store_unaligned(d + i);
+  for (; i < n; ++i) d[i] *= reference::activation_grad(act, x[i]);
+}
+
 
 /// In place: x[i] = act(x[i]) for i < n.
 inline void activation(float* x, std::size_t n, Activation act) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/kernels/ops.hpp"
 #include "dynabert/kernels/reference.hpp"
 #include "dynabert/model/bert.hpp"
 #include "dynabert/model/elastic.hpp"
@@ -143,7 +144,7 @@ class TrainableBert {
       L.u.resize(T_ * f);
       linalg::linear(L.u.data(), f, L.h1.data(), H, w.i_w, H, w.i_b, T_, f, H, threads_);
       L.g.resize(T_ * f);
-      for (long j = 0; j < T_ * f; ++j) L.g[j] = kernels::reference::activate(cfg.hidden_act, L.u[j]);
+      ops::activation(L.g.data(), L.u.data(), T_ * f, cfg.hidden_act);
       auto& out = c.states[i + 1];
       out.resize(T_ * H);
       linalg::linear(out.data(), H, L.g.data(), f, w.f_w, I, w.f_b, T_, H, f, threads_);
@@ -209,7 +210,7 @@ class TrainableBert {
       dropout_bwd(tmp.data(), L.ffn_drop, T_ * H);
       dg.assign(T_ * f, T(0));
       linalg::linear_backward(dg.data(), f, gw.f_w, I, gw.f_b, tmp.data(), H, L.g.data(), f, w.f_w, I, T_, H, f, threads_);
-      for (long j = 0; j < T_ * f; ++j) dg[j] *= activation_grad(cfg.hidden_act, L.u[j]);
+      ops::activation_backward(dg.data(), L.u.data(), T_ * f, cfg.hidden_act);
       linalg::linear_backward(dh1.data(), H, gw.i_w, H, gw.i_b, dg.data(), f, L.h1.data(), H, w.i_w, H, T_, f, H, threads_);
       // LayerNorm 1 -> d(attn + x)
       tmp.assign(T_ * H, T(0));
@@ -272,7 +273,7 @@ class TrainableBert {
     const T* Wt = p_.tensor("cls.predictions.transform.dense.weight");
     const T* E = p_.tensor("embeddings.word_embeddings.weight");
     linalg::linear(Z.data(), H, X.data(), H, Wt, H, p_.tensor("cls.predictions.transform.dense.bias"), M, H, H);
-    for (long i = 0; i < M * H; ++i) A[i] = kernels::reference::activate(cfg.hidden_act, Z[i]);
+    ops::activation(A.data(), Z.data(), M * H, cfg.hidden_act);
     Y = A;
     layernorm_fwd(Y.data(), xhat, rstd, p_.tensor("cls.predictions.transform.LayerNorm.weight"),
                   p_.tensor("cls.predictions.transform.LayerNorm.bias"), M, H);
@@ -286,7 +287,7 @@ class TrainableBert {
                             dlogits.data(), V, Y.data(), H, E, H, M, V, H);
     layernorm_bwd(dA.data(), dY.data(), xhat, rstd, p_.tensor("cls.predictions.transform.LayerNorm.weight"),
                   g_.tensor("cls.predictions.transform.LayerNorm.weight"), g_.tensor("cls.predictions.transform.LayerNorm.bias"), M, H);
-    for (long i = 0; i < M * H; ++i) dA[i] *= activation_grad(cfg.hidden_act, Z[i]);
+    ops::activation_backward(dA.data(), Z.data(), M * H, cfg.hidden_act);
     linalg::linear_backward(dX.data(), H, g_.tensor("cls.predictions.transform.dense.weight"), H,
                             g_.tensor("cls.predictions.transform.dense.bias"), dA.data(), H, X.data(), H, Wt, H, M, H, H);
     for (long m = 0; m < M; ++m) add(d_last.data() + pos[m] * H, dX.data() + m * H, H);
@@ -298,20 +299,6 @@ class TrainableBert {
 
   static void add(T* y, const T* x, long n) {
     for (long i = 0; i < n; ++i) y[i] += x[i];
-  }
-
-  static T activation_grad(Activation act, T x) {
-    if (act == Activation::kGeluErf) {
-      const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
-      const T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
-      return cdf + x * pdf;
-    }
-    if (act == Activation::kGeluTanh) {
-      const T k = T(0.79788456080286535588), c3 = T(0.044715);
-      const T in = k * (x + c3 * x * x * x), th = std::tanh(in);
-      return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * k * (T(1) + T(3) * c3 * x * x);
-    }
-    return T(1);
   }
 
   void validate(const Inputs& in, const SubNetwork& net) const {
@@ -390,13 +377,26 @@ class TrainableBert {
     }
   }
 
+  /// Counter-based keep decision: element i of a call keyed by `key` is kept with probability
+  /// 1 - p (splitmix64 of key + i, 24-bit threshold). One generator draw per call, so a call's
+  /// masks do not depend on how its elements are visited.
+  static bool keep(std::uint64_t key, std::uint64_t i, std::uint32_t threshold) {
+    std::uint64_t z = key + 0x9E3779B97F4A7C15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<std::uint32_t>(z >> 40) >= threshold;
+  }
+  static std::uint32_t drop_threshold(double p) { return static_cast<std::uint32_t>(p * 16777216.0); }
+
   static void dropout_fwd(T* x, std::vector<T>& mask, long n, double p, const ForwardMode& mode) {
     if (p <= 0.0) { mask.clear(); return; }
     mask.resize(n);
-    std::bernoulli_distribution keep(1.0 - p);
+    const std::uint64_t key = (*mode.rng)();
+    const std::uint32_t th = drop_threshold(p);
     const T scale = static_cast<T>(1.0 / (1.0 - p));
     for (long i = 0; i < n; ++i) {
-      mask[i] = keep(*mode.rng) ? scale : T(0);
+      mask[i] = keep(key, static_cast<std::uint64_t>(i), th) ? scale : T(0);
       x[i] *= mask[i];
     }
   }
@@ -411,7 +411,8 @@ class TrainableBert {
     L.probs.assign(static_cast<std::size_t>(B) * nh * S * S, T(0));
     L.ctx.assign(static_cast<std::size_t>(B) * S * a, T(0));
     if (p > 0) L.probs_drop.resize(L.probs.size()); else L.probs_drop.clear();
-    std::bernoulli_distribution keep(1.0 - p);
+    const std::uint64_t key = p > 0 ? (*mode.rng)() : 0;
+    const std::uint32_t th = drop_threshold(p);
     const T dscale = p > 0 ? static_cast<T>(1.0 / (1.0 - p)) : T(1);
     for (int b = 0; b < B; ++b)
       for (int h = 0; h < nh; ++h) {
@@ -424,13 +425,14 @@ class TrainableBert {
         const auto V = linalg::cmat(L.v.data() + static_cast<long>(b) * S * a + h * dh, kend, dh, a);
         auto Pm = linalg::mat(P, S, kend, S);
         Pm.noalias() = Q * K.transpose();
-        for (int i = 0; i < S; ++i) kernels::reference::softmax_row(P + static_cast<long>(i) * S, kend, scale, bias);
+        for (int i = 0; i < S; ++i) ops::softmax_row(P + static_cast<long>(i) * S, kend, scale, bias);
         linalg::RowMat<T> Pd = Pm;
         if (p > 0) {
-          T* D = L.probs_drop.data() + (static_cast<long>(b) * nh + h) * S * S;
+          const long base = (static_cast<long>(b) * nh + h) * S * S;
+          T* D = L.probs_drop.data() + base;
           for (int i = 0; i < S; ++i)
             for (int j = 0; j < kend; ++j) {
-              D[i * S + j] = keep(*mode.rng) ? dscale : T(0);
+              D[i * S + j] = keep(key, static_cast<std::uint64_t>(base + i * S + j), th) ? dscale : T(0);
               Pd(i, j) *= D[i * S + j];
             }
         }
