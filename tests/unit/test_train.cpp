@@ -662,3 +662,31 @@ BOOST_AUTO_TEST_CASE(mlm_head_and_tanh_gelu_gradient_check) {
   bad[2] = 23;
   BOOST_CHECK_THROW(model.mlm_loss(cache, bad.data(), d_last), InputError);
 }
+
+BOOST_AUTO_TEST_CASE(training_gradients_are_bitwise_independent_of_threads) {
+  BertWeights<float> w(tiny_config(), HeadSpec{true, 3});
+  w.init_random(31, 0.3, true);
+  std::mt19937 g(5);
+  auto prob = make_problem(g);
+  std::vector<float> gates(16, 0.9f);
+  auto net = SubNetwork::dynabert(w.config(), 0.75, 1.0);
+  net.head_gates = gates.data();
+  std::vector<std::vector<float>> grads, gate_grads;
+  for (int threads : {1, 2, 3}) {
+    TrainableBert<float> m(w);
+    m.set_threads(Threads(threads));
+    TrainCache<float> c;
+    std::mt19937_64 rng(77);
+    m.forward(prob.inputs(), net, c, {true, &rng});
+    std::vector<float> d(c.logits.size(), 0.0f), dg(16, 0.0f);
+    std::vector<std::int32_t> labels = {0, 1, 2};
+    cross_entropy(c.logits.data(), labels.data(), 3, 3, d.data());
+    m.backward(c, d.data(), {}, dg.data());
+    grads.emplace_back(m.grads().buffer().begin(), m.grads().buffer().end());
+    gate_grads.push_back(dg);
+  }
+  for (int i = 1; i < 3; ++i) {
+    BOOST_TEST(std::memcmp(grads[0].data(), grads[i].data(), grads[0].size() * 4) == 0);
+    BOOST_TEST(std::memcmp(gate_grads[0].data(), gate_grads[i].data(), 64) == 0);
+  }
+}

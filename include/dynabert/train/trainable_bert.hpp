@@ -414,8 +414,8 @@ class TrainableBert {
     const std::uint64_t key = p > 0 ? (*mode.rng)() : 0;
     const std::uint32_t th = drop_threshold(p);
     const T dscale = p > 0 ? static_cast<T>(1.0 / (1.0 - p)) : T(1);
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < nh; ++h) {
+    threads_.for_each(static_cast<long>(B) * nh, [&](long task, int) {
+        const int b = static_cast<int>(task / nh), h = static_cast<int>(task % nh);
         const int kend = c.key_end[b];
         const T* bias = c.has_holes[b] ? c.mask_bias.data() + static_cast<long>(b) * S : nullptr;
         const T gate = c.gates.empty() ? T(1) : static_cast<T>(c.gates[L.index * p_.config().num_attention_heads + h]);
@@ -437,15 +437,19 @@ class TrainableBert {
             }
         }
         linalg::mat(L.ctx.data() + static_cast<long>(b) * S * a + h * dh, S, dh, a).noalias() = gate * (Pd * V);
-      }
+      });
   }
 
   void attention_bwd(const typename TrainCache<T>::Layer& L, const TrainCache<T>& c, const std::vector<T>& dctx,
-                     std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv, T* d_gates, int dh) const {
+                     std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv, T* d_gates, int dh) {
     const int B = c.B, S = c.S, nh = L.heads, a = nh * dh, NH = p_.config().num_attention_heads;
     const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < nh; ++h) {
+    // (sequence, head) tasks write disjoint slices; the gate gradients are gathered per task and
+    // summed afterwards in a fixed order, so any thread count gives the same bits.
+    auto& gate_parts = sb_.gate_parts;
+    gate_parts.assign(static_cast<std::size_t>(B) * nh, T(0));
+    threads_.for_each(static_cast<long>(B) * nh, [&](long task, int) {
+        const int b = static_cast<int>(task / nh), h = static_cast<int>(task % nh);
         const int kend = c.key_end[b];
         const long off = static_cast<long>(b) * S * a + h * dh;
         const T gate = c.gates.empty() ? T(1) : static_cast<T>(c.gates[L.index * NH + h]);
@@ -458,7 +462,7 @@ class TrainableBert {
         const auto K = linalg::cmat(L.k.data() + off, kend, dh, a);
         const auto V = linalg::cmat(L.v.data() + off, kend, dh, a);
         const auto dC = linalg::cmat(dctx.data() + off, S, dh, a);
-        if (d_gates) d_gates[L.index * NH + h] += (dC.array() * (Pd * V).array()).sum();
+        if (d_gates) gate_parts[task] = (dC.array() * (Pd * V).array()).sum();
         // ctx = gate * Pd V
         linalg::mat(dv.data() + off, kend, dh, a).noalias() += gate * (Pd.transpose() * dC);
         linalg::RowMat<T> dP = gate * (dC * V.transpose());  // [S, kend]
@@ -471,7 +475,10 @@ class TrainableBert {
         }
         linalg::mat(dq.data() + off, S, dh, a).noalias() += dP * K;
         linalg::mat(dk.data() + off, kend, dh, a).noalias() += dP.transpose() * Q;
-      }
+      });
+    if (d_gates)
+      for (int b = 0; b < B; ++b)
+        for (int h = 0; h < nh; ++h) d_gates[L.index * NH + h] += gate_parts[static_cast<std::size_t>(b) * nh + h];
   }
 
   BertWeights<T> p_;
@@ -479,7 +486,7 @@ class TrainableBert {
   Threads threads_;
   /// Backward scratch, reused between steps (grows to the largest batch, never shrinks).
   struct Scratch {
-    std::vector<T> dh, dx, dh1, tmp, dg, dctx, dq, dk, dv;
+    std::vector<T> dh, dx, dh1, tmp, dg, dctx, dq, dk, dv, gate_parts;
   } sb_;
 };
 
