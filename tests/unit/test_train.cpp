@@ -690,3 +690,84 @@ BOOST_AUTO_TEST_CASE(training_gradients_are_bitwise_independent_of_threads) {
     BOOST_TEST(std::memcmp(gate_grads[0].data(), gate_grads[i].data(), 64) == 0);
   }
 }
+
+BOOST_AUTO_TEST_CASE(gradient_check_each_layer_alone) {
+  // Each piece in isolation: the embeddings (loss on the embedding output only), each encoder
+  // layer run as a one-layer sub-network (loss on its output only), and the pooler + classifier
+  // (loss on the logits only). Parameters outside the piece must get exactly zero gradient.
+  std::mt19937 g(21);
+  BertWeights<double> w(tiny_config(), HeadSpec{true, 3});
+  w.init_random(22, 0.3, true);
+  TrainableBert<double> model(w);
+  auto prob = make_problem(g);
+  std::normal_distribution<double> n;
+  auto check_piece = [&](const SubNetwork& net, int which_state, bool logits, const std::string& prefix) {
+    TrainCache<double> c;
+    model.forward(prob.inputs(), net, c, {});
+    std::vector<double> r(which_state >= 0 ? c.states[which_state].size() : c.logits.size());
+    for (auto& v : r) v = n(g);
+    auto scalar = [&](const TrainCache<double>& cc) {
+      const auto& out = which_state >= 0 ? cc.states[which_state] : cc.logits;
+      double s = 0;
+      for (std::size_t i = 0; i < r.size(); ++i) s += r[i] * out[i];
+      return s;
+    };
+    model.zero_grad();
+    std::vector<const double*> ds;
+    if (which_state >= 0) {
+      ds.assign(c.states.size(), nullptr);
+      ds[which_state] = r.data();
+    }
+    model.backward(c, logits ? r.data() : nullptr, ds);
+    for (auto& s : model.params().specs()) {
+      const bool inside = s.name.rfind(prefix, 0) == 0;
+      const double* gr = model.grads().tensor(s.name);
+      if (!inside) {
+        // embeddings feed every piece; everything else outside the piece must be untouched
+        if (s.name.rfind("embeddings.", 0) == 0) continue;
+        for (std::size_t i = 0; i < s.numel(); ++i) BOOST_REQUIRE_MESSAGE(gr[i] == 0.0, prefix << ": " << s.name << " got a gradient");
+        continue;
+      }
+      for (int trial = 0; trial < 5; ++trial) {
+        const std::size_t i = g() % s.numel();
+        double* p = model.params().tensor(s.name) + i;
+        const double old = *p;
+        TrainCache<double> cp, cm;
+        *p = old + 1e-6; model.forward(prob.inputs(), net, cp, {});
+        *p = old - 1e-6; model.forward(prob.inputs(), net, cm, {});
+        *p = old;
+        const double num = (scalar(cp) - scalar(cm)) / 2e-6;
+        BOOST_TEST((rel_err(num, gr[i]) < 1e-5 || std::abs(num - gr[i]) < 1e-7), s.name << "[" << i << "] " << num << " vs " << gr[i]);
+      }
+    }
+  };
+  const auto& c = model.config();
+  check_piece(SubNetwork::full(c), 0, false, "embeddings.");
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    auto net = SubNetwork::custom(c, {l}, std::vector<int>(4, 3), std::vector<int>(4, 17));
+    check_piece(net, 1, false, "encoder.layer." + std::to_string(l) + ".");
+  }
+  check_piece(SubNetwork::dynabert(c, 0.5, 0.5), -1, true, "");  // all pieces at once, from the logits
+  // pooler and classifier: their gradients from the logits alone
+  TrainCache<double> cc;
+  model.forward(prob.inputs(), SubNetwork::full(c), cc, {});
+  model.zero_grad();
+  std::vector<double> r(cc.logits.size());
+  for (auto& v : r) v = n(g);
+  model.backward(cc, r.data(), {});
+  for (const char* name : {"pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"}) {
+    for (int trial = 0; trial < 5; ++trial) {
+      const std::size_t i = g() % model.params().spec(name).numel();
+      double* p = model.params().tensor(name) + i;
+      const double old = *p;
+      TrainCache<double> cp, cm;
+      *p = old + 1e-6; model.forward(prob.inputs(), SubNetwork::full(c), cp, {});
+      *p = old - 1e-6; model.forward(prob.inputs(), SubNetwork::full(c), cm, {});
+      *p = old;
+      double up = 0, down = 0;
+      for (std::size_t k = 0; k < r.size(); ++k) { up += r[k] * cp.logits[k]; down += r[k] * cm.logits[k]; }
+      const double num = (up - down) / 2e-6, ana = model.grads().tensor(name)[i];
+      BOOST_TEST((rel_err(num, ana) < 1e-5 || std::abs(num - ana) < 1e-7), name << "[" << i << "]");
+    }
+  }
+}
