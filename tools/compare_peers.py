@@ -103,14 +103,20 @@ def torch_worker(threads, batches, reps):
                     ws = cell_weights(w, d)
                     forward(ids, ws)
                     n = reps if batch == 1 else max(3, reps // 4)
-                    times = []
-                    for _ in range(n):
-                        t0 = time.perf_counter()
-                        forward(ids, ws)
-                        times.append((time.perf_counter() - t0) * 1e3)
-                    times.sort()
-                    res.append({"batch": batch, "width": w, "depth": d, "threads": threads, "ms": times[len(times) // 2]})
+                    ms = time_median(lambda: forward(ids, ws), n)
+                    res.append({"batch": batch, "width": w, "depth": d, "threads": threads, "ms": ms})
     print(json.dumps({"torch": torch.__version__, "blas": blas, "blas_err": blas_err, "results": res}))
+
+
+def time_median(fn, n):
+    """Median wall time of n calls of fn, in milliseconds."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
 
 
 def torch_env(threads):
@@ -222,7 +228,7 @@ def main():
     lines += ["### Bars of the inference-core issue", "",
               f"- batch 1, every cell at least as fast as PyTorch at 1 and 2 threads: "
               f"{'met' if not slow else 'NOT met for ' + ', '.join(f'({v[2]:g}, {v[3]:g}) x{v[1]}' for v in slow)}",
-              f"- full model, batch 1, one thread, at least 75 % of measured FP32 peak: "
+              "- full model, batch 1, one thread, at least 75 % of measured FP32 peak: "
               + (f"{full1[0][6]:.0f} % ({'met' if full1[0][6] >= 75 else 'NOT met'})" if full1 else "not measured"), ""]
     text = "\n".join(lines)
     out = a.out

@@ -14,10 +14,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_peers import machine, torch_env  # noqa: E402
+from compare_peers import machine, time_median, torch_env  # noqa: E402
 
 H, L, NH, FF, V, S = 256, 4, 4, 1024, 30522, 128
 
@@ -64,13 +63,7 @@ def worker(threads, batches, reps):
         ids = torch.randint(0, V, (B, S), generator=g)
         labels = torch.arange(B) % 2
         step(ids, labels)
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            step(ids, labels)
-            ts.append((time.perf_counter() - t0) * 1e3)
-        ts.sort()
-        res.append({"batch": B, "threads": threads, "ms": ts[len(ts) // 2]})
+        res.append({"batch": B, "threads": threads, "ms": time_median(lambda: step(ids, labels), reps)})
     print(json.dumps({"torch": torch.__version__, "results": res}))
 
 
