@@ -73,65 +73,60 @@ class ElasticBert {
   /// Runs sub-network `net` on `in`, writing what `out` asks for. Throws InputError on bad input.
   void forward(const Inputs& in, const SubNetwork& net, const Outputs& out, Workspace<T>& ws,
                const Threads& threads = Threads()) const {
-    check(in, net, out, ws, threads);
-    const int B = in.batch, S = in.seq_len, H = config_.hidden_size;
-    const std::size_t tokens = static_cast<std::size_t>(B) * S;
-    prepare_mask(in, ws);
-    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, B, S, threads);
-    if (out.hidden_states) copy_out(out.hidden_states, ws.hidden.data(), tokens * H);
-    for (std::size_t i = 0; i < net.layers.size(); ++i) {
-      const int l = net.layers[i];
-      layers::LayerCall<T> call;
-      call.batch = B;
-      call.seq = S;
-      call.heads = net.heads[l];
-      call.neurons = net.neurons[l];
-      call.gates = net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr;
-      layers_[l].forward(call, ws, threads);
-      if (out.hidden_states) copy_out(out.hidden_states + (i + 1) * tokens * H, ws.hidden.data(), tokens * H);
-    }
+    const int H = config_.hidden_size;
+    const std::size_t tokens = static_cast<std::size_t>(in.batch) * in.seq_len;
+    run(in, net, out, ws, threads, [&](std::size_t state, const T* hidden) {
+      if (out.hidden_states) copy_out(out.hidden_states + state * tokens * H, hidden, tokens * H);
+    });
     if (out.last_hidden) copy_out(out.last_hidden, ws.hidden.data(), tokens * H);
     if (out.pooled || out.logits) {
-      pooler_->forward(ws.pooled.data(), ws.hidden.data(), B, S, ws.gemm_scratch.data(), threads);
-      if (out.pooled) copy_out(out.pooled, ws.pooled.data(), static_cast<std::size_t>(B) * H);
+      pooler_->forward(ws.pooled.data(), ws.hidden.data(), in.batch, in.seq_len, ws.gemm_scratch.data(), threads);
+      if (out.pooled) copy_out(out.pooled, ws.pooled.data(), static_cast<std::size_t>(in.batch) * H);
       if (out.logits) {
         if constexpr (std::is_same_v<T, float>) {
-          classifier_->forward(out.logits, ws.pooled.data(), B, ws.gemm_scratch.data(), threads);
-        } else {
-          // logits are float in the public API; compute in T into tmp, then convert
-          classifier_->forward(ws.tmp.data(), ws.pooled.data(), B, ws.gemm_scratch.data(), threads);
-          copy_out(out.logits, ws.tmp.data(), static_cast<std::size_t>(B) * heads_.num_labels);
+          classifier_->forward(out.logits, ws.pooled.data(), in.batch, ws.gemm_scratch.data(), threads);
+        } else {  // computed in T, written as float
+          classifier_->forward(ws.tmp.data(), ws.pooled.data(), in.batch, ws.gemm_scratch.data(), threads);
+          copy_out(out.logits, ws.tmp.data(), static_cast<std::size_t>(in.batch) * heads_.num_labels);
         }
       }
     }
   }
 
-  /// Forward in the model's own scalar type (double for oracles): same as forward() but the
-  /// hidden states / logits are returned in T.
+  /// The same in the model's own scalar type (double for oracles): logits [B, C] and hidden
+  /// states [depth + 1, B, S, H] in T; either may be null.
   void forward_t(const Inputs& in, const SubNetwork& net, T* logits, T* hidden_states, Workspace<T>& ws,
                  const Threads& threads = Threads()) const {
-    Outputs o;
-    check(in, net, o, ws, threads);
-    const int B = in.batch, S = in.seq_len, H = config_.hidden_size;
-    const std::size_t tokens = static_cast<std::size_t>(B) * S;
-    prepare_mask(in, ws);
-    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, B, S, threads);
-    if (hidden_states) std::memcpy(hidden_states, ws.hidden.data(), tokens * H * sizeof(T));
-    for (std::size_t i = 0; i < net.layers.size(); ++i) {
-      const int l = net.layers[i];
-      layers::LayerCall<T> call{B, S, net.heads[l], net.neurons[l],
-                                net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr};
-      layers_[l].forward(call, ws, threads);
-      if (hidden_states) std::memcpy(hidden_states + (i + 1) * tokens * H, ws.hidden.data(), tokens * H * sizeof(T));
-    }
+    DYNABERT_REQUIRE(!logits || classifier_.has_value(), InputError, "logits requested from a model without a classifier head");
+    const std::size_t n = static_cast<std::size_t>(in.batch) * in.seq_len * config_.hidden_size;
+    run(in, net, Outputs{}, ws, threads, [&](std::size_t state, const T* hidden) {
+      if (hidden_states) std::memcpy(hidden_states + state * n, hidden, n * sizeof(T));
+    });
     if (logits) {
-      DYNABERT_REQUIRE(classifier_.has_value(), InputError, "logits requested from a model without a classifier head");
-      pooler_->forward(ws.pooled.data(), ws.hidden.data(), B, S, ws.gemm_scratch.data(), threads);
-      classifier_->forward(logits, ws.pooled.data(), B, ws.gemm_scratch.data(), threads);
+      pooler_->forward(ws.pooled.data(), ws.hidden.data(), in.batch, in.seq_len, ws.gemm_scratch.data(), threads);
+      classifier_->forward(logits, ws.pooled.data(), in.batch, ws.gemm_scratch.data(), threads);
     }
   }
 
  private:
+  /// Checks the call, then embeddings and the executed layers; on_state(j, hidden) sees state j
+  /// (0 = embeddings) as it is produced. The last state stays in ws.hidden.
+  template <class OnState>
+  void run(const Inputs& in, const SubNetwork& net, const Outputs& out, Workspace<T>& ws, const Threads& threads,
+           OnState&& on_state) const {
+    check(in, net, out, ws, threads);
+    prepare_mask(in, ws);
+    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, in.batch, in.seq_len, threads);
+    on_state(0, ws.hidden.data());
+    for (std::size_t i = 0; i < net.layers.size(); ++i) {
+      const int l = net.layers[i];
+      layers::LayerCall<T> call{in.batch, in.seq_len, net.heads[l], net.neurons[l],
+                                net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr};
+      layers_[l].forward(call, ws, threads);
+      on_state(i + 1, ws.hidden.data());
+    }
+  }
+
   template <class Src>
   static void copy_out(float* dst, const Src* src, std::size_t n) {
     if constexpr (std::is_same_v<Src, float>) std::memcpy(dst, src, n * sizeof(float));
