@@ -1,5 +1,6 @@
-// Umbrella header: everything a host program needs to load a BERT checkpoint and run any
-// DynaBERT sub-network. See docs/architecture.md for where each piece lives.
+// Umbrella header: inference (load a checkpoint, run any DynaBERT sub-network), training
+// (autodiff-lite, DynaBERT stages), importance and rewiring, and the tokenizer. Including a header
+// instantiates nothing. See docs/architecture.md for where each piece lives.
 #pragma once
 #include "dynabert/core/aligned.hpp"
 #include "dynabert/core/error.hpp"
@@ -15,6 +16,15 @@
 #include "dynabert/model/elastic.hpp"
 #include "dynabert/model/weights.hpp"
 #include "dynabert/model/workspace.hpp"
+#include "dynabert/importance/importance.hpp"
+#include "dynabert/importance/rewire.hpp"
+#include "dynabert/text/tokenizer.hpp"
+#include "dynabert/train/data.hpp"
+#include "dynabert/train/losses.hpp"
+#include "dynabert/train/metrics.hpp"
+#include "dynabert/train/optim.hpp"
+#include "dynabert/train/trainable_bert.hpp"
+#include "dynabert/train/trainer.hpp"
 
 /// Library version.
 #define DYNABERT_VERSION_MAJOR 0
