@@ -18,6 +18,7 @@
 #include "dynabert/model/workspace.hpp"
 #include "dynabert/importance/importance.hpp"
 #include "dynabert/importance/rewire.hpp"
+#include "dynabert/text/datasets.hpp"
 #include "dynabert/text/tokenizer.hpp"
 #include "dynabert/train/data.hpp"
 #include "dynabert/train/losses.hpp"

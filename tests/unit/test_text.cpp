@@ -101,3 +101,92 @@ BOOST_AUTO_TEST_CASE(real_vocabulary_hand_checked_ids, *boost::unit_test::precon
   BOOST_TEST(t.tokenize("hello [MASK]![SEP]") == I({7592, 103, 999, 102}), boost::test_tools::per_element());
   BOOST_TEST(t.tokenize("[cls]") == I({1031, 18856, 2015, 1033}), boost::test_tools::per_element());
 }
+
+// ---- dataset readers and splits -----------------------------------------------------------------
+#include <dynabert/text/datasets.hpp>
+
+namespace {
+struct Tmp {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("dynabert_text_" + std::to_string(::getpid()));
+  Tmp() { std::filesystem::create_directories(dir); }
+  ~Tmp() { std::filesystem::remove_all(dir); }
+  std::string write(const std::string& name, const std::string& content) const {
+    std::ofstream(dir / name, std::ios::binary) << content;
+    return (dir / name).string();
+  }
+};
+template <class F>
+std::string error_of(F&& f) {
+  try { f(); } catch (const Error& e) { return e.what(); }
+  return "<no exception>";
+}
+bool has(const std::string& s, const std::string& p) { return s.find(p) != std::string::npos; }
+
+struct RealSentiment {
+  boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+    boost::test_tools::assertion_result r(std::filesystem::exists(std::string(DYNABERT_SOURCE_DIR) + "/.data/sentiment"));
+    r.message() << "run scripts/fetch-data.sh sentiment";
+    return r;
+  }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(readers_parse_and_name_errors) {
+  Tmp t;
+  auto s = read_sentiment_json(t.write("s.json", R"([{"text":"Good.","class":1},{"text":"Bad!","class":0},{"text":"","class":null}])"));
+  BOOST_TEST(s.size() == 2u);
+  BOOST_TEST(s[0].text == "Good.");
+  BOOST_TEST(s[1].label == 0);
+  BOOST_TEST(has(error_of([&] { read_sentiment_json(t.write("b.json", R"([{"text":"x","class":"1"}])")); }), "record 0 has no integer 'class'"));
+  auto j = read_jsonl(t.write("d.jsonl", "{\"text\": \"a b\", \"label\": 2}\n\n{\"text\": \"c\", \"label\": 0}\n"));
+  BOOST_TEST(j.size() == 2u);
+  BOOST_TEST(j[0].label == 2);
+  BOOST_TEST(has(error_of([&] { read_jsonl(t.write("e.jsonl", "{\"text\": \"a\"}\n")); }), "e.jsonl:1: 'label' must be an integer"));
+  auto r = read_jsonl(t.write("r.jsonl", "{\"s1\": \"a\", \"s2\": \"b\", \"score\": 3.5}\n"), "s1", "score", true, "s2");
+  BOOST_TEST(r[0].target == 3.5);
+  BOOST_TEST(r[0].text_b == "b");
+  auto v = read_tsv(t.write("d.tsv", "id\tsentence\tlabel\n1\thello world\t1\n2\tbye\t0\n"), "sentence", "label");
+  BOOST_TEST(v.size() == 2u);
+  BOOST_TEST(v[1].text == "bye");
+  BOOST_TEST(has(error_of([&] { read_tsv(t.write("f.tsv", "sentence\tlabel\nhello\t1\textra\n"), "sentence", "label"); }), "f.tsv:2: 3 fields"));
+  BOOST_TEST(has(error_of([&] { read_tsv(t.write("g.tsv", "sentence\tlabel\nhello\tyes\n"), "sentence", "label"); }), "label 'yes' is not a number"));
+  BOOST_TEST(has(error_of([&] { read_tsv(t.write("h.tsv", "a\tb\n"), "sentence", "b"); }), "no column 'sentence'"));
+  std::filesystem::create_directories(t.dir / "brown");
+  t.write("brown/ca01", "\n\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'' ./.\n\n\tIt/pps ended/vbd ./.\n");
+  t.write("brown/README", "not a corpus file");
+  auto b = read_brown_sentences((t.dir / "brown").string());
+  BOOST_TEST(b == std::vector<std::string>({"The jury said \" no \" .", "It ended ."}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(splits_are_seeded_and_cover_everything) {
+  const auto a = split(1000, 0.8, 0.1, 7), b = split(1000, 0.8, 0.1, 7), c = split(1000, 0.8, 0.1, 8);
+  BOOST_TEST(a.train == b.train, boost::test_tools::per_element());
+  BOOST_TEST(!(a.train == c.train));
+  BOOST_TEST(a.train.size() == 800u);
+  BOOST_TEST(a.dev.size() == 100u);
+  BOOST_TEST(a.test.size() == 100u);
+  std::vector<int> seen(1000, 0);
+  for (auto* part : {&a.train, &a.dev, &a.test}) for (auto i : *part) ++seen[i];
+  BOOST_TEST(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+  BOOST_CHECK_THROW(split(10, 0.9, 0.2, 1), InputError);
+  auto tok = small();
+  const std::vector<LabelledText> data = {{"hello world", "", 1, 0}, {"the cafe", "hello", 0, 0}};
+  const auto ds = to_dataset(tok, data);
+  BOOST_TEST(ds[0].ids == I({2, 8, 9, 3}), boost::test_tools::per_element());
+  BOOST_TEST(ds[1].types == I({0, 0, 0, 0, 1, 1}), boost::test_tools::per_element());
+  BOOST_TEST(ds[1].label == 0);
+}
+
+BOOST_AUTO_TEST_CASE(real_sentiment_and_brown_files, *boost::unit_test::precondition(RealSentiment())) {
+  const std::string d = std::string(DYNABERT_SOURCE_DIR) + "/.data";
+  for (const char* f : {"amazon", "imdb", "yelp"}) {
+    const auto s = read_sentiment_json(d + "/sentiment/package/test/fixtures/" + f + ".json");
+    BOOST_TEST(s.size() == 1000u, f);
+    BOOST_TEST(std::count_if(s.begin(), s.end(), [](auto& x) { return x.label == 1; }) == 500, f);
+  }
+  if (std::filesystem::exists(d + "/brown/package/ca01")) {
+    const auto b = read_brown_sentences(d + "/brown/package");
+    BOOST_TEST(b.size() > 50000u);
+    BOOST_TEST(b[0].rfind("The Fulton County Grand Jury said Friday", 0) == 0u);
+  }
+}
