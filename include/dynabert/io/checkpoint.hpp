@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dynabert/io/safetensors.hpp"
+#include "dynabert/io/json.hpp"
 #include "dynabert/model/config.hpp"
 
 namespace dynabert::io {
@@ -85,13 +86,7 @@ class CheckpointReader {
     }
   }
   void load_index(const std::string& index) {
-    std::ifstream in(index);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      raise<FormatError>(index, ": not valid JSON (", e.what(), ")");
-    }
+    const nlohmann::json j = read_json_file(index);
     DYNABERT_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), FormatError,
                      index, ": missing object 'weight_map'");
     std::map<std::string, std::vector<std::string>> by_file;

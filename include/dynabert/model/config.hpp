@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/io/json.hpp"
 
 namespace dynabert {
 
@@ -186,15 +187,7 @@ struct BertConfig {
 
   /// Reads and parses a config.json file.
   static BertConfig from_file(const std::string& path) {
-    std::ifstream in(path);
-    DYNABERT_REQUIRE(in.good(), FormatError, path, ": cannot open");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      raise<FormatError>(path, ": not valid JSON (", e.what(), ")");
-    }
-    return from_json(j, path);
+    return from_json(io::read_json_file(path), path);
   }
 
   /// A Hugging Face compatible config.json object.

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/io/json.hpp"
 #include "dynabert/text/tokenizer.hpp"
 #include "dynabert/train/data.hpp"
 
@@ -33,14 +34,7 @@ struct LabelledText {
 
 /// The UCI sentiment file format (sentiment@5.0.2 test/fixtures/*.json).
 inline std::vector<LabelledText> read_sentiment_json(const std::string& path) {
-  std::ifstream in(path);
-  DYNABERT_REQUIRE(in.good(), FormatError, path, ": cannot open");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    raise<FormatError>(path, ": not valid JSON (", e.what(), ")");
-  }
+  const nlohmann::json j = io::read_json_file(path);
   DYNABERT_REQUIRE(j.is_array(), FormatError, path, ": expected a JSON array of records");
   std::vector<LabelledText> out;
   for (std::size_t i = 0; i < j.size(); ++i) {

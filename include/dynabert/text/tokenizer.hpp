@@ -28,6 +28,7 @@
 #include <utf8proc.h>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/io/json.hpp"
 
 namespace dynabert::text {
 
@@ -110,12 +111,7 @@ class BertTokenizer {
     TokenizerOptions opt;
     const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
     if (fs::exists(cfg)) {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(std::ifstream(cfg));
-      } catch (const std::exception& e) {
-        raise<FormatError>(cfg.string(), ": not valid JSON (", e.what(), ")");
-      }
+      const nlohmann::json j = io::read_json_file(cfg.string());
       if (j.contains("do_lower_case") && j["do_lower_case"].is_boolean()) opt.lower_case = j["do_lower_case"].get<bool>();
       if (j.contains("strip_accents") && j["strip_accents"].is_boolean()) opt.strip_accents = j["strip_accents"].get<bool>();
       if (j.contains("tokenize_chinese_chars") && j["tokenize_chinese_chars"].is_boolean())

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "dynabert/io/safetensors.hpp"
+#include "dynabert/io/json.hpp"
 #include "dynabert/train/data.hpp"
 #include "dynabert/train/losses.hpp"
 #include "dynabert/train/metrics.hpp"
@@ -263,12 +264,7 @@ class Trainer {
     std::string name;
     DYNABERT_REQUIRE(latest >> name, FormatError, dir, ": no 'latest' checkpoint");
     const fs::path ck = fs::path(dir) / name;
-    nlohmann::json state;
-    try {
-      state = nlohmann::json::parse(std::ifstream(ck / "trainer_state.json"));
-    } catch (const std::exception& e) {
-      raise<FormatError>((ck / "trainer_state.json").string(), ": ", e.what());
-    }
+    const nlohmann::json state = io::read_json_file((ck / "trainer_state.json").string());
     DYNABERT_REQUIRE(state.value("phase", "") == to_string(cfg_.phase) && state.value("seed", 0ull) == cfg_.seed &&
                          state.value("batch_size", 0) == cfg_.batch_size,
                      FormatError, ck.string(), ": checkpoint was written by a run with another phase, seed or batch size");
