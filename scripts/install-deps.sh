@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs every build, test and tooling dependency of dynabert from Debian 12's archive.
 # Idempotent: packages already present are skipped by apt-get; the apt index is refreshed at most
-# once a day. Usage: scripts/install-deps.sh [--python]   (--python adds torch/numpy for tools/)
+# once a day. Usage: scripts/install-deps.sh [--python | --plot]
+#   --python  adds torch, numpy, matplotlib and OpenBLAS for tools/ (parity fixtures, peer comparisons)
+#   --plot    adds matplotlib only (tools/plot_grid.py, used by the demo)
 set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config
       libeigen3-dev libxsimd-dev libtbb-dev libboost-test-dev libbenchmark-dev
       nlohmann-json3-dev libcli11-dev libutf8proc-dev)
-if [[ "${1:-}" == "--python" ]]; then
+if [[ "${1:-}" == "--plot" ]]; then
+  pkgs+=(python3-matplotlib)
+elif [[ "${1:-}" == "--python" ]]; then
   # libopenblas0-pthread: without it Debian's torch runs its matrix products in the reference BLAS
   # (about 20x slower), which would make any comparison with PyTorch meaningless.
   pkgs+=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread)
