@@ -5,12 +5,14 @@
 //   3. head and neuron importance on the dev split, rewiring;
 //   4. DynaBERT stage 1 (widths) and stage 2 (widths x depths), teacher = the previous model;
 //   5. every (width, depth) cell evaluated on the test split (accuracy, macro-F1) and timed with the
-//      inference engine (batch 1, median), next to the same cells taken from the teacher without
-//      DynaBERT training (the first ablation);
+//      inference engine (batch 1, median), next to three ablations on the same data and budget:
+//      the same cells taken from the teacher without DynaBERT training, DynaBERT without rewiring,
+//      and a model of exactly the cell's size trained directly (--no-ablations skips the last two);
 //   6. outputs in --out: the elastic checkpoint (Hugging Face layout; metadata holds the trained
 //      widths/depths and the measured grid), results.md, results.csv; tools/plot_grid.py draws the
 //      accuracy-latency plot from results.csv.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
   int teacher_epochs = 6, stage1_epochs = 3, stage2_epochs = 3;
   double lr = 1e-3, distill_lr = 5e-4;
   std::uint64_t seed = 42;
+  bool ablations = true;
   app.add_option("--data", data, "folder filled by scripts/fetch-data.sh");
   app.add_option("--out", out, "output folder");
   app.add_option("--layers", layers);
@@ -77,6 +80,7 @@ int main(int argc, char** argv) {
   app.add_option("--lr", lr, "teacher learning rate");
   app.add_option("--distill-lr", distill_lr, "learning rate of stages 1 and 2");
   app.add_option("--seed", seed);
+  app.add_flag("!--no-ablations", ablations, "skip the no-rewiring and trained-directly ablations");
   CLI11_PARSE(app, argc, argv);
   try {
     namespace fs = std::filesystem;
@@ -123,44 +127,82 @@ int main(int argc, char** argv) {
     auto rewired = teacher.params();
     importance::rewire(rewired, scorer.result());
 
-    // 4. stage 1 and stage 2
-    train::TrainableBert<float> student(rewired);
-    student.set_threads(Threads(threads));
+    // 4. stage 1 and stage 2 (a function: the no-rewiring ablation runs it too)
     train::TrainerConfig s1 = tc;
     s1.phase = train::Phase::kWidth; s1.epochs = stage1_epochs; s1.adam.lr = distill_lr; s1.warmup_ratio = 0.0;
-    train::Trainer<float> st1(student, &teacher, s1);
-    st1.on_progress = [](const train::Progress& p) { progress("stage 1", p); };
-    st1.fit(train_set);
-    train::TrainableBert<float> stage1_model(student.params());
     train::TrainerConfig s2 = s1;
     s2.phase = train::Phase::kWidthDepth; s2.epochs = stage2_epochs;
-    train::Trainer<float> st2(student, &stage1_model, s2);
-    st2.on_progress = [](const train::Progress& p) { progress("stage 2", p); };
-    st2.fit(train_set);
+    auto dynabert_stages = [&](train::TrainableBert<float>& student, const char* tag) {
+      student.set_threads(Threads(threads));
+      train::Trainer<float> st1(student, &teacher, s1);
+      const std::string p1 = std::string(tag) + "stage 1", p2 = std::string(tag) + "stage 2";
+      st1.on_progress = [&](const train::Progress& p) { progress(p1.c_str(), p); };
+      st1.fit(train_set);
+      train::TrainableBert<float> stage1_model(student.params());
+      train::Trainer<float> st2(student, &stage1_model, s2);
+      st2.on_progress = [&](const train::Progress& p) { progress(p2.c_str(), p); };
+      st2.fit(train_set);
+      return st2.evaluate(test_set, st2.cells());
+    };
+    train::TrainableBert<float> student(rewired);
+    const auto dyn = dynabert_stages(student, "");
+    std::vector<train::Cell> cells;
+    for (auto& m : dyn) cells.push_back(m.cell);
 
-    // 5. evaluation of every cell, DynaBERT and the untrained-sub-network ablation
-    const auto cells = st2.cells();
-    const auto dyn = st2.evaluate(test_set, cells);
+    // 5. evaluation of every cell and the ablations
     const auto base = ft.evaluate(test_set, cells);
+    std::vector<double> no_rewire(cells.size(), NAN), direct(cells.size(), NAN);
+    if (ablations) {
+      train::TrainableBert<float> plain(teacher.params());  // DynaBERT without rewiring
+      const auto nr = dynabert_stages(plain, "no-rewire ");
+      for (std::size_t i = 0; i < cells.size(); ++i) no_rewire[i] = nr[i].metrics.accuracy;
+      for (std::size_t i = 0; i < cells.size(); ++i) {  // the cell's size, trained directly
+        const auto net = SubNetwork::dynabert(cfg, cells[i].width, cells[i].depth);
+        BertConfig sc = cfg;
+        sc.num_hidden_layers = net.depth();
+        sc.num_attention_heads = net.heads[0];
+        sc.hidden_size = cfg.hidden_size;  // DynaBERT keeps the hidden size; so does this model
+        sc.intermediate_size = net.neurons[0];
+        // heads keep their size (hidden / heads of the full model): express it through pruned heads
+        sc.num_attention_heads = cfg.num_attention_heads;
+        for (int l = 0; l < sc.num_hidden_layers; ++l)
+          for (int h = net.heads[0]; h < cfg.num_attention_heads; ++h) sc.pruned_heads[l].push_back(h);
+        if (net.heads[0] == cfg.num_attention_heads) sc.pruned_heads.clear();
+        BertWeights<float> w(sc, HeadSpec{true, 2});
+        w.init_random(seed + 1 + i);
+        train::TrainableBert<float> small(w);
+        small.set_threads(Threads(threads));
+        train::Trainer<float> t(small, nullptr, tc);
+        char tag[64];
+        std::snprintf(tag, sizeof tag, "direct %.2f/%.2f", cells[i].width, cells[i].depth);
+        t.on_progress = [&](const train::Progress& p) { progress(tag, p); };
+        t.fit(train_set);
+        direct[i] = t.evaluate(test_set, {{1.0, 1.0}})[0].metrics.accuracy;
+      }
+    }
     const ElasticBert<float> engine(student.params());
     fs::create_directories(out);
     std::ostringstream md, csv;
-    md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy | macro-F1 | teacher's cell, no DynaBERT |\n"
-       << "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-    csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy\n";
+    md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy | macro-F1 |"
+          " teacher's cell, no DynaBERT | DynaBERT without rewiring | same size trained directly |\n"
+       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy,no_rewiring_accuracy,direct_accuracy\n";
     nlohmann::json grid = nlohmann::json::array();
-    double mean_dyn = 0, mean_base = 0;
+    double mean_dyn = 0, mean_base = 0, mean_nr = 0, mean_direct = 0;
     for (std::size_t i = 0; i < cells.size(); ++i) {
       const auto net = SubNetwork::dynabert(cfg, cells[i].width, cells[i].depth);
       const double ms = median_latency_ms(engine, net, test_set, 101);
       const double params = net.encoder_params(cfg) / 1e6, gf = net.encoder_flops(cfg, 32) / 1e9;
-      char line[256];
-      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f |\n", cells[i].width,
-                    cells[i].depth, params, gf, ms, dyn[i].metrics.accuracy, dyn[i].metrics.macro_f1, base[i].metrics.accuracy);
+      char line[320];
+      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.4f |\n", cells[i].width,
+                    cells[i].depth, params, gf, ms, dyn[i].metrics.accuracy, dyn[i].metrics.macro_f1, base[i].metrics.accuracy,
+                    no_rewire[i], direct[i]);
       md << line;
-      std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f\n", cells[i].width, cells[i].depth, params, gf, ms,
-                    dyn[i].metrics.accuracy, dyn[i].metrics.macro_f1, base[i].metrics.accuracy);
+      std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", cells[i].width, cells[i].depth, params,
+                    gf, ms, dyn[i].metrics.accuracy, dyn[i].metrics.macro_f1, base[i].metrics.accuracy, no_rewire[i], direct[i]);
       csv << line;
+      mean_nr += no_rewire[i] / cells.size();
+      mean_direct += direct[i] / cells.size();
       grid.push_back({{"width", cells[i].width}, {"depth", cells[i].depth}, {"accuracy", dyn[i].metrics.accuracy},
                       {"macro_f1", dyn[i].metrics.macro_f1}, {"latency_ms", ms}});
       mean_dyn += dyn[i].metrics.accuracy / cells.size();
@@ -175,7 +217,7 @@ int main(int argc, char** argv) {
     std::ostringstream summary;
     summary << "Teacher (full size) test accuracy " << teacher_acc << "; DynaBERT full-size cell " << dyn[0].metrics.accuracy
             << "; mean over the 12 cells: DynaBERT " << mean_dyn << ", teacher's sub-networks without DynaBERT " << mean_base
-            << ". " << train_set.size() << " training sentences, " << secs << " s on " << threads << " thread(s).\n";
+            << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct << ". " << train_set.size() << " training sentences, " << secs << " s on " << threads << " thread(s).\n";
     io::write_atomically(out + "/results.md", [&](std::ofstream& f) { f << md.str() << "\n" << summary.str(); });
     io::write_atomically(out + "/results.csv", [&](std::ofstream& f) { f << csv.str(); });
     std::printf("%s\n%s", md.str().c_str(), summary.str().c_str());
