@@ -8,6 +8,8 @@
 //      inference engine (batch 1, median), next to three ablations on the same data and budget:
 //      the same cells taken from the teacher without DynaBERT training, DynaBERT without rewiring,
 //      and a model of exactly the cell's size trained directly (--no-ablations skips the last two);
+// Every option can also come from a config file (--config run.toml, "key = value" lines), and
+// --init starts the teacher from a Hugging Face checkpoint instead of random weights.
 //   6. outputs in --out: the elastic checkpoint (Hugging Face layout; metadata holds the trained
 //      widths/depths and the measured grid), results.md, results.csv; tools/plot_grid.py draws the
 //      accuracy-latency plot from results.csv.
@@ -59,7 +61,7 @@ double median_latency_ms(const ElasticBert<float>& m, const SubNetwork& net, con
 
 int main(int argc, char** argv) {
   CLI::App app{"DynaBERT end to end on the UCI sentiment sentences"};
-  std::string data = ".data", out = "out/sentiment";
+  std::string data = ".data", out = "out/sentiment", init_dir;
   int layers = 4, hidden = 128, heads = 4, ffn = 512, batch = 32, max_len = 64, threads = 2;
   int teacher_epochs = 6, stage1_epochs = 3, stage2_epochs = 3;
   double lr = 1e-3, distill_lr = 5e-4;
@@ -81,6 +83,8 @@ int main(int argc, char** argv) {
   app.add_option("--distill-lr", distill_lr, "learning rate of stages 1 and 2");
   app.add_option("--seed", seed);
   app.add_flag("!--no-ablations", ablations, "skip the no-rewiring and trained-directly ablations");
+  app.add_option("--init", init_dir, "start the teacher from this Hugging Face checkpoint folder instead of random weights");
+  app.set_config("--config", "", "read any of these options from a TOML/INI file (key = value)");
   CLI11_PARSE(app, argc, argv);
   try {
     namespace fs = std::filesystem;
@@ -106,6 +110,23 @@ int main(int argc, char** argv) {
     cfg.id2label = {"negative", "positive"};
     BertWeights<float> init(cfg, HeadSpec{true, 2});
     init.init_random(seed);
+    if (!init_dir.empty()) {  // a Hugging Face checkpoint: its architecture, a fresh 2-label head if needed
+      const auto ckpt = BertWeights<float>::load(init_dir);
+      DYNABERT_REQUIRE(ckpt.config().vocab_size == tok.vocab().size(), FormatError, init_dir, ": vocabulary of ",
+                       ckpt.config().vocab_size, " tokens, the tokenizer has ", tok.vocab().size());
+      cfg = ckpt.config();
+      cfg.id2label = {"negative", "positive"};
+      init = BertWeights<float>(cfg, HeadSpec{true, 2});
+      init.init_random(seed);
+      std::size_t copied = 0;
+      for (const auto& spec : ckpt.specs())
+        if (init.has(spec.name) && init.spec(spec.name).shape == spec.shape && spec.name.rfind("classifier.", 0) != 0) {
+          std::copy_n(ckpt.tensor(spec.name), spec.numel(), init.tensor(spec.name));
+          ++copied;
+        }
+      std::fprintf(stderr, "init: %zu tensors from %s (%d layers, hidden %d)\n", copied, init_dir.c_str(),
+                   cfg.num_hidden_layers, cfg.hidden_size);
+    }
     train::TrainableBert<float> teacher(init);
     teacher.set_threads(Threads(threads));
     train::TrainerConfig tc;
