@@ -41,6 +41,8 @@ class AdamW {
   long step_count() const { return step_; }
   AlignedBuffer<T>& first_moment() { return m_; }
   AlignedBuffer<T>& second_moment() { return v_; }
+  const AlignedBuffer<T>& first_moment() const { return m_; }
+  const AlignedBuffer<T>& second_moment() const { return v_; }
   void set_step_count(long s) { step_ = s; }
 
   /// One update of `params` with `grads` at learning rate `lr`.

@@ -426,8 +426,9 @@ class TrainableBert {
         auto Pm = linalg::mat(P, S, kend, S);
         Pm.noalias() = Q * K.transpose();
         for (int i = 0; i < S; ++i) ops::softmax_row(P + static_cast<long>(i) * S, kend, scale, bias);
-        linalg::RowMat<T> Pd = Pm;
-        if (p > 0) {
+        auto ctx = linalg::mat(L.ctx.data() + static_cast<long>(b) * S * a + h * dh, S, dh, a);
+        if (p > 0) {  // dropped probabilities (a copy) only when dropout is on
+          linalg::RowMat<T> Pd = Pm;
           const long base = (static_cast<long>(b) * nh + h) * S * S;
           T* D = L.probs_drop.data() + base;
           for (int i = 0; i < S; ++i)
@@ -435,8 +436,10 @@ class TrainableBert {
               D[i * S + j] = keep(key, static_cast<std::uint64_t>(base + i * S + j), th) ? dscale : T(0);
               Pd(i, j) *= D[i * S + j];
             }
+          ctx.noalias() = gate * (Pd * V);
+        } else {
+          ctx.noalias() = gate * (Pm * V);
         }
-        linalg::mat(L.ctx.data() + static_cast<long>(b) * S * a + h * dh, S, dh, a).noalias() = gate * (Pd * V);
       });
   }
 
@@ -456,15 +459,22 @@ class TrainableBert {
         const T* P = L.probs.data() + (static_cast<long>(b) * nh + h) * S * S;
         const T* D = L.probs_drop.empty() ? nullptr : L.probs_drop.data() + (static_cast<long>(b) * nh + h) * S * S;
         const auto Pm = linalg::cmat(P, S, kend, S);
-        linalg::RowMat<T> Pd = Pm;
-        if (D) for (int i = 0; i < S; ++i) for (int j = 0; j < kend; ++j) Pd(i, j) *= D[i * S + j];
         const auto Q = linalg::cmat(L.q.data() + off, S, dh, a);
         const auto K = linalg::cmat(L.k.data() + off, kend, dh, a);
         const auto V = linalg::cmat(L.v.data() + off, kend, dh, a);
         const auto dC = linalg::cmat(dctx.data() + off, S, dh, a);
-        if (d_gates) gate_parts[task] = (dC.array() * (Pd * V).array()).sum();
-        // ctx = gate * Pd V
-        linalg::mat(dv.data() + off, kend, dh, a).noalias() += gate * (Pd.transpose() * dC);
+        // ctx = gate * Pd V, with Pd the dropped probabilities (a copy only when dropout was on)
+        auto through_pd = [&](const auto& Pd) {
+          if (d_gates) gate_parts[task] = (dC.array() * (Pd * V).array()).sum();
+          linalg::mat(dv.data() + off, kend, dh, a).noalias() += gate * (Pd.transpose() * dC);
+        };
+        if (D) {
+          linalg::RowMat<T> Pd = Pm;
+          for (int i = 0; i < S; ++i) for (int j = 0; j < kend; ++j) Pd(i, j) *= D[i * S + j];
+          through_pd(Pd);
+        } else {
+          through_pd(Pm);
+        }
         linalg::RowMat<T> dP = gate * (dC * V.transpose());  // [S, kend]
         if (D) for (int i = 0; i < S; ++i) for (int j = 0; j < kend; ++j) dP(i, j) *= D[i * S + j];
         // softmax backward, then the scale of the scores

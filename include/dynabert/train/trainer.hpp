@@ -241,9 +241,8 @@ class Trainer {
     fs::create_directories(tmp_dir);
     s_.params().save(tmp_dir.string(), {{"dynabert_phase", to_string(cfg_.phase)}, {"dynabert_step", std::to_string(step_)}});
     io::SafetensorsWriter opt;
-    auto& self = const_cast<Trainer&>(*this);
-    opt.add("adam.m", {static_cast<std::int64_t>(self.opt_.first_moment().size())}, self.opt_.first_moment().data());
-    opt.add("adam.v", {static_cast<std::int64_t>(self.opt_.second_moment().size())}, self.opt_.second_moment().data());
+    opt.add("adam.m", {static_cast<std::int64_t>(opt_.first_moment().size())}, opt_.first_moment().data());
+    opt.add("adam.v", {static_cast<std::int64_t>(opt_.second_moment().size())}, opt_.second_moment().data());
     opt.write((tmp_dir / "optimizer.safetensors").string());
     std::ostringstream rng;
     rng << rng_;
