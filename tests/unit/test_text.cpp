@@ -190,3 +190,108 @@ BOOST_AUTO_TEST_CASE(real_sentiment_and_brown_files, *boost::unit_test::precondi
     BOOST_TEST(b[0].rfind("The Fulton County Grand Jury said Friday", 0) == 0u);
   }
 }
+
+// ---- mail cleaning (text/mail.hpp) ----
+#include <dynabert/text/mail.hpp>
+
+namespace {
+struct RealSpam {
+  boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+    boost::test_tools::assertion_result r(std::filesystem::exists(std::string(DYNABERT_SOURCE_DIR) + "/.data/spam/package/data"));
+    r.message() << "run scripts/fetch-data.sh spam";
+    return r;
+  }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(mail_transfer_encodings_and_headers) {
+  BOOST_TEST(decode_base64("aGVs\nbG8gd29y bGQ=") == "hello world");
+  BOOST_TEST(decode_quoted_printable("caf=E9 =\nsoft=3Dbreak =ZZ") == "caf\xE9 soft=break =ZZ");
+  BOOST_TEST(decode_quoted_printable("a_b", true) == "a b");
+  // RFC 2047: B and Q words, charsets, the space between adjacent encoded words dropped
+  BOOST_TEST(decode_header("=?utf-8?B?w6ljb2xl?= =?ISO-8859-1?Q?caf=E9_noir?= end") == "\xC3\xA9" "cole" "caf\xC3\xA9 noir end");
+  BOOST_TEST(decode_header("plain =?bogus") == "plain =?bogus");
+  // charsets: declared ones through iconv, ISO-8859-1 read as Windows-1252, bad bytes as Latin-1
+  BOOST_TEST(to_utf8("\x93quoted\x94", "iso-8859-1") == "\xE2\x80\x9Cquoted\xE2\x80\x9D");
+  BOOST_TEST(to_utf8("\xC4\xE3\xBA\xC3", "gb2312") == "\xE4\xBD\xA0\xE5\xA5\xBD");  // 你好
+  BOOST_TEST(to_utf8("caf\xE9", "") == "caf\xC3\xA9");           // undeclared, not UTF-8
+  BOOST_TEST(to_utf8("caf\xC3\xA9", "us-ascii") == "caf\xC3\xA9");  // mislabelled UTF-8 kept
+  BOOST_TEST(to_utf8("\x81", "no-such-charset") == "\xC2\x81");
+}
+
+BOOST_AUTO_TEST_CASE(html_is_reduced_to_its_text) {
+  const std::string t = html_to_text("<!DOCTYPE html><html><head><title>t</title><style>p{x}</style></head>"
+                                     "<body><p>Buy&nbsp;now &amp; save &#36;5 &#x263A;</p><!-- hidden --><script>x<y</script>"
+                                     "a < b<br>end &bogus; &#xD800;</body></html>");
+  BOOST_TEST(mail_detail::collapse_whitespace(t) == "Buy now & save $5 \xE2\x98\xBA a < b end &bogus; &#xD800;");
+  BOOST_TEST(html_to_text("a<br/>b<span>c</span>d") == "a\nb c d");  // block tags break lines
+}
+
+BOOST_AUTO_TEST_CASE(mime_multipart_mail_is_cleaned) {
+  const std::string raw =
+      "From: someone@example.com\r\n"
+      "Subject: =?iso-8859-1?q?R=E9sum=E9?=\r\n"
+      "  of the day\r\n"
+      "Content-Type: multipart/mixed; boundary=\"OUT\"\r\n"
+      "\r\n"
+      "preamble is ignored\r\n"
+      "--OUT\r\n"
+      "Content-Type: multipart/alternative; boundary=IN\r\n"
+      "\r\n"
+      "--IN\r\n"
+      "Content-Type: text/html; charset=windows-1252\r\n"
+      "\r\n"
+      "<b>html twin</b>\r\n"
+      "--IN\r\n"
+      "Content-Type: text/plain; charset=\"iso-8859-1\"\r\n"
+      "Content-Transfer-Encoding: quoted-printable\r\n"
+      "\r\n"
+      "Plain caf=E9 text,=\r\n"
+      " joined.\r\n"
+      "--IN--\r\n"
+      "--OUT\r\n"
+      "Content-Type: image/gif\r\n"
+      "Content-Transfer-Encoding: base64\r\n"
+      "\r\n"
+      "R0lGODlhAQABAAAAACw=\r\n"
+      "--OUT\r\n"
+      "Content-Type: text/html\r\n"
+      "Content-Transfer-Encoding: base64\r\n"
+      "\r\n"
+      "PHA+QmFzZTY0IDxpPmh0bWw8L2k+PC9wPg==\r\n"
+      "--OUT--\r\n"
+      "epilogue\r\n";
+  const MailText m = parse_mail(raw);
+  BOOST_TEST(m.subject == "R\xC3\xA9sum\xC3\xA9 of the day");
+  BOOST_TEST(m.body == "Plain caf\xC3\xA9 text, joined. Base64 html");
+  BOOST_TEST(m.text() == m.subject + "\n" + m.body);
+  // no MIME headers at all, HTML without a content type, garbage: never throws, always UTF-8
+  BOOST_TEST(parse_mail("Subject: hi\n\n<html><p>x</p></html>").body == "x");
+  BOOST_TEST(parse_mail("no headers here\n\xFF\xFE").body == "no headers here \xC3\xBF\xC3\xBE");
+  BOOST_TEST(parse_mail("").text().empty());
+  Tmp t;
+  BOOST_TEST(has(error_of([&] { read_spam_assassin((t.dir / "none").string()); }), "fetch-data.sh spam"));
+  BOOST_TEST(has(error_of([&] { read_spam_assassin(t.dir.string()); }), "no <group>/*.txt mails"));
+  BOOST_TEST(parse_mail("Content-Type: multipart/mixed; boundary=x\n\n--x\nContent-Type: text/plain\n\nunterminated").body ==
+             "unterminated");
+}
+
+BOOST_AUTO_TEST_CASE(real_spam_assassin_corpus, *boost::unit_test::precondition(RealSpam())) {
+  SpamAssassinStats st;
+  const auto mails = read_spam_assassin(std::string(DYNABERT_SOURCE_DIR) + "/.data/spam/package/data", &st);
+  BOOST_TEST(st.files == 6046u);
+  BOOST_TEST(st.not_utf8 == 500u);  // the raw files that are not valid UTF-8, as documented
+  BOOST_TEST(st.ham + st.spam + st.duplicates == st.files);
+  BOOST_TEST(mails.size() == st.ham + st.spam);
+  BOOST_TEST((st.duplicates > 50u && st.duplicates < 200u), "duplicates " << st.duplicates);
+  BOOST_TEST(std::abs(static_cast<double>(st.spam) / mails.size() - 0.31) < 0.02);
+  std::size_t html_left = 0;  // HTML markup left over (people's "<snip>" in plain text is fine)
+  for (const auto& m : mails) {
+    BOOST_TEST_REQUIRE(mail_detail::valid_utf8(m.text));
+    std::string low = m.text;
+    for (auto& c : low) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const char* tag : {"<html", "<body", "<font", "<td", "<br>", "&nbsp;", "</p>"})
+      if (low.find(tag) != std::string::npos) { ++html_left; break; }
+  }
+  BOOST_TEST(html_left < mails.size() / 50, html_left << " mails still hold tags");
+}

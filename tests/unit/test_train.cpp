@@ -753,3 +753,111 @@ BOOST_AUTO_TEST_CASE(gradient_check_each_layer_alone) {
   check_piece(SubNetwork::full(c), -1, true, "pooler.", false);
   check_piece(SubNetwork::full(c), -1, true, "classifier.", false);
 }
+
+BOOST_AUTO_TEST_CASE(mlm_masking_follows_the_80_10_10_rule) {
+  Dataset d;
+  std::mt19937_64 g(3);
+  for (int i = 0; i < 400; ++i) {  // [CLS] words [SEP], lengths 3..40
+    Example e;
+    const int len = 3 + static_cast<int>(g() % 38);
+    e.ids.push_back(101);
+    for (int k = 1; k < len - 1; ++k) e.ids.push_back(static_cast<std::int32_t>(1000 + g() % 5000));
+    e.ids.push_back(102);
+    d.push_back(e);
+  }
+  std::vector<std::size_t> idx(d.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  const Batch clean = make_batch(d, idx, 0, idx.size());
+  Batch b = clean;
+  std::vector<std::int32_t> labels;
+  MlmConfig cfg;
+  std::mt19937_64 rng(11);
+  const long n = mask_tokens(b, labels, cfg, 30522, rng);
+  long words = 0, as_mask = 0, kept = 0, random = 0;
+  for (int i = 0; i < b.B; ++i)
+    for (int s = 0; s < b.S; ++s) {
+      const std::size_t t = static_cast<std::size_t>(i) * b.S + s;
+      const bool special = s == 0 || s >= clean.lengths[i] - 1;  // [CLS], [SEP], padding
+      if (special) {
+        BOOST_TEST_REQUIRE(labels[t] == -100);
+        BOOST_TEST_REQUIRE(b.ids[t] == clean.ids[t]);
+        continue;
+      }
+      ++words;
+      if (labels[t] == -100) { BOOST_TEST_REQUIRE(b.ids[t] == clean.ids[t]); continue; }
+      BOOST_TEST_REQUIRE(labels[t] == clean.ids[t]);
+      if (b.ids[t] == 103) ++as_mask;
+      else if (b.ids[t] == clean.ids[t]) ++kept;
+      else ++random;
+    }
+  BOOST_TEST(n == as_mask + kept + random);
+  const double p = static_cast<double>(n) / words;  // ~7,600 words: 15 % +- 1.2 (3 sigma)
+  BOOST_TEST(std::abs(p - 0.15) < 0.012, "masked fraction " << p);
+  BOOST_TEST(std::abs(static_cast<double>(as_mask) / n - 0.8) < 0.04);
+  BOOST_TEST(std::abs(static_cast<double>(random) / n - 0.1) < 0.03);
+  BOOST_TEST(std::abs(static_cast<double>(kept) / n - 0.1) < 0.03);
+  // the same generator state gives the same masks
+  Batch b2 = clean;
+  std::vector<std::int32_t> labels2;
+  std::mt19937_64 rng2(11);
+  mask_tokens(b2, labels2, cfg, 30522, rng2);
+  BOOST_TEST((b2.ids == b.ids && labels2 == labels));
+  cfg.mask_id = 40000;
+  BOOST_CHECK_THROW(mask_tokens(b2, labels2, cfg, 30522, rng2), InputError);
+}
+
+BOOST_AUTO_TEST_CASE(mlm_pretraining_learns_and_resumes) {
+  namespace fs = std::filesystem;
+  // sequences of a fixed cycle (6 7 8 9 10 6 7 ...) from a random phase: a masked token is
+  // predictable from its neighbours, chance is 1 in 23
+  Dataset d;
+  std::mt19937_64 g(4);
+  for (int i = 0; i < 192; ++i) {
+    Example e;
+    e.ids.push_back(1);
+    const int phase = static_cast<int>(g() % 5), len = 8 + static_cast<int>(g() % 7);
+    for (int k = 0; k < len; ++k) e.ids.push_back(6 + (phase + k) % 5);
+    e.ids.push_back(2);
+    d.push_back(e);
+  }
+  auto model = [](std::uint64_t seed) {
+    BertConfig c = tiny_config();
+    c.vocab_size = 23; c.max_position_embeddings = 16;
+    c.hidden_dropout_prob = 0.05; c.attention_probs_dropout_prob = 0.05;
+    BertWeights<float> w(c, HeadSpec{false, 0, true});
+    w.init_random(seed, 0.2);
+    return w;
+  };
+  TrainerConfig cfg;
+  cfg.phase = Phase::kPretrainMlm; cfg.epochs = 60; cfg.batch_size = 16; cfg.adam.lr = 5e-3; cfg.seed = 9;
+  cfg.max_total_steps = 400;
+  cfg.mlm.mask_id = 3; cfg.mlm.special_ids = {0, 1, 2};
+  TrainableBert<float> a(model(5));
+  Trainer<float> ta(a, nullptr, cfg);
+  const auto before = ta.evaluate_mlm(d, 1);
+  ta.fit(d);
+  BOOST_TEST(ta.step() == 400);  // max_total_steps ends the run before 60 epochs
+  const auto after = ta.evaluate_mlm(d, 1);
+  BOOST_TEST(after.first < before.first);
+  BOOST_TEST(after.second > 0.8, "masked-token accuracy " << after.second << " (before " << before.second << ")");
+  // interrupted at step 60 and resumed: bit-identical (masks come from the checkpointed generator)
+  const fs::path dir = fs::temp_directory_path() / ("dynabert_mlm_resume_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  {
+    TrainableBert<float> b(model(5));
+    Trainer<float> tb(b, nullptr, cfg);
+    tb.fit(d, nullptr, 60);
+    tb.save_checkpoint(dir.string());
+  }
+  TrainableBert<float> c(model(77));
+  Trainer<float> tc(c, nullptr, cfg);
+  tc.load_checkpoint(dir.string());
+  tc.fit(d);
+  BOOST_TEST(std::memcmp(a.params().buffer().data(), c.params().buffer().data(), a.params().buffer().size() * 4) == 0);
+  fs::remove_all(dir);
+  // a classification trainer refuses a model without a classifier, MLM one without an MLM head
+  TrainerConfig ft;
+  BOOST_CHECK_THROW(Trainer<float>(a, nullptr, ft), InputError);
+  TrainableBert<float> cls(small_model(3));
+  BOOST_CHECK_THROW(Trainer<float>(cls, nullptr, cfg), InputError);
+}

@@ -13,6 +13,7 @@
 // (keys past a sequence's end are skipped: their probability is exactly 0), dropout after the
 // embedding LayerNorm, on attention probabilities, and after both output projections.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -252,12 +253,15 @@ class TrainableBert {
   /// (dense, activation, LayerNorm, decoder tied to the word embeddings, decoder bias). Computes
   /// the head's forward and backward at once: head and embedding gradients accumulate (times
   /// `weight`) and the gradient of the last hidden state is ADDED to d_last ([B*S, H]).
-  T mlm_loss(const TrainCache<T>& c, const std::int32_t* labels, std::vector<T>& d_last, T weight = T(1)) {
+  /// `predicted` (optional) receives the arg-max token of each labelled position, in order;
+  /// `with_backward = false` only evaluates (no gradient is touched, d_last stays empty).
+  T mlm_loss(const TrainCache<T>& c, const std::int32_t* labels, std::vector<T>& d_last, T weight = T(1),
+             std::vector<std::int32_t>* predicted = nullptr, bool with_backward = true) {
     const auto& cfg = p_.config();
     DYNABERT_REQUIRE(p_.heads().mlm, InputError, "the model has no MLM head");
     const int H = cfg.hidden_size, V = cfg.vocab_size;
     const long T_ = static_cast<long>(c.B) * c.S;
-    d_last.resize(T_ * H, T(0));
+    if (with_backward) d_last.resize(T_ * H, T(0));
     std::vector<long> pos;
     for (long t = 0; t < T_; ++t) {
       if (labels[t] == -100) continue;
@@ -282,6 +286,13 @@ class TrainableBert {
     std::vector<std::int32_t> lab(M);
     for (long m = 0; m < M; ++m) lab[m] = labels[pos[m]];
     const T loss = cross_entropy(logits.data(), lab.data(), static_cast<int>(M), V, dlogits.data(), weight);
+    if (predicted) {
+      predicted->resize(M);
+      for (long m = 0; m < M; ++m)
+        (*predicted)[m] = static_cast<std::int32_t>(std::max_element(logits.data() + m * V, logits.data() + (m + 1) * V) -
+                                                    (logits.data() + m * V));
+    }
+    if (!with_backward) return loss;
     std::vector<T> dY(M * H, T(0)), dA(M * H, T(0)), dX(M * H, T(0));
     linalg::linear_backward(dY.data(), H, g_.tensor("embeddings.word_embeddings.weight"), H, g_.tensor("cls.predictions.bias"),
                             dlogits.data(), V, Y.data(), H, E, H, M, V, H);

@@ -9,6 +9,8 @@
 //   (stage 2)         state (kept layers + [L])[j]; teacher at full width (the code) or at the
 //                     same width (the paper, `teacher_same_width`). Defaults 1 and 1.
 //   kFinalFineTune    task loss summed over every (width, depth) cell, no teacher.
+//   kPretrainMlm      masked-language-model pretraining at full size (train/mlm.hpp masking; the
+//                     model needs an MLM head, labels are ignored, no dev evaluation in fit()).
 // Regression heads drop the logit term in the distillation phases (as the reference code).
 //
 // Progress and evaluation are reported through callbacks; checkpoints hold weights, optimizer
@@ -31,18 +33,20 @@
 #include "dynabert/train/data.hpp"
 #include "dynabert/train/losses.hpp"
 #include "dynabert/train/metrics.hpp"
+#include "dynabert/train/mlm.hpp"
 #include "dynabert/train/optim.hpp"
 #include "dynabert/train/trainable_bert.hpp"
 
 namespace dynabert::train {
 
-enum class Phase { kFineTune, kWidth, kWidthDepth, kFinalFineTune };
+enum class Phase { kFineTune, kWidth, kWidthDepth, kFinalFineTune, kPretrainMlm };
 
 inline const char* to_string(Phase p) {
   switch (p) {
     case Phase::kFineTune: return "finetune";
     case Phase::kWidth: return "stage1-width";
     case Phase::kWidthDepth: return "stage2-width-depth";
+    case Phase::kPretrainMlm: return "pretrain-mlm";
     default: return "final-finetune";
   }
 }
@@ -64,6 +68,8 @@ struct TrainerConfig {
   std::uint64_t seed = 42;
   bool batch_by_length = true;
   long eval_every = 0;  ///< steps between evaluations (0: at the end of each epoch)
+  long max_total_steps = 0;  ///< > 0: the run (and its learning-rate schedule) ends there, before `epochs`
+  MlmConfig mlm{};           ///< masking of kPretrainMlm
   /// When set (and a dev set is given), the weights with the best sum over cells of the first
   /// metric (accuracy; Pearson for regression) are written to this folder (HF layout).
   std::string best_dir;
@@ -103,7 +109,10 @@ class Trainer {
     if (cfg_.lambda2 < 0) cfg_.lambda2 = cfg_.phase == Phase::kWidthDepth ? 1.0 : 0.1;
     const bool distill = cfg_.phase == Phase::kWidth || cfg_.phase == Phase::kWidthDepth;
     DYNABERT_REQUIRE(!distill || teacher, InputError, to_string(cfg_.phase), " needs a teacher");
-    DYNABERT_REQUIRE(s_.params().heads().num_labels > 0, InputError, "training needs a classification or regression head");
+    if (cfg_.phase == Phase::kPretrainMlm)
+      DYNABERT_REQUIRE(s_.params().heads().mlm, InputError, "MLM pretraining needs a model with an MLM head");
+    else
+      DYNABERT_REQUIRE(s_.params().heads().num_labels > 0, InputError, "training needs a classification or regression head");
     std::sort(cfg_.widths.rbegin(), cfg_.widths.rend());
     std::sort(cfg_.depths.rbegin(), cfg_.depths.rend());
   }
@@ -117,7 +126,8 @@ class Trainer {
   std::vector<Cell> cells() const {
     std::vector<Cell> c;
     switch (cfg_.phase) {
-      case Phase::kFineTune: c.push_back({1.0, 1.0}); break;
+      case Phase::kFineTune:
+      case Phase::kPretrainMlm: c.push_back({1.0, 1.0}); break;
       case Phase::kWidth: for (double w : cfg_.widths) c.push_back({w, 1.0}); break;
       default: for (double d : cfg_.depths) for (double w : cfg_.widths) c.push_back({w, d});
     }
@@ -129,7 +139,7 @@ class Trainer {
   void fit(const Dataset& train, const Dataset* dev = nullptr, long max_steps = 0) {
     DYNABERT_REQUIRE(!train.empty(), InputError, "empty training set");
     const long per_epoch = static_cast<long>((train.size() + cfg_.batch_size - 1) / cfg_.batch_size);
-    const long total = per_epoch * cfg_.epochs;
+    const long total = cfg_.max_total_steps > 0 ? std::min(per_epoch * cfg_.epochs, cfg_.max_total_steps) : per_epoch * cfg_.epochs;
     const long warmup = static_cast<long>(cfg_.warmup_ratio * total);
     const auto start = std::chrono::steady_clock::now();
     long done_here = 0, examples = 0;
@@ -151,7 +161,7 @@ class Trainer {
       p.eta_seconds = secs / done_here * (total - step_);
       if (on_progress) on_progress(p);
       const bool epoch_end = step_ % per_epoch == 0;
-      if (dev && ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || (cfg_.eval_every <= 0 && epoch_end))) {
+      if (dev && cfg_.phase != Phase::kPretrainMlm && ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || (cfg_.eval_every <= 0 && epoch_end))) {
         const auto m = evaluate(*dev, cells());
         if (on_eval) on_eval(step_, m);
         select(m);
@@ -163,6 +173,12 @@ class Trainer {
   Progress train_step(const Batch& b) {
     s_.zero_grad();
     Progress p;
+    if (cfg_.phase == Phase::kPretrainMlm) {
+      const double loss = mlm_step(b, true);
+      p.cell_losses.push_back(loss);
+      p.loss = loss;
+      return p;
+    }
     const auto& cfg = s_.config();
     const int C = s_.params().heads().num_labels;
     const bool regression = C == 1;
@@ -231,6 +247,29 @@ class Trainer {
     return out;
   }
 
+  /// Masked-token loss and accuracy on `data` with masks drawn from `seed` (the same for every
+  /// call with that seed), in evaluation mode, at full size.
+  std::pair<double, double> evaluate_mlm(const Dataset& data, std::uint64_t seed = 0, int batch_size = 32) {
+    std::mt19937_64 rng(seed);
+    double loss = 0;
+    long right = 0, count = 0;
+    for (const auto& idx : epoch_batches(data, batch_size, 0, 0, false, false)) {
+      Batch b = make_batch(data, idx, 0, idx.size(), s_.config().pad_token_id);
+      std::vector<std::int32_t> labels;
+      const long n = mask_tokens(b, labels, cfg_.mlm, s_.config().vocab_size, rng);
+      if (n == 0) continue;
+      s_.forward(b.inputs(), SubNetwork::full(s_.config()), scache_, {}, false);
+      std::vector<T> d_last;
+      std::vector<std::int32_t> predicted;
+      loss += static_cast<double>(s_.mlm_loss(scache_, labels.data(), d_last, T(1), &predicted, false)) * n;
+      for (std::size_t t = 0, m = 0; t < labels.size(); ++t)
+        if (labels[t] != -100) right += predicted[m++] == labels[t];
+      count += n;
+    }
+    DYNABERT_REQUIRE(count > 0, InputError, "no maskable tokens in the evaluation set");
+    return {loss / count, static_cast<double>(right) / count};
+  }
+
   /// Writes a resumable checkpoint into `dir`/step-N and points `dir`/latest at it.
   void save_checkpoint(const std::string& dir) const {
     static_assert(std::is_same_v<T, float>, "training checkpoints are F32");
@@ -253,6 +292,9 @@ class Trainer {
     fs::remove_all(final_dir);
     fs::rename(tmp_dir, final_dir);
     io::write_atomically((fs::path(dir) / "latest").string(), [&](std::ofstream& o) { o << name << "\n"; });
+    for (auto& e : fs::directory_iterator(dir))  // older checkpoints of this run
+      if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && e.path().filename() != name)
+        fs::remove_all(e.path());
   }
 
   /// Restores weights, optimizer, step and generator from `dir` (its `latest` checkpoint).
@@ -281,6 +323,23 @@ class Trainer {
   }
 
  private:
+  /// MLM loss of one batch (masked with the run's generator); gradients accumulate when `train`.
+  double mlm_step(const Batch& clean, bool train) {
+    Batch b = clean;
+    std::vector<std::int32_t> labels;
+    mask_tokens(b, labels, cfg_.mlm, s_.config().vocab_size, rng_);
+    ForwardMode mode{train, &rng_};
+    s_.forward(b.inputs(), SubNetwork::full(s_.config()), scache_, mode, false);
+    std::vector<T> d_last;
+    const double loss = static_cast<double>(s_.mlm_loss(scache_, labels.data(), d_last));
+    if (train && !d_last.empty()) {
+      std::vector<const T*> ds(scache_.states.size(), nullptr);
+      ds.back() = d_last.data();
+      s_.backward(scache_, nullptr, ds);
+    }
+    return loss;
+  }
+
   /// Keeps the best weights by DynaBERT's rule: the sum over cells of the first metric.
   void select(const std::vector<CellMetrics>& m) {
     double score = 0;
