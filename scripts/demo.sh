@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --plot
 scripts/fetch-data.sh vocab sentiment
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target dynabert_train_sentiment dynabert_run
+cmake --build --preset release -j "$(nproc)" --target dynabert_train dynabert_run
 
 echo "== 1. DynaBERT on the UCI sentiment sentences (teacher, importance, rewiring, stage 1, stage 2) =="
-build/release/examples/dynabert_train_sentiment --out out/sentiment --threads "$(nproc)" --no-ablations
+build/release/examples/dynabert_train --out out/sentiment --threads "$(nproc)" --no-ablations
 /usr/bin/python3 tools/plot_grid.py out/sentiment/results.csv
 
 run=build/release/examples/dynabert_run

@@ -1,15 +1,15 @@
 #!/usr/bin/python3
 """Accuracy-versus-latency plot of the DynaBERT grid (like the paper's latency figure).
 
-    /usr/bin/python3 tools/plot_grid.py out/sentiment/results.csv   # writes results.png and results.svg beside it
+    /usr/bin/python3 tools/plot_grid.py out/sentiment/results.csv [--title T]   # writes results.png and .svg beside it
 
-Reads the CSV written by examples/train_sentiment.cpp (width, depth, latency_ms, accuracy,
+Reads the CSV written by examples/train_dynabert.cpp (width, depth, latency_ms, accuracy,
 baseline_accuracy) and draws, per depth, accuracy against measured latency for every width, with
 the same cells taken from the teacher without DynaBERT training as a dashed comparison.
 """
+import argparse
 import csv
 import os
-import sys
 
 import matplotlib
 
@@ -18,7 +18,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else "out/sentiment/results.csv"
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", nargs="?", default="out/sentiment/results.csv")
+    ap.add_argument("--title", default="Accuracy vs latency of the 12 (width, depth) cells")
+    args = ap.parse_args()
+    path = args.csv
     with open(path) as f:
         rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -34,7 +38,7 @@ def main():
                         xytext=(3, 4), fontsize=7)
     ax.set_xlabel("latency, batch 1 (ms, median)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs latency of the 12 (width, depth) cells")
+    ax.set_title(args.title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

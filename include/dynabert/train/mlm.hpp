@@ -53,11 +53,13 @@ inline long mask_tokens(Batch& b, std::vector<std::int32_t>& labels, const MlmCo
   return chosen;
 }
 
-/// Unlabelled text as a Dataset (labels unused) for MLM pretraining: one example per sequence.
+/// Unlabelled text as a Dataset (labels unused) for MLM pretraining: one example per text, texts
+/// without a single token skipped.
 template <class Tokenizer, class Texts>
 Dataset to_mlm_dataset(const Tokenizer& tok, const Texts& texts, int max_length) {
   Dataset out;
   for (const auto& t : texts) {
+    if (tok.tokenize(t).empty()) continue;
     auto e = tok.encode(t, std::nullopt, max_length);
     if (e.ids.size() > 2) out.push_back({std::move(e.ids), std::move(e.type_ids), 0, 0.0});
   }
