@@ -332,3 +332,57 @@ BOOST_AUTO_TEST_CASE(bad_inputs_get_clear_errors) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// ---- sub-network export (model/export.hpp); tools/check_export.py checks it against PyTorch ----
+#include <dynabert/model/export.hpp>
+
+BOOST_AUTO_TEST_CASE(exported_subnetworks_compute_what_the_cell_computes) {
+  auto c = random_config(4, 64, 4, 128);
+  c.pruned_heads[2] = {0};  // a source that is already pruned: original ids must carry over
+  BertWeights<float> w(c, HeadSpec{true, 3});
+  w.init_random(5, 0.1, true);
+  const ElasticBert<float> elastic(w);
+  std::vector<std::int32_t> ids = {1, 5, 9, 22, 3, 4, 5, 6, 7, 11, 12, 0, 0, 0};
+  std::vector<std::int32_t> lengths = {7, 4};
+  Inputs in;
+  in.input_ids = ids.data(); in.lengths = lengths.data(); in.batch = 2; in.seq_len = 7;
+  auto ws = elastic.make_workspace({2, 7, 1});
+  std::vector<float> gates(4 * 4, 1.0f);
+  gates[0 * 4 + 1] = 0.0f;   // pruned by the export
+  gates[3 * 4 + 0] = 0.37f;  // folded into the attention output
+  std::vector<std::pair<std::string, SubNetwork>> nets = {
+      {"0.5x0.5", SubNetwork::dynabert(c, 0.5, 0.5)},
+      {"0.75x1", SubNetwork::dynabert(c, 0.75, 1.0)},
+      {"custom", SubNetwork::custom(c, {0, 2, 3}, {4, 4, 2, 3}, {128, 128, 30, 77})},
+      {"gated", SubNetwork::custom(c, {0, 1, 3}, {3, 4, 3, 2}, {100, 128, 128, 64})}};
+  nets.back().second.head_gates = gates.data();
+  const auto dir = std::filesystem::temp_directory_path() / ("dynabert_export_" + std::to_string(::getpid()));
+  for (auto& [name, net] : nets) {
+    std::vector<float> want(6), got(6);
+    Outputs o;
+    o.logits = want.data();
+    elastic.forward(in, net, o, ws);
+    const auto small = extract_subnetwork(w, net);
+    small.save(dir.string());
+    const auto loaded = BertWeights<float>::load(dir.string());
+    BOOST_TEST(loaded.config().num_hidden_layers == net.depth(), name);
+    const ElasticBert<float> m(loaded);
+    auto ws2 = m.make_workspace({2, 7, 1});
+    o.logits = got.data();
+    m.forward(in, SubNetwork::full(loaded.config()), o, ws2);
+    BOOST_TEST(max_abs(want.data(), got.data(), 6) < 1e-5, name << ": differs by " << max_abs(want.data(), got.data(), 6));
+    std::size_t kept = 0;
+    for (auto& s : small.specs()) kept += s.numel();
+    BOOST_TEST(kept == small.num_parameters());
+    BOOST_TEST(small.num_parameters() < w.num_parameters(), name);
+  }
+  // the custom shape keeps layer 2's original heads 1, 2 (head 0 was pruned before): 0 and 3 pruned
+  const auto custom = extract_subnetwork(w, nets[2].second);
+  BOOST_TEST((custom.config().pruned_heads.at(1) == std::vector<int>{0, 3}));
+  BOOST_TEST((custom.config().layer_intermediate_sizes == std::vector<int>{128, 30, 77}));
+  BOOST_TEST(custom.config().intermediate_size == 128);
+  const auto gated = extract_subnetwork(w, nets[3].second);
+  BOOST_TEST((gated.config().pruned_heads.at(0) == std::vector<int>{1, 3}));  // gate 0 and beyond width
+  BOOST_TEST(gated.config().layer_heads(0) == 2);
+  std::filesystem::remove_all(dir);
+}
