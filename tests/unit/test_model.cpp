@@ -386,3 +386,180 @@ BOOST_AUTO_TEST_CASE(exported_subnetworks_compute_what_the_cell_computes) {
   BOOST_TEST(gated.config().layer_heads(0) == 2);
   std::filesystem::remove_all(dir);
 }
+
+// ---- Session (serve/session.hpp) and the budget controller (serve/budget.hpp) ----
+#include <thread>
+
+namespace {
+/// Random inputs of one call: batch 1..3, length 4..24, lengths per sequence.
+struct Call {
+  std::vector<std::int32_t> ids, lengths;
+  int B = 0, S = 0;
+  double width = 1, depth = 1;
+  Inputs inputs() const {
+    Inputs in;
+    in.input_ids = ids.data(); in.lengths = lengths.data(); in.batch = B; in.seq_len = S;
+    return in;
+  }
+};
+std::vector<Call> random_calls(int n, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  const double ws[] = {1.0, 0.75, 0.5, 0.25}, ds[] = {1.0, 0.75, 0.5};
+  std::vector<Call> calls(n);
+  for (auto& c : calls) {
+    c.B = 1 + static_cast<int>(g() % 3);
+    c.S = 4 + static_cast<int>(g() % 21);
+    for (int i = 0; i < c.B * c.S; ++i) c.ids.push_back(static_cast<std::int32_t>(g() % 300));
+    for (int b = 0; b < c.B; ++b) c.lengths.push_back(1 + static_cast<int>(g() % c.S));
+    c.width = ws[g() % 4];
+    c.depth = ds[g() % 3];
+  }
+  return calls;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(session_concurrent_mixed_cells_match_single_threaded_runs) {
+  BertWeights<float> w(random_config(4, 64, 4, 128), HeadSpec{true, 2});
+  w.init_random(8, 0.1, true);
+  SessionOptions opt;
+  opt.max_batch = 3; opt.max_seq_len = 24; opt.max_threads = 2; opt.max_concurrent_calls = 2;
+  const Session<float> session(w, opt);
+  const auto calls = random_calls(48, 9);
+  // single-threaded results first
+  std::vector<std::vector<float>> want(calls.size());
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    want[i].assign(static_cast<std::size_t>(calls[i].B) * 2, 0.0f);
+    Outputs o;
+    o.logits = want[i].data();
+    session.run(calls[i].inputs(), calls[i].width, calls[i].depth, o);
+  }
+  // four host threads share the session (two workspaces: some calls wait); two of them run each
+  // call on a shared 2-thread arena, the others single-threaded; each repeats its share 3 times
+  tbb::task_arena arena(2);
+  std::vector<std::vector<float>> got(calls.size());
+  for (std::size_t i = 0; i < calls.size(); ++i) got[i].assign(want[i].size(), NAN);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> hosts;
+  for (int t = 0; t < 4; ++t)
+    hosts.emplace_back([&, t] {
+      const Threads threads = t % 2 ? Threads(arena) : Threads();
+      std::vector<float> out(6);
+      for (int rep = 0; rep < 3; ++rep)
+        for (std::size_t i = static_cast<std::size_t>(t); i < calls.size(); i += 4) {
+          Outputs o;
+          o.logits = out.data();
+          session.run(calls[i].inputs(), calls[i].width, calls[i].depth, o, threads);
+          if (std::memcmp(out.data(), want[i].data(), want[i].size() * 4) != 0) ++mismatches;
+        }
+    });
+  for (auto& h : hosts) h.join();
+  BOOST_TEST(mismatches.load() == 0);
+  // memory is fixed at construction and reported
+  const auto mem = session.memory();
+  BOOST_TEST(mem.workspaces == 2);
+  BOOST_TEST(mem.weight_bytes >= 4 * (w.num_parameters() - 300 * 64));  // everything but maybe padding
+  BOOST_TEST(mem.total() == mem.weight_bytes + 2 * mem.workspace_bytes);
+  BOOST_TEST(mem.workspace_bytes == session.model().make_workspace({3, 24, 2}).bytes());
+  // an unprepared cell, or a call over the limits, is refused with a clear message
+  std::vector<float> out(6);
+  Outputs o;
+  o.logits = out.data();
+  BOOST_TEST(has(error_of([&] { session.run(calls[0].inputs(), 0.6, 1.0, o); }), "was not prepared"));
+  Call big = calls[0];
+  big.S = 30;
+  big.ids.assign(static_cast<std::size_t>(big.B) * 30, 1);
+  BOOST_TEST(has(error_of([&] { session.run(big.inputs(), 1.0, 1.0, o); }), "exceeds the workspace limits"));
+}
+
+BOOST_AUTO_TEST_CASE(session_switching_and_budgeted_calls_allocate_nothing) {
+  BertWeights<float> w(random_config(4, 64, 4, 128), HeadSpec{true, 2});
+  w.init_random(8, 0.1);
+  SessionOptions opt;
+  opt.max_batch = 3; opt.max_seq_len = 24;
+  Session<float> session(w, opt);
+  std::vector<GridCell> grid;
+  for (double d : {1.0, 0.75, 0.5})
+    for (double wm : {1.0, 0.75, 0.5, 0.25}) grid.push_back({wm, d, wm * d});
+  session.set_grid(grid);
+  session.calibrate(Threads(), 2, 8);
+  const auto calls = random_calls(24, 3);
+  std::vector<float> out(6);
+  Outputs o;
+  o.logits = out.data();
+  for (auto& c : calls) session.run(c.inputs(), c.width, c.depth, o);  // warm-up
+  const long before = g_allocations.load();
+  for (auto& c : calls) {
+    session.run(c.inputs(), c.width, c.depth, o);
+    const auto r = session.run_within(c.inputs(), 1e-3 + 10.0 * (c.width * c.depth), o);  // budgets large and tiny
+    BOOST_TEST_REQUIRE(r.measured_ms > 0);
+  }
+  BOOST_TEST(g_allocations.load() - before == 0, "allocations: " << g_allocations.load() - before);
+}
+
+BOOST_AUTO_TEST_CASE(session_reads_the_grid_from_checkpoint_metadata) {
+  BertWeights<float> w(random_config(2, 64, 4, 128), HeadSpec{true, 2});
+  w.init_random(1);
+  const auto dir = std::filesystem::temp_directory_path() / ("dynabert_session_" + std::to_string(::getpid()));
+  w.save(dir.string(), {{"dynabert_grid", R"([{"width":1,"depth":1,"accuracy":0.9},{"width":0.5,"depth":0.5,"accuracy":0.8}])"}});
+  SessionOptions small;
+  small.max_seq_len = 32;
+  const auto s = Session<float>::open(dir.string(), small);
+  BOOST_TEST(s->grid().size() == 2u);
+  BOOST_TEST(s->grid()[1].accuracy == 0.8);
+  w.save(dir.string(), {{"dynabert_grid", R"([{"width":1.5,"depth":1,"accuracy":0.9}])"}});
+  BOOST_TEST(has(error_of([&] { Session<float>::open(dir.string(), small); }), "outside (0, 1]"));
+  w.save(dir.string(), {{"dynabert_grid", "[oops"}});
+  BOOST_TEST(has(error_of([&] { Session<float>::open(dir.string(), small); }), "not valid JSON"));
+  BOOST_TEST(has(error_of([&] { Session<float>::open(dir.string(), {}); }), "exceeds max_position_embeddings"));
+  std::filesystem::remove_all(dir);
+  Session<float> plain(w, small);
+  BOOST_TEST(has(error_of([&] { plain.calibrate(); }), "needs an accuracy grid"));
+}
+
+BOOST_AUTO_TEST_CASE(budget_controller_tracks_load_with_hysteresis) {
+  // three cells: accurate and slow (10 ms), middle (5 ms), small (2 ms) at 100 tokens
+  BudgetController c({{1.0, 1.0, 0.9}, {0.5, 1.0, 0.85}, {0.25, 0.5, 0.8}}, {0.9, 0.7, 4, 0.5});
+  c.set_base(0, 10, 1.0, 100, 10.0);
+  c.set_base(1, 10, 0.5, 100, 5.0);
+  c.set_base(2, 10, 0.2, 100, 2.0);
+  BOOST_TEST(std::abs(c.base_ms(0, 55) - 5.5) < 1e-9);
+  auto serve = [&](double budget, double slowdown) {  // one call: choose, "run", observe
+    const auto d = c.choose(budget, 100);
+    c.observe(d.cell, 100, c.base_ms(d.cell, 100) * slowdown);
+    return d.cell;
+  };
+  BOOST_TEST(serve(12.0, 1.0) == 0u);  // idle: the most accurate cell fits
+  BOOST_TEST(serve(9.0, 1.0) == 1u);   // 10 > 0.9 x 9: the next one
+  BOOST_TEST(c.choose(1.0, 100).cell == 2u);  // nothing fits: the cheapest
+  // the machine gets 2.5x busier: the controller moves down within a few calls (budget 15: the
+  // slow cell would take 25 ms, the middle one 12.5 still fits 0.9 x 15)
+  for (int i = 0; i < 5; ++i) serve(15.0, 1.0);  // from the cheapest cell back to the slow one
+  BOOST_TEST(c.current() == 0u);
+  std::vector<std::size_t> cells;
+  for (int i = 0; i < 10; ++i) cells.push_back(serve(15.0, 2.5));
+  BOOST_TEST(cells.back() == 1u);
+  BOOST_TEST(c.load() > 2.0);
+  // free again: back up once the slow cell fits 0.7 x 15 = 10.5 ms, after the patience of 4 calls
+  cells.clear();
+  for (int i = 0; i < 12; ++i) cells.push_back(serve(15.0, 1.0));
+  BOOST_TEST(cells.back() == 0u);
+  BOOST_TEST(cells[2] == 1u);  // not at once
+  // between the two margins it stays: at budget 12 the slow cell (10 ms) is above 0.7 x 12 but
+  // below 0.9 x 12, so it is kept while running and never re-entered from below
+  BOOST_TEST(serve(12.0, 1.0) == 0u);
+  for (int i = 0; i < 6; ++i) serve(12.0, 1.4);  // 14 ms > 10.8: down
+  for (int i = 0; i < 20; ++i) BOOST_TEST_REQUIRE(serve(12.0, 1.0) != 0u);
+  // a load that hovers at the edge does not make it flap: count switches
+  int switches = 0;
+  std::size_t last = serve(12.0, 1.0);
+  for (int i = 0; i < 60; ++i) {
+    const std::size_t now = serve(12.0, i % 2 ? 1.25 : 1.0);  // the slow cell alternates 10 and 12.5 ms
+    switches += now != last;
+    last = now;
+  }
+  BOOST_TEST(switches <= 6, switches << " switches in 60 calls");
+  BOOST_CHECK_THROW(c.choose(-1.0, 100), InputError);
+  BOOST_CHECK_THROW(BudgetController({}, {}), InputError);
+  BudgetController uncalibrated({{1.0, 1.0, 0.9}});
+  BOOST_CHECK_THROW(uncalibrated.choose(10.0, 100), InputError);
+}

@@ -1,0 +1,199 @@
+// Session<T, Dims>: what a host program embeds. It owns the packed weights (shared read-only by
+// every call) and a fixed pool of workspaces (one per concurrent call), both allocated when the
+// session is built, so that
+//  - a call names its sub-network (a SubNetwork, a (width, depth) cell, or a latency budget) and
+//    switching between them copies, repacks and allocates nothing;
+//  - up to `max_concurrent_calls` threads run calls at once; a further call waits for a
+//    workspace;
+//  - threads inside a call are the caller's (a count or a tbb::task_arena, via Threads);
+//  - memory is fixed and known before the first call: memory().
+// With a grid (the checkpoint's "dynabert_grid" metadata or the caller's) and calibrate(), calls
+// can instead give a budget in milliseconds: a BudgetController picks the cell and learns from
+// every call's measured latency.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dynabert/core/error.hpp"
+#include "dynabert/io/safetensors.hpp"
+#include "dynabert/model/bert.hpp"
+#include "dynabert/model/elastic.hpp"
+#include "dynabert/model/weights.hpp"
+#include "dynabert/serve/budget.hpp"
+
+namespace dynabert {
+
+/// Limits a session is built for.
+struct SessionOptions {
+  int max_batch = 8;
+  int max_seq_len = 128;
+  int max_threads = 1;           ///< most threads any single call uses
+  int max_concurrent_calls = 1;  ///< workspaces in the pool
+  std::vector<double> widths = {1.0, 0.75, 0.5, 0.25};  ///< cells prepared for run(width, depth)
+  std::vector<double> depths = {1.0, 0.75, 0.5};
+};
+
+/// Bytes a session holds.
+struct MemoryReport {
+  std::size_t weight_bytes = 0;     ///< packed weights (shared by every call)
+  std::size_t workspace_bytes = 0;  ///< one workspace at the configured limits
+  int workspaces = 0;
+  std::size_t total() const { return weight_bytes + workspace_bytes * static_cast<std::size_t>(workspaces); }
+};
+
+/// What a budgeted call ran.
+struct BudgetedCall {
+  GridCell cell;
+  double predicted_ms = 0, measured_ms = 0;
+};
+
+template <class T = float, class Dims = DynamicDims>
+class Session {
+ public:
+  Session(const BertWeights<T>& weights, SessionOptions opt) : opt_(std::move(opt)), model_(weights) {
+    DYNABERT_REQUIRE(opt_.max_concurrent_calls >= 1, InputError, "max_concurrent_calls must be >= 1, got ",
+                     opt_.max_concurrent_calls);
+    for (int i = 0; i < opt_.max_concurrent_calls; ++i) {
+      pool_.push_back(model_.make_workspace({opt_.max_batch, opt_.max_seq_len, opt_.max_threads}));
+      free_.push_back(i);
+    }
+    for (double d : opt_.depths)
+      for (double w : opt_.widths) cells_.push_back({w, d, SubNetwork::dynabert(model_.config(), w, d)});
+  }
+
+  /// Loads a checkpoint folder; its "dynabert_grid" metadata, when present, becomes the grid.
+  static std::unique_ptr<Session> open(const std::string& dir, SessionOptions opt) {
+    auto s = std::make_unique<Session>(BertWeights<T>::load(dir), std::move(opt));
+    const auto meta = read_metadata(dir);
+    if (auto it = meta.find("dynabert_grid"); it != meta.end()) s->grid_ = parse_grid(it->second, dir + " metadata");
+    return s;
+  }
+
+  const BertConfig& config() const { return model_.config(); }
+  const ElasticBert<T, Dims>& model() const { return model_; }
+  const SessionOptions& options() const { return opt_; }
+  MemoryReport memory() const { return {model_.weight_bytes(), pool_.front().bytes(), static_cast<int>(pool_.size())}; }
+  /// The accuracy grid (from the checkpoint or set_grid); empty when there is none.
+  const std::vector<GridCell>& grid() const { return grid_; }
+  void set_grid(std::vector<GridCell> g) {
+    for (auto& c : g) (void)SubNetwork::dynabert(config(), c.width, c.depth);  // validates
+    grid_ = std::move(g);
+    budget_.reset();
+  }
+
+  /// The prepared sub-network of cell (width, depth): one of options().widths x depths.
+  const SubNetwork& cell(double width, double depth) const {
+    for (auto& c : cells_)
+      if (c.width == width && c.depth == depth) return c.net;
+    raise<InputError>("cell (width ", width, ", depth ", depth, ") was not prepared; the session has widths and depths of its options");
+  }
+
+  /// Runs `net` on `in`. Thread-safe; blocks while every workspace is in use.
+  void run(const Inputs& in, const SubNetwork& net, const Outputs& out, const Threads& threads = Threads()) const {
+    Lease lease(*this);
+    model_.forward(in, net, out, pool_[lease.index], threads);
+  }
+  void run(const Inputs& in, double width, double depth, const Outputs& out, const Threads& threads = Threads()) const {
+    run(in, cell(width, depth), out, threads);
+  }
+
+  /// (Call before serving: not safe to run while other threads call run_within.)
+  /// Measures every grid cell at two sizes (batch 1 x `short_len` and batch 1 x max_seq_len
+  /// tokens, median of `reps`) and arms the budget controller. Needs a grid.
+  void calibrate(const Threads& threads = Threads(), int reps = 3, int short_len = 16, BudgetOptions bo = {}) {
+    DYNABERT_REQUIRE(!grid_.empty(), InputError, "calibration needs an accuracy grid (checkpoint metadata or set_grid)");
+    DYNABERT_REQUIRE(reps >= 1 && short_len >= 1 && short_len < opt_.max_seq_len, InputError,
+                     "calibration needs reps >= 1 and 1 <= short length < max_seq_len");
+    auto ctl = std::make_unique<BudgetController>(grid_, bo);
+    grid_nets_.clear();
+    for (auto& g : grid_) grid_nets_.push_back(SubNetwork::dynabert(config(), g.width, g.depth));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(opt_.max_seq_len), 1000 % config().vocab_size);
+    std::vector<T> sink(static_cast<std::size_t>(std::max(1, model_.num_labels())) * config().hidden_size);
+    Outputs o;
+    if (model_.num_labels() > 0) o.logits = sink.data(); else if (model_.has_pooler()) o.pooled = sink.data();
+    auto time = [&](const SubNetwork& net, int len) {
+      Inputs in;
+      in.input_ids = ids.data(); in.batch = 1; in.seq_len = len;
+      run(in, net, o, threads);  // warm-up
+      std::vector<double> ms;
+      for (int r = 0; r < reps; ++r) {
+        const auto a = std::chrono::steady_clock::now();
+        run(in, net, o, threads);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+      }
+      std::sort(ms.begin(), ms.end());
+      return ms[ms.size() / 2];
+    };
+    for (std::size_t c = 0; c < grid_.size(); ++c)
+      ctl->set_base(c, short_len, time(grid_nets_[c], short_len), opt_.max_seq_len, time(grid_nets_[c], opt_.max_seq_len));
+    budget_ = std::move(ctl);
+  }
+  BudgetController* budget() { return budget_.get(); }
+  const BudgetController* budget() const { return budget_.get(); }
+
+  /// Runs `in` at the most accurate cell predicted to fit `budget_ms`, timing the call and
+  /// feeding the measurement back. Needs calibrate().
+  BudgetedCall run_within(const Inputs& in, double budget_ms, const Outputs& out, const Threads& threads = Threads()) {
+    DYNABERT_REQUIRE(budget_, InputError, "run_within needs calibrate() first");
+    const long tokens = static_cast<long>(in.batch) * in.seq_len;
+    const auto d = budget_->choose(budget_ms, tokens);
+    const auto a = std::chrono::steady_clock::now();
+    run(in, grid_nets_[d.cell], out, threads);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+    budget_->observe(d.cell, tokens, ms);
+    return {grid_[d.cell], d.predicted_ms, ms};
+  }
+
+ private:
+  struct Cell {
+    double width, depth;
+    SubNetwork net;
+  };
+  /// A workspace taken from the pool for one call.
+  struct Lease {
+    const Session& s;
+    int index;
+    explicit Lease(const Session& session) : s(session) {
+      std::unique_lock<std::mutex> g(s.m_);
+      s.cv_.wait(g, [&] { return !s.free_.empty(); });
+      index = s.free_.back();
+      s.free_.pop_back();
+    }
+    ~Lease() {
+      {
+        std::lock_guard<std::mutex> g(s.m_);
+        s.free_.push_back(index);  // capacity reserved at construction: no allocation
+      }
+      s.cv_.notify_one();
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+  };
+
+  static std::map<std::string, std::string> read_metadata(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const fs::path single = fs::path(dir) / "model.safetensors";
+    if (fs::exists(single)) return io::SafetensorsFile(single.string()).metadata();
+    return {};
+  }
+
+  SessionOptions opt_;
+  ElasticBert<T, Dims> model_;
+  mutable std::vector<Workspace<T>> pool_;
+  mutable std::vector<int> free_;
+  mutable std::mutex m_;
+  mutable std::condition_variable cv_;
+  std::vector<Cell> cells_;
+  std::vector<GridCell> grid_;
+  std::vector<SubNetwork> grid_nets_;
+  std::unique_ptr<BudgetController> budget_;
+};
+
+}  // namespace dynabert
