@@ -518,7 +518,7 @@ BOOST_AUTO_TEST_CASE(session_reads_the_grid_from_checkpoint_metadata) {
 
 BOOST_AUTO_TEST_CASE(budget_controller_tracks_load_with_hysteresis) {
   // three cells: accurate and slow (10 ms), middle (5 ms), small (2 ms) at 100 tokens
-  BudgetController c({{1.0, 1.0, 0.9}, {0.5, 1.0, 0.85}, {0.25, 0.5, 0.8}}, {0.9, 0.7, 4, 0.5});
+  BudgetController c({{1.0, 1.0, 0.9}, {0.5, 1.0, 0.85}, {0.25, 0.5, 0.8}}, {0.9, 0.7, 4, 3});
   c.set_base(0, 10, 1.0, 100, 10.0);
   c.set_base(1, 10, 0.5, 100, 5.0);
   c.set_base(2, 10, 0.2, 100, 2.0);
@@ -529,6 +529,9 @@ BOOST_AUTO_TEST_CASE(budget_controller_tracks_load_with_hysteresis) {
     return d.cell;
   };
   BOOST_TEST(serve(12.0, 1.0) == 0u);  // idle: the most accurate cell fits
+  BOOST_TEST(serve(12.0, 3.0) == 0u);  // one stray slow call (30 ms) does not move the median ...
+  BOOST_TEST(serve(12.0, 1.0) == 0u);  // ... so the next call stays
+  BOOST_TEST(c.load() == 1.0);
   BOOST_TEST(serve(9.0, 1.0) == 1u);   // 10 > 0.9 x 9: the next one
   BOOST_TEST(c.choose(1.0, 100).cell == 2u);  // nothing fits: the cheapest
   // the machine gets 2.5x busier: the controller moves down within a few calls (budget 15: the

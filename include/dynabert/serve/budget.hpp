@@ -3,8 +3,9 @@
 //
 // Cost model. Calibration measures each cell at two sizes (tokens = batch x length); a cell's
 // latency at any size is the line through those points ("base"). Served calls keep a load factor
-// up to date: an exponential moving average of measured / base over the calls served. The
-// prediction for a cell is base x load.
+// up to date: the median of measured / base over the last `window` calls (a median, so that one
+// stray slow call does not move it, while a real change of load does within window / 2 calls).
+// The prediction for a cell is base x load.
 //
 // Choice, with hysteresis so it does not flap:
 //  - a cell fits when its prediction is at most `headroom` x budget; the target is the most
@@ -17,6 +18,7 @@
 // examples/train_dynabert.cpp, or from the caller. choose() and observe() allocate nothing.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -60,9 +62,9 @@ inline std::vector<GridCell> parse_grid(const std::string& json_text, const std:
 /// Tuning of the controller.
 struct BudgetOptions {
   double headroom = 0.9;          ///< a cell fits when predicted <= headroom x budget
-  double upgrade_headroom = 0.7;  ///< moving up needs predicted <= this x budget ...
+  double upgrade_headroom = 0.8;  ///< moving up needs predicted <= this x budget ...
   int upgrade_patience = 8;       ///< ... for this many consecutive calls
-  double smoothing = 0.25;        ///< weight of the newest call in the load average
+  int window = 5;                 ///< calls in the load median (1..16)
 };
 
 class BudgetController {
@@ -76,8 +78,8 @@ class BudgetController {
   BudgetController(std::vector<GridCell> grid, BudgetOptions opt = {}) : grid_(std::move(grid)), opt_(opt) {
     DYNABERT_REQUIRE(!grid_.empty(), InputError, "the budget controller needs at least one cell");
     DYNABERT_REQUIRE(opt_.headroom > 0 && opt_.upgrade_headroom > 0 && opt_.upgrade_headroom <= opt_.headroom &&
-                         opt_.upgrade_patience >= 0 && opt_.smoothing > 0 && opt_.smoothing <= 1,
-                     InputError, "budget options are impossible (need 0 < upgrade_headroom <= headroom, 0 < smoothing <= 1)");
+                         opt_.upgrade_patience >= 0 && opt_.window >= 1 && opt_.window <= kMaxWindow,
+                     InputError, "budget options are impossible (need 0 < upgrade_headroom <= headroom, 1 <= window <= 16)");
     base_.assign(grid_.size(), {0.0, 0.0});
     order_.resize(grid_.size());
     for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
@@ -150,11 +152,17 @@ class BudgetController {
   void observe(std::size_t cell, long tokens, double ms) {
     if (cell >= grid_.size() || !(ms > 0) || !calibrated_) return;
     std::lock_guard<std::mutex> g(m_);
-    const double ratio = ms / base_ms(cell, tokens);
-    load_ = (1 - opt_.smoothing) * load_ + opt_.smoothing * ratio;
+    ratios_[seen_ % static_cast<std::size_t>(opt_.window)] = ms / base_ms(cell, tokens);
+    ++seen_;
+    const std::size_t n = std::min<std::size_t>(seen_, static_cast<std::size_t>(opt_.window));
+    std::array<double, kMaxWindow> sorted{};
+    std::copy_n(ratios_.begin(), n, sorted.begin());
+    std::sort(sorted.begin(), sorted.begin() + static_cast<long>(n));
+    load_ = sorted[(n - 1) / 2];  // the lower middle value while fewer than `window` calls are in
   }
 
  private:
+  static constexpr int kMaxWindow = 16;
   std::size_t rank(std::size_t cell) const {
     return static_cast<std::size_t>(std::find(order_.begin(), order_.end(), cell) - order_.begin());
   }
@@ -166,6 +174,8 @@ class BudgetController {
   bool calibrated_ = false, started_ = false;
   mutable std::mutex m_;
   double load_ = 1.0;
+  std::array<double, kMaxWindow> ratios_{};
+  std::size_t seen_ = 0;
   std::size_t current_ = 0;
   int streak_ = 0;
 };

@@ -1,0 +1,115 @@
+// dynabert_serve: a host program that classifies text read from standard input (one text a line)
+// under a latency budget, printing for each line the label, the (width, depth) cell it used and
+// the measured latency. The session calibrates every cell of the accuracy grid at start-up (a
+// few seconds), then the budget controller follows the machine's load.
+//
+//   dynabert_serve --model DIR --budget-ms 60 [--threads 2] [--vocab DIR] [--grid grid.json] [--log calls.csv]
+//   dynabert_serve --model DIR --width 1 --depth 1 ...     (a fixed cell, for comparison)
+//
+// The grid is the checkpoint's "dynabert_grid" metadata (examples/train_dynabert.cpp writes it)
+// or a JSON file [{"width":1,"depth":1,"accuracy":0.93}, ...].
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include <dynabert/dynabert.hpp>
+
+using namespace dynabert;
+
+int main(int argc, char** argv) {
+  CLI::App app{"Classify lines of standard input under a latency budget"};
+  std::string model_dir, vocab_dir, grid_file, log_file;
+  double budget_ms = 0, width = 1.0, depth = 1.0;
+  int threads = 1, max_len = 128, reps = 3;
+  app.add_option("--model", model_dir, "checkpoint folder")->required();
+  app.add_option("--vocab", vocab_dir, "folder with vocab.txt (default: the model folder)");
+  app.add_option("--budget-ms", budget_ms, "latency budget per call in ms (0: run the fixed --width/--depth cell)");
+  app.add_option("--width", width, "fixed cell width (without --budget-ms)");
+  app.add_option("--depth", depth, "fixed cell depth (without --budget-ms)");
+  app.add_option("--threads", threads)->check(CLI::PositiveNumber);
+  app.add_option("--max-len", max_len, "tokens per text (longer texts are truncated)");
+  app.add_option("--grid", grid_file, "accuracy grid JSON (default: the checkpoint's metadata)");
+  app.add_option("--calibration-reps", reps, "timed calls per cell and size at start-up");
+  app.add_option("--log", log_file, "write one CSV row per call here");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const auto tok = text::BertTokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);
+    SessionOptions opt;
+    opt.max_batch = 1; opt.max_seq_len = max_len; opt.max_threads = threads;
+    auto session = Session<float>::open(model_dir, opt);
+    const auto& cfg = session->config();
+    DYNABERT_REQUIRE(session->model().num_labels() > 0, InputError, model_dir, ": the model has no classifier head");
+    const Threads th(threads);
+    const auto mem = session->memory();
+    std::fprintf(stderr, "session: %d layers, hidden %d; weights %.1f MB, workspace %.1f MB; %d thread(s)\n",
+                 cfg.num_hidden_layers, cfg.hidden_size, mem.weight_bytes / 1e6, mem.workspace_bytes / 1e6, threads);
+    if (budget_ms > 0) {
+      if (!grid_file.empty()) {
+        std::ifstream f(grid_file);
+        DYNABERT_REQUIRE(f.good(), InputError, grid_file, ": cannot open");
+        std::stringstream ss;
+        ss << f.rdbuf();
+        session->set_grid(parse_grid(ss.str(), grid_file));
+      }
+      const auto a = std::chrono::steady_clock::now();
+      session->calibrate(th, reps);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+      std::fprintf(stderr, "calibrated %zu cells in %.1f s (%d-token and %d-token calls):\n", session->grid().size(), secs, 16,
+                   max_len);
+      for (std::size_t c = 0; c < session->grid().size(); ++c)
+        std::fprintf(stderr, "  width %.2f depth %.2f  accuracy %.4f  %7.2f ms at %d tokens\n", session->grid()[c].width,
+                     session->grid()[c].depth, session->grid()[c].accuracy, session->budget()->base_ms(c, max_len), max_len);
+    }
+    const SubNetwork fixed = SubNetwork::dynabert(cfg, width, depth);
+    std::ofstream log;
+    if (!log_file.empty()) {
+      log.open(log_file);
+      DYNABERT_REQUIRE(log.good(), InputError, log_file, ": cannot write");
+      log << "call,seconds,tokens,width,depth,predicted_ms,measured_ms,label\n";
+    }
+    std::vector<float> logits(static_cast<std::size_t>(session->model().num_labels()));
+    Outputs o;
+    o.logits = logits.data();
+    const auto start = std::chrono::steady_clock::now();
+    std::string line;
+    for (long n = 0; std::getline(std::cin, line); ++n) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) {
+        std::printf("-\t(empty line)\n");
+        std::fflush(stdout);
+        continue;
+      }
+      const auto e = tok.encode(line, std::nullopt, max_len);
+      Inputs in;
+      in.input_ids = e.ids.data(); in.token_type_ids = e.type_ids.data(); in.batch = 1;
+      in.seq_len = static_cast<int>(e.ids.size());
+      BudgetedCall r;
+      if (budget_ms > 0) {
+        r = session->run_within(in, budget_ms, o, th);
+      } else {
+        const auto a = std::chrono::steady_clock::now();
+        session->run(in, fixed, o, th);
+        r.measured_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+        r.cell = {width, depth, 0.0};
+      }
+      const int best = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const std::string label = best < static_cast<int>(cfg.id2label.size()) ? cfg.id2label[best] : std::to_string(best);
+      std::printf("%s\twidth %.2f depth %.2f\t%.2f ms%s\n", label.c_str(), r.cell.width, r.cell.depth, r.measured_ms,
+                  budget_ms > 0 && r.measured_ms > budget_ms ? "\tover budget" : "");
+      std::fflush(stdout);
+      if (log.is_open()) {
+        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        log << n << ',' << t << ',' << in.seq_len << ',' << r.cell.width << ',' << r.cell.depth << ',' << r.predicted_ms << ','
+            << r.measured_ms << ',' << label << '\n';
+      }
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
