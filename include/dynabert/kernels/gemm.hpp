@@ -11,8 +11,9 @@
 // weights with no repacking; and within a block the panels a GEMM walks are contiguous, so the
 // weight stream from memory is sequential for the hardware prefetcher.
 //
-// Blocking follows BLIS: one packed B micro-panel (kKC x kNR) stays in L1, A is packed per block
-// into kMR-row slivers (L2), a kMR x kNR register tile accumulates in SIMD registers, and the
+// Blocking follows BLIS: one packed B micro-panel (kKC x kNR, 96 KB) is read from L2 by every
+// row sliver of A, A is packed per block into kMR-row slivers, C is done kMChunk rows at a time
+// over all of K (so C's rows stay in cache between K blocks), a kMR x kNR register tile accumulates in SIMD registers, and the
 // epilogue (alpha, bias, activation, residual) is applied in registers at the last K block.
 // Threads split the panels.
 #pragma once
@@ -27,6 +28,13 @@
 #include "dynabert/core/simd.hpp"
 #include "dynabert/kernels/rowwise.hpp"
 
+#ifndef DYNABERT_GEMM_KC
+#define DYNABERT_GEMM_KC 768
+#endif
+#ifndef DYNABERT_GEMM_MCHUNK
+#define DYNABERT_GEMM_MCHUNK 192
+#endif
+
 namespace dynabert::kernels {
 
 /// Register tile and cache blocking for the instruction set compiled for.
@@ -37,8 +45,10 @@ struct GemmShape {
   static constexpr int kNR = kNV * kLanes;
   /// Tile height: AVX-512 has 32 registers (12 x 2 accumulators), AVX2/SSE/NEON fewer.
   static constexpr int kMR = kLanes >= 16 ? 12 : (kLanes == 8 ? 6 : 4);
-  static constexpr int kKC = 256;
+  static constexpr int kKC = DYNABERT_GEMM_KC;
   static constexpr int kMC = kMR * 16;
+  /// Rows of C computed over all of K before the next rows start (large M: C stays in cache).
+  static constexpr int kMChunk = DYNABERT_GEMM_MCHUNK;
 };
 inline constexpr int kNR = GemmShape::kNR;
 
@@ -236,6 +246,21 @@ inline constexpr auto kKernels = make_kernel_table(std::make_integer_sequence<in
 
 /// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K.
 inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
+                        int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans);
+
+/// Rows [m0, m0 + M) at a time: C's rows of one chunk stay in cache across the K blocks.
+inline void gemm_panels_chunked(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
+                                int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
+  constexpr int kChunk = GemmShape::kMChunk;
+  for (int m0 = 0; m0 < M; m0 += kChunk) {
+    Epilogue e = ep;
+    if (e.residual) e.residual += static_cast<long>(m0) * e.ld_residual;
+    gemm_panels(c + static_cast<long>(m0) * ldc, ldc, a_trans ? a + m0 : a + static_cast<long>(m0) * lda, lda,
+                std::min(kChunk, M - m0), B, n, k, e, scratch, p0, p1, a_trans);
+  }
+}
+
+inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
                         int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
   constexpr int MR = GemmShape::kMR, KC = GemmShape::kKC, MC = GemmShape::kMC;
   for (int pc = 0; pc < k; pc += KC) {
@@ -287,7 +312,7 @@ inline void gemm(float* c, long ldc, const float* a, long lda, int M, const Pack
   }
   const int panels = (n + kNR - 1) / kNR;
   threads.for_chunks(panels, [&](int worker, long p0, long p1) {
-    detail::gemm_panels(c, ldc, a, lda, M, B, n, k, ep,
+    detail::gemm_panels_chunked(c, ldc, a, lda, M, B, n, k, ep,
                         scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(),
                         static_cast<int>(p0), static_cast<int>(p1), a_trans);
   });
