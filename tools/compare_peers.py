@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Side-by-side speed of dynabert and PyTorch on the DynaBERT grid, written to docs/performance.md.
+"""Side-by-side speed of dynabert, PyTorch and ONNX Runtime on the DynaBERT grid, written to docs/performance.md.
 
     /usr/bin/python3 tools/compare_peers.py --bench build/release/bench/dynabert_bench \
         [--batches 1 8] [--threads 1 2] [--out docs/performance.md]
@@ -10,8 +10,11 @@ random weights, widths 1/.75/.5/.25 x depths 1/.75/.5. dynabert: bench/bench_mod
 slices (the best case for PyTorch: a compact sub-network, no slicing at call time), under
 inference_mode, median of repeated calls. PyTorch's matrix products run in OpenBLAS, so
 OPENBLAS_NUM_THREADS is set with torch.set_num_threads, and OMP_WAIT_POLICY=passive (otherwise
-its OpenMP threads spin against OpenBLAS's). % of peak uses the FMA peak measured by the same
-dynabert_bench run (BM_PeakFma).
+its OpenMP threads spin against OpenBLAS's). ONNX Runtime (onnxruntime-node, installed by
+`scripts/fetch-data.sh onnxruntime`): each cell exported as its own compact model from the same
+PyTorch BERT with torch.onnx (opset 14), run with all graph optimisations, intra-op threads = the
+thread count, sequential execution, median of repeated calls (tools/ort_bench.js). % of peak
+uses the FMA peak measured by the same dynabert_bench run (BM_PeakFma).
 """
 import argparse
 import datetime
@@ -108,6 +111,71 @@ def torch_worker(threads, batches, reps):
     print(json.dumps({"torch": torch.__version__, "blas": blas, "blas_err": blas_err, "results": res}))
 
 
+def onnx_export_worker(width, depth, path):
+    """Exports the compact (width, depth) sub-network of a BERT-base with random weights."""
+    import torch
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    nh = round(NH * width)
+    a, ni = nh * DH, int(nh / NH * FF)
+
+    class Bert(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            P = lambda *shape: torch.nn.Parameter(torch.randn(*shape, generator=g) * 0.02)
+            self.word, self.pos, self.typ = P(30522, H), P(512, H), P(2, H)
+            self.ln = torch.nn.LayerNorm(H, eps=1e-12)
+            self.layers = torch.nn.ModuleList()
+            for _ in range(round(L * depth)):
+                m = torch.nn.Module()
+                m.q, m.k, m.v = torch.nn.Linear(H, a), torch.nn.Linear(H, a), torch.nn.Linear(H, a)
+                m.o, m.i, m.f = torch.nn.Linear(a, H), torch.nn.Linear(H, ni), torch.nn.Linear(ni, H)
+                m.ln1, m.ln2 = torch.nn.LayerNorm(H, eps=1e-12), torch.nn.LayerNorm(H, eps=1e-12)
+                self.layers.append(m)
+            self.pool, self.cls = torch.nn.Linear(H, H), torch.nn.Linear(H, 2)
+
+        def forward(self, ids):
+            B = ids.shape[0]
+            h = self.ln(self.word[ids] + self.pos[:S][None] + self.typ[0][None, None])
+            for m in self.layers:
+                q = m.q(h).view(B, S, nh, DH).transpose(1, 2)
+                k = m.k(h).view(B, S, nh, DH).transpose(1, 2)
+                v = m.v(h).view(B, S, nh, DH).transpose(1, 2)
+                ctx = (torch.softmax(q @ k.transpose(-1, -2) / 8.0, dim=-1) @ v).transpose(1, 2).reshape(B, S, a)
+                h1 = m.ln1(m.o(ctx) + h)
+                h = m.ln2(m.f(F.gelu(m.i(h1))) + h1)
+            return self.cls(torch.tanh(self.pool(h[:, 0])))
+
+    model = Bert().eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randint(0, 30522, (1, S), generator=g),), path, input_names=["input_ids"],
+                          output_names=["logits"], dynamic_axes={"input_ids": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=14, do_constant_folding=True)
+
+
+def run_ort(batches, threads, reps):
+    """ONNX Runtime at every cell (each cell exported, timed, deleted)."""
+    import tempfile
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    if not os.path.exists(os.path.join(root, ".data", "onnxruntime", "node_modules", "onnxruntime-node")):
+        sys.exit("compare_peers: run scripts/fetch-data.sh onnxruntime first (or pass --no-ort)")
+    res, version = [], "?"
+    with tempfile.TemporaryDirectory() as d:
+        for w in WIDTHS:
+            for dd in DEPTHS:
+                path = os.path.join(d, "cell.onnx")
+                subprocess.run([sys.executable, os.path.abspath(__file__), "--onnx-export", str(w), str(dd), path],
+                               check=True, capture_output=True, text=True)
+                out = subprocess.run(["node", os.path.join(root, "tools", "ort_bench.js"), path,
+                                      json.dumps({"batches": batches, "threads": threads, "reps": reps})],
+                                     check=True, capture_output=True, text=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                version = r["version"]
+                res += [dict(x, width=w, depth=dd) for x in r["results"]]
+                os.remove(path)
+    return version, res
+
+
 def time_median(fn, n):
     """Median wall time of n calls of fn, in milliseconds."""
     times = []
@@ -178,10 +246,14 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--out", default="docs/performance.md")
+    ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--torch-worker", type=int)
+    ap.add_argument("--onnx-export", nargs=3, metavar=("WIDTH", "DEPTH", "PATH"))
     a = ap.parse_args()
     if a.torch_worker:
         return torch_worker(a.torch_worker, a.batches, a.reps)
+    if a.onnx_export:
+        return onnx_export_worker(float(a.onnx_export[0]), float(a.onnx_export[1]), a.onnx_export[2])
 
     t0 = time.time()
     ctx, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads)
@@ -193,35 +265,38 @@ def main():
         blas = f"{r['blas']}, max error of a 64x256x768 product vs float64 {r['blas_err']:.1e}"
     key = lambda r: (r["batch"], r["threads"], r["width"], r["depth"])
     tmap = {key(r): r["ms"] for r in tor}
+    ort_version, ort = ("not run", []) if a.no_ort else run_ort(a.batches, a.threads, a.reps)
+    omap = {key(r): r["ms"] for r in ort}
 
     lines = []
     cmd = "/usr/bin/python3 tools/compare_peers.py --bench " + a.bench + " --batches " + " ".join(map(str, a.batches)) + \
           " --threads " + " ".join(map(str, a.threads))
     lines += ["<!-- generated by tools/compare_peers.py: do not edit the tables by hand -->",
-              "## Whole model: dynabert vs PyTorch, same run", "",
+              "## Whole model: dynabert vs PyTorch and ONNX Runtime, same run", "",
               f"Command: `{cmd}` (after `cmake --preset release && cmake --build build/release --target dynabert_bench`)", "",
               f"Machine: {machine()}. Measured FP32 FMA peak (BM_PeakFma): "
               + ", ".join(f"{v:.0f} GFLOP/s on {k} thread{'s' if k > 1 else ''}" for k, v in sorted(peaks.items())) + ".",
               f"Date {datetime.date.today()}; PyTorch {torch_version} (Debian) on {blas}; "
-              f"run took {time.time() - t0:.0f} s.", "",
+              f"ONNX Runtime {ort_version} (onnxruntime-node, CPU); run took {time.time() - t0:.0f} s.", "",
               "BERT-base dimensions, sequence length 128, random weights. Times are medians (dynabert: median of 5 "
               "Google Benchmark repetitions; PyTorch: median of repeated calls). GFLOP counts the encoder's "
-              "multiply-adds x 2. Speed-up = PyTorch ms / dynabert ms.", ""]
+              "multiply-adds x 2. Speed-up = peer ms / dynabert ms (above 1: dynabert is faster).", ""]
     verdict = []
     for batch in a.batches:
         for t in a.threads:
             lines += [f"### batch {batch}, {t} thread{'s' if t > 1 else ''}", "",
-                      "| width | depth | GFLOP | dynabert ms | GFLOP/s | % of peak | PyTorch ms | speed-up |",
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| width | depth | GFLOP | dynabert ms | GFLOP/s | % of peak | PyTorch ms | vs PyTorch | ORT ms | vs ORT |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for w in WIDTHS:
                 for d in DEPTHS:
                     dm = next(r["ms"] for r in dyn if key(r) == (batch, t, w, d))
                     tm = tmap[(batch, t, w, d)]
                     gf = flops(w, d) * batch / 1e9
                     rate = gf / dm * 1e3
+                    om = omap.get((batch, t, w, d), float("nan"))
                     lines.append(f"| {w:g} | {d:g} | {gf:.2f} | {dm:.1f} | {rate:.0f} | {rate / peaks[t] * 100:.0f} % | "
-                                 f"{tm:.1f} | {tm / dm:.2f}x |")
-                    verdict.append((batch, t, w, d, dm, tm, rate / peaks[t] * 100))
+                                 f"{tm:.1f} | {tm / dm:.2f}x | {om:.1f} | {om / dm:.2f}x |")
+                    verdict.append((batch, t, w, d, dm, tm, rate / peaks[t] * 100, om))
             lines.append("")
     slow = [v for v in verdict if v[0] == 1 and v[4] > v[5]]
     full1 = [v for v in verdict if v[0] == 1 and v[1] == 1 and v[2] == 1.0 and v[3] == 1.0]
@@ -230,6 +305,23 @@ def main():
               f"{'met' if not slow else 'NOT met for ' + ', '.join(f'({v[2]:g}, {v[3]:g}) x{v[1]}' for v in slow)}",
               "- full model, batch 1, one thread, at least 75 % of measured FP32 peak: "
               + (f"{full1[0][6]:.0f} % ({'met' if full1[0][6] >= 75 else 'NOT met'})" if full1 else "not measured"), ""]
+    ms = {(v[0], v[1], v[2], v[3]): v[4] for v in verdict}
+    behind = [v for v in verdict if not v[7] >= v[4]]
+    lines += ["### Bars of the deploy-anywhere issue", "",
+              "- every cell, batch " + " and ".join(map(str, a.batches)) + ", " + " and ".join(map(str, a.threads))
+              + " threads, at least as fast as ONNX Runtime: "
+              + ("met" if ort and not behind else "not measured" if not ort else "NOT met for " + ", ".join(
+                  f"(w {v[2]:g}, d {v[3]:g}, batch {v[0]}, {v[1]}t: {v[4]:.1f} vs {v[7]:.1f} ms)" for v in behind))]
+    if 1 in a.threads and 2 in a.threads:
+        for batch in a.batches:
+            sp = ms[(batch, 1, 1.0, 1.0)] / ms[(batch, 2, 1.0, 1.0)]
+            lines.append(f"- two-thread speed-up at full size, batch {batch}: {sp:.2f} ({'met' if sp >= 1.8 else 'NOT met'}, bar 1.8)")
+    if 1 in a.batches:
+        for t in a.threads:
+            r = ms[(1, t, 1.0, 1.0)] / ms[(1, t, 0.25, 0.5)]
+            lines.append(f"- smallest cell (0.25, 0.5) vs full, batch 1, {t} thread{'s' if t > 1 else ''}: {r:.1f}x faster "
+                         f"({'met' if r >= 6 else 'NOT met'}, bar 6x; it has {flops(1, 1) / flops(0.25, 0.5):.1f}x fewer FLOPs)")
+    lines.append("")
     text = "\n".join(lines)
     out = a.out
     doc = open(out).read() if os.path.exists(out) else ""

@@ -205,3 +205,36 @@ BOOST_AUTO_TEST_CASE(activation_backward_matches_reference_and_finite_difference
     }
   }
 }
+
+// Many rows: threads split M (kernels/gemm.hpp, M >= DYNABERT_GEMM_MSPLIT) and C is done in row
+// chunks; every epilogue and A^T must land on the right rows.
+BOOST_AUTO_TEST_CASE(gemm_large_m_row_split_matches_reference) {
+  std::mt19937 g(5);
+  AlignedBuffer<float> scratch(3 * kernels::gemm_scratch_floats());
+  const Threads two(2), three(3);
+  for (int trial = 0; trial < 6; ++trial) {
+    const int M = std::max(DYNABERT_GEMM_MSPLIT, 1) + static_cast<int>(g() % 700), N = 40 + g() % 90, K = 30 + g() % 900;
+    const bool trans = trial % 2, accumulate = trial % 3 == 2;
+    auto a = randn(M * K, g), w = randn(N * K, g), bias = randn(N, g), res = randn(M * N, g), c0 = randn(M * N, g);
+    std::vector<float> at(static_cast<std::size_t>(K) * M);
+    for (int m = 0; m < M; ++m)
+      for (int k = 0; k < K; ++k) at[static_cast<std::size_t>(k) * M + m] = a[static_cast<std::size_t>(m) * K + k];
+    kernels::PackedWeight pw(w.data(), N, K, K);
+    kernels::Epilogue ep;
+    ep.bias = bias.data();
+    ep.accumulate = accumulate;
+    if (!accumulate) {
+      ep.residual = res.data();
+      ep.ld_residual = N;
+      ep.act = trial % 2 ? Activation::kGeluErf : Activation::kNone;
+    }
+    auto c = c0, cref = c0;
+    kernels::gemm(c.data(), N, trans ? at.data() : a.data(), trans ? M : K, M, pw.view(), N, K, ep, scratch.data(),
+                  trial < 3 ? two : three, trans);
+    kernels::reference::linear(cref.data(), N, a.data(), K, w.data(), K, M, N, K, ep.bias, ep.residual, N, ep.act, 1.0f);
+    if (accumulate)
+      for (std::size_t i = 0; i < cref.size(); ++i) cref[i] += c0[i];
+    const double err = gemm_err(c.data(), cref.data(), c.size(), K);
+    BOOST_TEST(err < 1e-5, "M " << M << " N " << N << " K " << K << " trans " << trans << " err " << err);
+  }
+}

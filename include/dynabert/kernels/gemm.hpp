@@ -15,7 +15,7 @@
 // row sliver of A, A is packed per block into kMR-row slivers, C is done kMChunk rows at a time
 // over all of K (so C's rows stay in cache between K blocks), a kMR x kNR register tile accumulates in SIMD registers, and the
 // epilogue (alpha, bias, activation, residual) is applied in registers at the last K block.
-// Threads split the panels.
+// Threads split the panels, or the rows when there are many (M >= DYNABERT_GEMM_MSPLIT).
 #pragma once
 #include <algorithm>
 #include <array>
@@ -30,6 +30,9 @@
 
 #ifndef DYNABERT_GEMM_KC
 #define DYNABERT_GEMM_KC 768
+#endif
+#ifndef DYNABERT_GEMM_MSPLIT
+#define DYNABERT_GEMM_MSPLIT 384
 #endif
 #ifndef DYNABERT_GEMM_MCHUNK
 #define DYNABERT_GEMM_MCHUNK 192
@@ -154,6 +157,12 @@ inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool tr
     float* d = dst + static_cast<long>(i0) * kc;
     if (trans) {
       for (int k = 0; k < kc; ++k) std::memcpy(d + k * mr, a + k * lda + i0, sizeof(float) * mr);
+    } else if (mr == MR) {  // full sliver: contiguous stores, MR sequential read streams
+      const float* rows[MR];
+      for (int i = 0; i < MR; ++i) rows[i] = a + (i0 + i) * lda;
+      for (int k = 0; k < kc; ++k)
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
     } else {
       for (int i = 0; i < mr; ++i) {
         const float* src = a + (i0 + i) * lda;
@@ -311,6 +320,21 @@ inline void gemm(float* c, long ldc, const float* a, long lda, int M, const Pack
     return;
   }
   const int panels = (n + kNR - 1) / kNR;
+  if (threads.count() > 1 && M >= DYNABERT_GEMM_MSPLIT) {
+    // Many rows: threads split M (in whole register tiles), each over every panel; B is shared
+    // through L3 and each thread packs only its own rows of A.
+    const long tiles = (M + GemmShape::kMR - 1) / GemmShape::kMR;
+    threads.for_chunks(tiles, [&](int worker, long t0, long t1) {
+      const long m0 = t0 * GemmShape::kMR, m1 = std::min<long>(M, t1 * GemmShape::kMR);
+      if (m1 <= m0) return;
+      Epilogue e = ep;
+      if (e.residual) e.residual += m0 * e.ld_residual;
+      detail::gemm_panels_chunked(c + m0 * ldc, ldc, a_trans ? a + m0 : a + m0 * lda, lda, static_cast<int>(m1 - m0), B, n,
+                                  k, e, scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(), 0, panels,
+                                  a_trans);
+    });
+    return;
+  }
   threads.for_chunks(panels, [&](int worker, long p0, long p1) {
     detail::gemm_panels_chunked(c, ldc, a, lda, M, B, n, k, ep,
                         scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(),
