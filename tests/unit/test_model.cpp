@@ -566,3 +566,45 @@ BOOST_AUTO_TEST_CASE(budget_controller_tracks_load_with_hysteresis) {
   BudgetController uncalibrated({{1.0, 1.0, 0.9}});
   BOOST_CHECK_THROW(uncalibrated.choose(10.0, 100), InputError);
 }
+
+// ---- packed tokens: padding positions are not computed, results do not change ----
+BOOST_AUTO_TEST_CASE(packed_tokens_give_bitwise_the_padded_results) {
+  BertWeights<float> w(random_config(3, 96, 6, 192), HeadSpec{true, 3});
+  w.init_random(12, 0.08, true);
+  const ElasticBert<float> m(w);
+  const int B = 5, S = 21;
+  std::mt19937 g(3);
+  std::vector<std::int32_t> ids(B * S), types(B * S), lengths = {21, 3, 17, 1, 9}, mask(B * S, 0);
+  for (int i = 0; i < B * S; ++i) { ids[i] = static_cast<std::int32_t>(g() % 300); types[i] = static_cast<std::int32_t>(g() % 2); }
+  for (int b = 0; b < B; ++b)
+    for (int s = 0; s < lengths[b]; ++s) mask[b * S + s] = 1;
+  mask[2 * S + 5] = 0;  // a hole inside sequence 2
+  auto ws = m.make_workspace({B, S, 2});
+  const Threads two(2);
+  for (int variant = 0; variant < 2; ++variant) {
+    Inputs in;
+    in.input_ids = ids.data(); in.token_type_ids = types.data(); in.batch = B; in.seq_len = S;
+    if (variant == 0) in.lengths = lengths.data(); else in.attention_mask = mask.data();
+    for (double wm : {1.0, 0.5}) for (double dm : {1.0, 0.5}) {
+      const auto net = SubNetwork::dynabert(w.config(), wm, dm);
+      std::vector<float> packed(B * 3), padded(B * 3), pooled_a(B * 96), pooled_b(B * 96);
+      Outputs o;
+      o.logits = packed.data(); o.pooled = pooled_a.data();
+      m.forward(in, net, o, ws, two);
+      BOOST_TEST(ws.packed);
+      o.logits = padded.data(); o.pooled = pooled_b.data(); o.pack_tokens = false;
+      m.forward(in, net, o, ws, two);
+      BOOST_TEST(!ws.packed);
+      BOOST_TEST(std::memcmp(packed.data(), padded.data(), packed.size() * 4) == 0, "variant " << variant << " cell " << wm << "x" << dm);
+      BOOST_TEST(std::memcmp(pooled_a.data(), pooled_b.data(), pooled_a.size() * 4) == 0);
+    }
+  }
+  // no padding: nothing to pack
+  Inputs full;
+  full.input_ids = ids.data(); full.batch = B; full.seq_len = S;
+  std::vector<float> logits(B * 3);
+  Outputs o;
+  o.logits = logits.data();
+  m.forward(full, SubNetwork::full(w.config()), o, ws);
+  BOOST_TEST(!ws.packed);
+}

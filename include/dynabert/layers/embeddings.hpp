@@ -39,16 +39,23 @@ class Embeddings {
   }
 
   /// out[(b*seq + s), :] = LN(word[id] + pos[s] + type[t]). Inputs must have been checked.
+  /// With `seq_off` (packed tokens), sequence b's first seq_off[b + 1] - seq_off[b] tokens go to
+  /// rows seq_off[b] ... and padding is not computed.
   void forward(T* out, const std::int32_t* ids, const std::int32_t* types, int batch, int seq,
-               const Threads& threads) const {
+               const Threads& threads, const int* seq_off = nullptr) const {
     const int H = c_.hidden_size;
-    threads.for_chunks(static_cast<long>(batch) * seq, [&](int, long lo, long hi) {
-      for (long t = lo; t < hi; ++t) {
-        const int s = static_cast<int>(t % seq);
+    const long rows = seq_off ? seq_off[batch] : static_cast<long>(batch) * seq;
+    threads.for_chunks(rows, [&](int, long lo, long hi) {
+      int b = 0;
+      if (seq_off) while (seq_off[b + 1] <= lo) ++b;
+      for (long r = lo; r < hi; ++r) {
+        if (seq_off) while (seq_off[b + 1] <= r) ++b;
+        const int s = static_cast<int>(seq_off ? r - seq_off[b] : r % seq);
+        const long t = seq_off ? static_cast<long>(b) * seq + s : r;  // index into ids / types
         const T* w = word_.data() + static_cast<long>(ids[t]) * H;
         const T* p = pos_.data() + static_cast<long>(s) * H;
         const T* ty = type_.data() + static_cast<long>(types ? types[t] : 0) * H;
-        T* o = out + t * H;
+        T* o = out + r * H;
         for (int i = 0; i < H; ++i) o[i] = w[i] + p[i] + ty[i];
         ops::layernorm_row(o, o, gamma_.data(), beta_.data(), H, c_.layer_norm_eps);
       }

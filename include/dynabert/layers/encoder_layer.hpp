@@ -31,6 +31,10 @@ struct LayerCall {
   int heads = 0;             ///< active heads (prefix)
   int neurons = 0;           ///< active FFN neurons (prefix)
   const float* gates = nullptr;  ///< [heads] multipliers on attention probabilities, or null
+  /// Packed tokens: sequence b occupies rows [seq_off[b], seq_off[b + 1]) with no padding rows
+  /// (null: padded layout, sequence b at rows b * seq ...).
+  const int* seq_off = nullptr;
+  int rows() const { return seq_off ? seq_off[batch] : batch * seq; }
 };
 
 template <class T, class Dims>
@@ -78,7 +82,7 @@ class EncoderLayer {
   /// ws.hidden (tokens x H) -> ws.hidden, in place through the workspace's other buffers.
   void forward(const LayerCall<T>& call, Workspace<T>& ws, const Threads& threads) const {
     const int dh = dims_.head_dim();
-    const int M = call.batch * call.seq;
+    const int M = call.rows();
     const int a = call.heads * dh;
     const long ldq = 3L * heads_ * dh;
     T* gs = ws.gemm_scratch.data();
@@ -114,10 +118,12 @@ class EncoderLayer {
       const int b = static_cast<int>(task / call.heads), h = static_cast<int>(task % call.heads);
       const int kend = ws.key_end[b];
       const T* bias = ws.has_holes[b] ? ws.mask_bias.data() + static_cast<long>(b) * S : nullptr;
-      const T* q = ws.qkv.data() + static_cast<long>(b) * S * ldq + static_cast<long>(h) * 3 * dh;
+      const long r0 = call.seq_off ? call.seq_off[b] : static_cast<long>(b) * S;  // first row of the sequence
+      const int nq = call.seq_off ? kend : S;                                       // query rows computed
+      const T* q = ws.qkv.data() + r0 * ldq + static_cast<long>(h) * 3 * dh;
       const T* k = q + dh;
       const T* v = q + 2 * dh;
-      T* ctx = ws.ctx.data() + static_cast<long>(b) * S * H_ + static_cast<long>(h) * dh;
+      T* ctx = ws.ctx.data() + r0 * H_ + static_cast<long>(h) * dh;
       const T gate = call.gates ? static_cast<T>(call.gates[h]) : T(1);
       T* scratch = ws.attn_scratch.data() + worker * ws.attn_stride;
       if constexpr (std::is_same_v<T, float>) {
@@ -129,15 +135,15 @@ class EncoderLayer {
         const auto kv = kernels::pack_nk(packk, k, kend, dh, ldq);
         kernels::Epilogue ep_s;
         ep_s.alpha = scale;
-        kernels::gemm(scores, kend, q, ldq, S, kv, kend, dh, ep_s, gsc);
-        for (int i = 0; i < S; ++i) kernels::softmax_row(scores + static_cast<long>(i) * kend, kend, 1.0f, bias);
+        kernels::gemm(scores, kend, q, ldq, nq, kv, kend, dh, ep_s, gsc);
+        for (int i = 0; i < nq; ++i) kernels::softmax_row(scores + static_cast<long>(i) * kend, kend, 1.0f, bias);
         const auto vv = kernels::pack_kn(packv, v, kend, dh, ldq);
         kernels::Epilogue ep_c;
         ep_c.alpha = gate;
-        kernels::gemm(ctx, H_, scores, kend, S, vv, dh, kend, ep_c, gsc);
+        kernels::gemm(ctx, H_, scores, kend, nq, vv, dh, kend, ep_c, gsc);
       } else {
         T* p = scratch;
-        for (int i = 0; i < S; ++i) {
+        for (int i = 0; i < nq; ++i) {
           T* row = p + static_cast<long>(i) * kend;
           for (int j = 0; j < kend; ++j) {
             T acc = 0;

@@ -37,6 +37,10 @@ struct Outputs {
   float* pooled = nullptr;         ///< [batch, hidden]
   float* last_hidden = nullptr;    ///< [batch, seq, hidden]
   float* hidden_states = nullptr;  ///< [depth + 1, batch, seq, hidden]: embeddings, then each run layer
+  /// When only logits / pooled are wanted, pack the tokens of all sequences together so that no
+  /// layer computes padding positions (results are bitwise the same). Off: compute the padded
+  /// layout (benchmarks use it as the baseline).
+  bool pack_tokens = true;
 };
 
 template <class T = float, class Dims = DynamicDims>
@@ -75,12 +79,14 @@ class ElasticBert {
                const Threads& threads = Threads()) const {
     const int H = config_.hidden_size;
     const std::size_t tokens = static_cast<std::size_t>(in.batch) * in.seq_len;
-    run(in, net, out, ws, threads, [&](std::size_t state, const T* hidden) {
+    // Padding tokens are packed away (no GEMM work for them) unless per-token outputs are wanted.
+    const bool pack = out.pack_tokens && !out.hidden_states && !out.last_hidden;
+    run(in, net, out, ws, threads, pack, [&](std::size_t state, const T* hidden) {
       if (out.hidden_states) copy_out(out.hidden_states + state * tokens * H, hidden, tokens * H);
     });
     if (out.last_hidden) copy_out(out.last_hidden, ws.hidden.data(), tokens * H);
     if (out.pooled || out.logits) {
-      pooler_->forward(ws.pooled.data(), ws.hidden.data(), in.batch, in.seq_len, ws.gemm_scratch.data(), threads);
+      pool(in, ws, threads);
       if (out.pooled) copy_out(out.pooled, ws.pooled.data(), static_cast<std::size_t>(in.batch) * H);
       if (out.logits) {
         if constexpr (std::is_same_v<T, float>) {
@@ -99,11 +105,11 @@ class ElasticBert {
                  const Threads& threads = Threads()) const {
     DYNABERT_REQUIRE(!logits || classifier_.has_value(), InputError, "logits requested from a model without a classifier head");
     const std::size_t n = static_cast<std::size_t>(in.batch) * in.seq_len * config_.hidden_size;
-    run(in, net, Outputs{}, ws, threads, [&](std::size_t state, const T* hidden) {
+    run(in, net, Outputs{}, ws, threads, hidden_states == nullptr, [&](std::size_t state, const T* hidden) {
       if (hidden_states) std::memcpy(hidden_states + state * n, hidden, n * sizeof(T));
     });
     if (logits) {
-      pooler_->forward(ws.pooled.data(), ws.hidden.data(), in.batch, in.seq_len, ws.gemm_scratch.data(), threads);
+      pool(in, ws, threads);
       classifier_->forward(logits, ws.pooled.data(), in.batch, ws.gemm_scratch.data(), threads);
     }
   }
@@ -111,20 +117,47 @@ class ElasticBert {
  private:
   /// Checks the call, then embeddings and the executed layers; on_state(j, hidden) sees state j
   /// (0 = embeddings) as it is produced. The last state stays in ws.hidden.
+  /// With `pack_tokens` and padding in the batch, the tokens of all sequences are packed into
+  /// consecutive rows (ws.seq_off) and padding positions are not computed at all.
   template <class OnState>
   void run(const Inputs& in, const SubNetwork& net, const Outputs& out, Workspace<T>& ws, const Threads& threads,
-           OnState&& on_state) const {
+           bool pack_tokens, OnState&& on_state) const {
     check(in, net, out, ws, threads);
     prepare_mask(in, ws);
-    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, in.batch, in.seq_len, threads);
+    ws.packed = false;
+    if (pack_tokens) {
+      int rows = 0;
+      for (int b = 0; b < in.batch; ++b) {
+        ws.seq_off[b] = rows;
+        rows += ws.key_end[b];
+      }
+      ws.seq_off[in.batch] = rows;
+      ws.packed = rows < in.batch * in.seq_len;
+    }
+    const int* seq_off = ws.packed ? ws.seq_off.data() : nullptr;
+    embeddings_.forward(ws.hidden.data(), in.input_ids, in.token_type_ids, in.batch, in.seq_len, threads, seq_off);
     on_state(0, ws.hidden.data());
     for (std::size_t i = 0; i < net.layers.size(); ++i) {
       const int l = net.layers[i];
       layers::LayerCall<T> call{in.batch, in.seq_len, net.heads[l], net.neurons[l],
-                                net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr};
+                                net.head_gates ? net.head_gates + static_cast<long>(l) * config_.num_attention_heads : nullptr,
+                                seq_off};
       layers_[l].forward(call, ws, threads);
       on_state(i + 1, ws.hidden.data());
     }
+  }
+
+  /// ws.pooled = pooler(first token of each sequence), from the padded or packed last state.
+  void pool(const Inputs& in, Workspace<T>& ws, const Threads& threads) const {
+    const int H = config_.hidden_size;
+    if (!ws.packed) {
+      pooler_->forward(ws.pooled.data(), ws.hidden.data(), in.batch, in.seq_len, ws.gemm_scratch.data(), threads);
+      return;
+    }
+    for (int b = 0; b < in.batch; ++b)  // [CLS] rows gathered into ws.tmp (free after the last layer)
+      std::memcpy(ws.tmp.data() + static_cast<long>(b) * H, ws.hidden.data() + static_cast<long>(ws.seq_off[b]) * H,
+                  sizeof(T) * H);
+    pooler_->forward(ws.pooled.data(), ws.tmp.data(), in.batch, 1, ws.gemm_scratch.data(), threads);
   }
 
   template <class Src>

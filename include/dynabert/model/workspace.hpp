@@ -39,6 +39,7 @@ class Workspace {
     pooled.resize(static_cast<std::size_t>(lim.max_batch) * H);
     mask_bias.resize(T_);
     key_end.resize(static_cast<std::size_t>(lim.max_batch));
+    seq_off.resize(static_cast<std::size_t>(lim.max_batch) + 1);
     has_holes.resize(static_cast<std::size_t>(lim.max_batch));
     const int dh = c.head_dim();
     gemm_stride = kernels::gemm_scratch_floats();
@@ -53,12 +54,14 @@ class Workspace {
   std::size_t bytes() const {
     return sizeof(T) * (hidden.size() + tmp.size() + h1.size() + ctx.size() + qkv.size() + ffn.size() +
                         pooled.size() + mask_bias.size() + gemm_scratch.size() + attn_scratch.size()) +
-           sizeof(int) * (key_end.size() + has_holes.size());
+           sizeof(int) * (key_end.size() + has_holes.size() + seq_off.size());
   }
 
   // Buffers (public to the layers; users treat the workspace as opaque).
   AlignedBuffer<T> hidden, tmp, h1, ctx, qkv, ffn, pooled, mask_bias;
   AlignedBuffer<int> key_end, has_holes;
+  AlignedBuffer<int> seq_off;  ///< packed tokens: first row of each sequence, then the total
+  bool packed = false;         ///< the current call packs its tokens (seq_off valid)
   AlignedBuffer<T> gemm_scratch, attn_scratch;
   std::size_t gemm_stride = 0, attn_stride = 0;
 
