@@ -5,17 +5,26 @@
 #     rewires, runs stages 1 and 2, evaluates all 12 (width, depth) cells on the test split with
 #     their measured latency, prints the grid and writes out/sentiment/results.{md,csv,png,svg}
 #     and the elastic checkpoint (docs/results.md explains the figures);
-#  2. times the 12 cells at BERT-base size (random weights, sequence length 128) on 1 and 2 threads.
+#  2. serves a few sentences with the trained checkpoint under a latency budget (dynabert_serve:
+#     calibration, then the most accurate cell that fits) and exports the (0.5, 0.5) cell as a
+#     standalone checkpoint (dynabert_export);
+#  3. times the 12 cells at BERT-base size (random weights, sequence length 128) on 1 and 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --plot
 scripts/fetch-data.sh vocab sentiment
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target dynabert_train dynabert_run
+cmake --build --preset release -j "$(nproc)" --target dynabert_train dynabert_run dynabert_serve dynabert_export
 
 echo "== 1. DynaBERT on the UCI sentiment sentences (teacher, importance, rewiring, stage 1, stage 2) =="
 build/release/examples/dynabert_train --out out/sentiment --threads "$(nproc)" --no-ablations
 /usr/bin/python3 tools/plot_grid.py out/sentiment/results.csv
+
+echo "== 2. serving under a 0.15 ms budget, and exporting the (0.5, 0.5) cell =="
+printf '%s\n' "The food was wonderful and the staff were friendly." "Worst phone I have ever owned, it broke in a week." \
+  "I would not recommend this movie to anyone." "Great value, works exactly as described." |
+  build/release/examples/dynabert_serve --model out/sentiment/checkpoint --budget-ms 0.15 --threads 1
+build/release/examples/dynabert_export --model out/sentiment/checkpoint --width 0.5 --depth 0.5 --out out/sentiment/cell-0.5x0.5
 
 run=build/release/examples/dynabert_run
 if [[ ! -f .data/bert-base-random/model.safetensors ]]; then
@@ -25,6 +34,6 @@ fi
 /usr/bin/python3 -c 'import json; print(json.dumps([[101] + [1000 + (i * 37) % 20000 for i in range(126)] + [102]]))' \
   > .data/demo_inputs.json
 for t in 1 2; do
-  echo "== 2. BERT-base, sequence length 128, batch 1, $t thread(s): every DynaBERT cell =="
+  echo "== 3. BERT-base, sequence length 128, batch 1, $t thread(s): every DynaBERT cell =="
   "$run" --model .data/bert-base-random --inputs .data/demo_inputs.json --grid --threads "$t" --repeat 9
 done
