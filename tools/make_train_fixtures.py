@@ -12,7 +12,12 @@ On the tiny fixture model (tests/fixtures/tiny, float64 from its F16 weights) an
   classification gradients at cell (1, 1): the same per-tensor statistics of the new parameters;
 - head and neuron importance over two batches (sequences 0-1, 2-3), evaluation mode, full model,
   in both variants: the official code's cumulative one (gradients never zeroed, |running sum|
-  added after each batch) and the paper's (|sum| once).
+  added after each batch) and the paper's (|sum| once);
+- the masked-language-model loss of Hugging Face's BertForMaskedLM head (dense, activation,
+  LayerNorm, decoder tied to the word embeddings plus its own bias; mean cross-entropy over the
+  labelled positions) on the last hidden state, at cells (1, 1) and (0.5, 0.75): the loss and the
+  gradient statistics of every tensor, head included. The head's parameters are seeded and
+  rounded to F16 values (exact in float) and stored in the file (mlm.param.*), with the labels.
 
     /usr/bin/python3 tools/make_train_fixtures.py [--check]
 """
@@ -128,6 +133,38 @@ def generate(out_path):
             add_scores()
         out[f"importance.{variant}.heads"] = heads.detach().numpy()
         out[f"importance.{variant}.neurons"] = neurons.numpy()
+    # masked-language-model head
+    g = torch.Generator().manual_seed(7)
+    H, V = cfg["hidden_size"], cfg["vocab_size"]
+    f16 = lambda t: t.half().double()
+    head = {"cls.predictions.transform.dense.weight": f16(torch.randn(H, H, generator=g, dtype=torch.float64) * 0.1),
+            "cls.predictions.transform.dense.bias": f16(torch.randn(H, generator=g, dtype=torch.float64) * 0.1),
+            "cls.predictions.transform.LayerNorm.weight": f16(1 + torch.randn(H, generator=g, dtype=torch.float64) * 0.1),
+            "cls.predictions.transform.LayerNorm.bias": f16(torch.randn(H, generator=g, dtype=torch.float64) * 0.1),
+            "cls.predictions.bias": f16(torch.randn(V, generator=g, dtype=torch.float64) * 0.1)}
+    labels = torch.full_like(ids, -100)
+    for b in range(ids.shape[0]):
+        for s_ in range(ids.shape[1]):
+            if mask[b, s_] and (b + 2 * s_) % 3 == 1:
+                labels[b, s_] = (int(ids[b, s_]) * 7 + 3) % V
+    mlm_names = sorted(list(base) + list(head))
+    meta["mlm_tensors"] = json.dumps(mlm_names)
+    for k, v in head.items():
+        out["mlm.param." + k] = v.numpy()
+    out["mlm.labels"] = labels.double().numpy()
+    for w, d in CELLS[:2]:
+        p = {k: v.clone().requires_grad_(True) for k, v in list(base.items()) + list(head.items())}
+        _, _, states = ElasticBert(cfg, p).forward(ids, types, mask, w, d)
+        x = states[-1] @ p["cls.predictions.transform.dense.weight"].T + p["cls.predictions.transform.dense.bias"]
+        x = torch.nn.functional.gelu(x)
+        x = torch.nn.functional.layer_norm(x, (H,), p["cls.predictions.transform.LayerNorm.weight"],
+                                           p["cls.predictions.transform.LayerNorm.bias"], cfg["layer_norm_eps"])
+        scores = x @ p["embeddings.word_embeddings.weight"].T + p["cls.predictions.bias"]
+        loss = torch.nn.functional.cross_entropy(scores.view(-1, V), labels.view(-1), ignore_index=-100)
+        loss.backward()
+        key = f"mlm.w{w:.2f}_d{d:.2f}"
+        out[key + ".loss"] = np.array([loss.item()])
+        out[key + ".stats"] = np.array([stats(n, p[n].grad) for n in mlm_names])
     st.save(out_path, {k: v.astype(np.float64) for k, v in out.items()}, meta)
 
 

@@ -394,6 +394,50 @@ BOOST_AUTO_TEST_CASE(loss_and_every_gradient_match_pytorch) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(mlm_loss_and_every_gradient_match_pytorch) {
+  TrainFixture f;
+  const auto names = nlohmann::json::parse(f.file.metadata().at("mlm_tensors")).get<std::vector<std::string>>();
+  const auto lab = f.file.read<double>("mlm.labels");
+  std::vector<std::int32_t> labels(lab.begin(), lab.end());
+  auto with_head = [&](auto tag) {
+    using T = decltype(tag);
+    const auto src = fixtures::load_model().cast<T>();
+    BertWeights<T> w(src.config(), HeadSpec{true, 3, true});
+    for (auto& s : w.specs()) {
+      if (src.has(s.name)) { std::copy_n(src.tensor(s.name), s.numel(), w.tensor(s.name)); continue; }
+      const auto v = f.file.read<double>("mlm.param." + s.name);
+      BOOST_REQUIRE_EQUAL(v.size(), s.numel());
+      std::copy(v.begin(), v.end(), w.tensor(s.name));
+    }
+    return TrainableBert<T>(w);
+  };
+  auto run = [&](auto& m, const SubNetwork& net) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(m.params().buffer().data())>>;
+    TrainCache<T> c;
+    m.zero_grad();
+    m.forward(f.batch.inputs(), net, c, {}, false);
+    std::vector<T> d_last;
+    const T loss = m.mlm_loss(c, labels.data(), d_last);
+    std::vector<const T*> ds(c.states.size(), nullptr);
+    ds.back() = d_last.data();
+    m.backward(c, nullptr, ds);
+    return static_cast<double>(loss);
+  };
+  auto md = with_head(double{});
+  auto mf = with_head(float{});
+  for (auto [w, d] : {std::pair{1.0, 1.0}, {0.5, 0.75}}) {
+    char key[64];
+    std::snprintf(key, sizeof key, "mlm.w%.2f_d%.2f", w, d);
+    const auto net = SubNetwork::dynabert(md.config(), w, d);
+    const double want = f.file.read<double>(std::string(key) + ".loss")[0];
+    const auto stats = f.file.read<double>(std::string(key) + ".stats");
+    BOOST_TEST(std::abs(run(md, net) - want) < 1e-10 * (1 + want), key << " loss");
+    check_stats(md.grads(), stats, names, 1e-8, std::string(key) + " (double)");
+    BOOST_TEST(std::abs(run(mf, net) - want) < 1e-4 * (1 + want), key << " float loss");
+    check_stats(mf.grads(), stats, names, 1e-4, std::string(key) + " (float)");
+  }
+}
+
 BOOST_AUTO_TEST_CASE(one_adamw_step_matches_the_reference) {
   TrainFixture f;
   TrainableBert<double> m(fixture_model<double>(false));
