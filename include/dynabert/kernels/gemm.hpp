@@ -12,7 +12,9 @@
 // weight stream from memory is sequential for the hardware prefetcher.
 //
 // Blocking follows BLIS: one packed B micro-panel (kKC x kNR, 96 KB) is read from L2 by every
-// row sliver of A, A is packed per block into kMR-row slivers, C is done kMChunk rows at a time
+// row sliver of A. A is read in place by the register tile (kMR broadcast streams) unless its
+// row stride is a multiple of 4 KB or it is transposed; then it is packed per block into
+// kMR-row slivers. C is done kMChunk rows at a time
 // over all of K (so C's rows stay in cache between K blocks), a kMR x kNR register tile accumulates in SIMD registers, and the
 // epilogue (alpha, bias, activation, residual) is applied in registers at the last K block.
 // Threads split the panels, or the rows when there are many (M >= DYNABERT_GEMM_MSPLIT).
@@ -30,6 +32,9 @@
 
 #ifndef DYNABERT_GEMM_KC
 #define DYNABERT_GEMM_KC 768
+#endif
+#ifndef DYNABERT_GEMM_DIRECT
+#define DYNABERT_GEMM_DIRECT 1
 #endif
 #ifndef DYNABERT_GEMM_MSPLIT
 #define DYNABERT_GEMM_MSPLIT 384
@@ -173,10 +178,10 @@ inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool tr
 }
 
 /// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc, then the epilogue if `ep`.
-template <int MR>
+template <int MR, bool kDirect = false>
 inline void micro_kernel(int kc, const float* __restrict a, const float* __restrict b,
                          float* __restrict c, long ldc, int n_valid, bool accumulate,
-                         const Epilogue* ep, long row0, long col0, const float* prefetch) {
+                         const Epilogue* ep, long row0, long col0, const float* prefetch, long lda = 0) {
   using B = simd::Batch;
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
@@ -195,7 +200,7 @@ inline void micro_kernel(int kc, const float* __restrict a, const float* __restr
     for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const B ai(a[k * MR + i]);
+      const B ai(kDirect ? a[i * lda + k] : a[k * MR + i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
@@ -244,14 +249,20 @@ inline void micro_kernel(int kc, const float* __restrict a, const float* __restr
 }
 
 using MicroKernel = void (*)(int, const float*, const float*, float*, long, int, bool,
-                             const Epilogue*, long, long, const float*);
+                             const Epilogue*, long, long, const float*, long);
 
 template <int... I>
 constexpr auto make_kernel_table(std::integer_sequence<int, I...>) {
-  return std::array<MicroKernel, sizeof...(I)>{&micro_kernel<I + 1>...};
+  return std::array<MicroKernel, sizeof...(I)>{&micro_kernel<I + 1, false>...};
+}
+template <int... I>
+constexpr auto make_direct_table(std::integer_sequence<int, I...>) {
+  return std::array<MicroKernel, sizeof...(I)>{&micro_kernel<I + 1, true>...};
 }
 /// micro_kernel<mr> for mr = 1..kMR (tail tiles use the exact row count, wasting no FMA).
 inline constexpr auto kKernels = make_kernel_table(std::make_integer_sequence<int, GemmShape::kMR>{});
+/// The same kernels reading A in place (row-major, leading dimension lda): no packing.
+inline constexpr auto kDirectKernels = make_direct_table(std::make_integer_sequence<int, GemmShape::kMR>{});
 
 /// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K.
 inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
@@ -277,8 +288,11 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
     const bool first = pc == 0, last = pc + kc == k;
     for (int ic = 0; ic < M; ic += MC) {
       const int mc = std::min(MC, M - ic);
+      // A is read in place when its rows do not alias in L1 (a stride that is a multiple of 4 KB
+      // would put all MR rows in one cache set); else packed into slivers.
+      const bool direct = DYNABERT_GEMM_DIRECT && !a_trans && (lda * 4) % 4096 != 0;
       if (a_trans) pack_a(scratch, a + pc * lda + ic, lda, mc, kc, true);
-      else pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
+      else if (!direct) pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
       for (int p = p0; p < p1; ++p) {
         const float* bp = B.micro_panel(pc, p);
         const float* next = p + 1 < p1 ? B.micro_panel(pc, p + 1) : nullptr;
@@ -286,9 +300,13 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
         const int nv = std::min(kNR, n - col0);
         for (int i0 = 0; i0 < mc; i0 += MR) {
           const int mr = std::min(MR, mc - i0);
-          kKernels[mr - 1](kc, scratch + static_cast<long>(i0) * kc, bp,
-                           c + (ic + i0) * ldc + col0, ldc, nv, !first || ep.accumulate, last ? &ep : nullptr,
-                           ic + i0, col0, i0 == 0 ? next : nullptr);
+          if (direct)
+            kDirectKernels[mr - 1](kc, a + (ic + i0) * lda + pc, bp, c + (ic + i0) * ldc + col0, ldc, nv,
+                                   !first || ep.accumulate, last ? &ep : nullptr, ic + i0, col0, i0 == 0 ? next : nullptr,
+                                   lda);
+          else
+            kKernels[mr - 1](kc, scratch + static_cast<long>(i0) * kc, bp, c + (ic + i0) * ldc + col0, ldc, nv,
+                             !first || ep.accumulate, last ? &ep : nullptr, ic + i0, col0, i0 == 0 ? next : nullptr, 0);
         }
       }
     }

@@ -96,9 +96,9 @@ class EncoderLayer {
                  Activation::kNone, T(1), gs, threads);
     layernorm_rows(ws.h1.data(), ws.tmp.data(), ln1_g_.data(), ln1_b_.data(), M, threads);
     // 4. FFN: GELU(h1 W1^T + b1) W2^T + b2 + h1, then LayerNorm
-    ffn_in_.forward(ws.ffn.data(), I_, ws.h1.data(), H_, M, call.neurons, H_, ffn_in_b_.data(), nullptr, 0,
+    ffn_in_.forward(ws.ffn.data(), ws.ffn_ld, ws.h1.data(), H_, M, call.neurons, H_, ffn_in_b_.data(), nullptr, 0,
                     act_, T(1), gs, threads);
-    ffn_out_.forward(ws.tmp.data(), H_, ws.ffn.data(), I_, M, H_, call.neurons, ffn_out_b_.data(),
+    ffn_out_.forward(ws.tmp.data(), H_, ws.ffn.data(), ws.ffn_ld, M, H_, call.neurons, ffn_out_b_.data(),
                      ws.h1.data(), H_, Activation::kNone, T(1), gs, threads);
     layernorm_rows(ws.hidden.data(), ws.tmp.data(), ln2_g_.data(), ln2_b_.data(), M, threads);
   }

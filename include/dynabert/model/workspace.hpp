@@ -35,7 +35,11 @@ class Workspace {
     h1.resize(T_ * H);
     ctx.resize(T_ * H);
     qkv.resize(T_ * 3 * H);
-    ffn.resize(T_ * static_cast<std::size_t>(c.max_layer_intermediate()));
+    // FFN rows padded by 16 floats when their stride would be a multiple of 4 KB: the GEMM reads
+    // A in place, and rows 4 KB apart would all fall into one L1 cache set.
+    ffn_ld = c.max_layer_intermediate();
+    if ((ffn_ld * sizeof(T)) % 4096 == 0) ffn_ld += 16;
+    ffn.resize(T_ * static_cast<std::size_t>(ffn_ld));
     pooled.resize(static_cast<std::size_t>(lim.max_batch) * H);
     mask_bias.resize(T_);
     key_end.resize(static_cast<std::size_t>(lim.max_batch));
@@ -64,6 +68,7 @@ class Workspace {
   bool packed = false;         ///< the current call packs its tokens (seq_off valid)
   AlignedBuffer<T> gemm_scratch, attn_scratch;
   std::size_t gemm_stride = 0, attn_stride = 0;
+  long ffn_ld = 0;  ///< row stride of `ffn`
 
  private:
   WorkspaceLimits lim_;
