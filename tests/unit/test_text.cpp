@@ -122,10 +122,12 @@ std::string error_of(F&& f) {
 }
 bool has(const std::string& s, const std::string& p) { return s.find(p) != std::string::npos; }
 
-struct RealSentiment {
+/// Runs a test only when scripts/fetch-data.sh has fetched `what` into .data/`path`.
+struct Fetched {
+  std::string path, what;
   boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
-    boost::test_tools::assertion_result r(std::filesystem::exists(std::string(DYNABERT_SOURCE_DIR) + "/.data/sentiment"));
-    r.message() << "run scripts/fetch-data.sh sentiment";
+    boost::test_tools::assertion_result r(std::filesystem::exists(std::string(DYNABERT_SOURCE_DIR) + "/.data/" + path));
+    r.message() << "run scripts/fetch-data.sh " << what;
     return r;
   }
 };
@@ -177,7 +179,7 @@ BOOST_AUTO_TEST_CASE(splits_are_seeded_and_cover_everything) {
   BOOST_TEST(ds[1].label == 0);
 }
 
-BOOST_AUTO_TEST_CASE(real_sentiment_and_brown_files, *boost::unit_test::precondition(RealSentiment())) {
+BOOST_AUTO_TEST_CASE(real_sentiment_and_brown_files, *boost::unit_test::precondition(Fetched{"sentiment", "sentiment"})) {
   const std::string d = std::string(DYNABERT_SOURCE_DIR) + "/.data";
   for (const char* f : {"amazon", "imdb", "yelp"}) {
     const auto s = read_sentiment_json(d + "/sentiment/package/test/fixtures/" + f + ".json");
@@ -194,15 +196,6 @@ BOOST_AUTO_TEST_CASE(real_sentiment_and_brown_files, *boost::unit_test::precondi
 // ---- mail cleaning (text/mail.hpp) ----
 #include <dynabert/text/mail.hpp>
 
-namespace {
-struct RealSpam {
-  boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
-    boost::test_tools::assertion_result r(std::filesystem::exists(std::string(DYNABERT_SOURCE_DIR) + "/.data/spam/package/data"));
-    r.message() << "run scripts/fetch-data.sh spam";
-    return r;
-  }
-};
-}  // namespace
 
 BOOST_AUTO_TEST_CASE(mail_transfer_encodings_and_headers) {
   BOOST_TEST(decode_base64("aGVs\nbG8gd29y bGQ=") == "hello world");
@@ -276,7 +269,7 @@ BOOST_AUTO_TEST_CASE(mime_multipart_mail_is_cleaned) {
              "unterminated");
 }
 
-BOOST_AUTO_TEST_CASE(real_spam_assassin_corpus, *boost::unit_test::precondition(RealSpam())) {
+BOOST_AUTO_TEST_CASE(real_spam_assassin_corpus, *boost::unit_test::precondition(Fetched{"spam/package/data", "spam"})) {
   SpamAssassinStats st;
   const auto mails = read_spam_assassin(std::string(DYNABERT_SOURCE_DIR) + "/.data/spam/package/data", &st);
   BOOST_TEST(st.files == 6046u);

@@ -18,6 +18,7 @@
 //                     subject and no readable part are skipped (counted in the stats).
 #pragma once
 #include <iconv.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <cctype>
@@ -59,33 +60,24 @@ inline std::string_view trim(std::string_view s) {
   return s;
 }
 
+/// utf8proc's decoder decides validity (overlongs, surrogates and > U+10FFFF are invalid).
 inline bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) { ++i; continue; }
-    const int n = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
-    if (n < 0 || i + static_cast<std::size_t>(n) >= s.size()) return false;
-    for (int k = 1; k <= n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    const auto c1 = static_cast<unsigned char>(s[i + 1]);
-    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))
-      return false;  // overlongs, surrogates, beyond U+10FFFF
-    i += static_cast<std::size_t>(n) + 1;
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
+  while (left > 0) {
+    utf8proc_int32_t cp;
+    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
+    if (n <= 0) return false;
+    p += n;
+    left -= n;
   }
   return true;
 }
 
 inline void append_utf8(std::string& o, std::uint32_t cp) {
-  if (cp < 0x80) o += static_cast<char>(cp);
-  else if (cp < 0x800) { o += static_cast<char>(0xC0 | (cp >> 6)); o += static_cast<char>(0x80 | (cp & 0x3F)); }
-  else if (cp < 0x10000) {
-    o += static_cast<char>(0xE0 | (cp >> 12)); o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    o += static_cast<char>(0xF0 | (cp >> 18)); o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)); o += static_cast<char>(0x80 | (cp & 0x3F));
-  }
+  utf8proc_uint8_t buf[4];
+  o.append(reinterpret_cast<const char*>(buf),
+           static_cast<std::size_t>(utf8proc_encode_char(static_cast<utf8proc_int32_t>(cp), buf)));
 }
 
 inline std::string latin1_to_utf8(std::string_view s) {
@@ -248,13 +240,14 @@ inline std::string html_to_text(std::string_view h) {
   std::string o;
   o.reserve(h.size());
   std::size_t i = 0;
-  auto skip_to_close = [&](const char* tag) {  // after <script ...>: skip to </script>
-    const std::string close = std::string("</") + tag;
-    const std::string low = lower(h.substr(i));
-    const auto p = low.find(close);
-    if (p == std::string::npos) { i = h.size(); return; }
-    const auto gt = h.find('>', i + p);
-    i = gt == std::string_view::npos ? h.size() : gt + 1;
+  auto skip_to_close = [&](const std::string& tag) {  // after <script ...>: past </script ...>
+    for (auto p = h.find("</", i); p != std::string_view::npos; p = h.find("</", p + 2))
+      if (lower(h.substr(p + 2, tag.size())) == tag) {
+        const auto gt = h.find('>', p);
+        i = gt == std::string_view::npos ? h.size() : gt + 1;
+        return;
+      }
+    i = h.size();
   };
   while (i < h.size()) {
     const char c = h[i];
@@ -275,7 +268,7 @@ inline std::string html_to_text(std::string_view h) {
       const std::string name = lower(h.substr(n, ne - n));
       const bool closing = h[i + 1] == '/';
       i = gt + 1;
-      if (!closing && (name == "script" || name == "style" || name == "head")) { skip_to_close(name.c_str()); continue; }
+      if (!closing && (name == "script" || name == "style" || name == "head")) { skip_to_close(name); continue; }
       static const std::unordered_set<std::string> block = {"br", "p", "div", "tr", "li", "table", "h1", "h2", "h3",
                                                             "h4", "h5", "h6", "ul", "ol", "hr", "title", "td", "blockquote"};
       o += block.count(name) ? '\n' : ' ';
