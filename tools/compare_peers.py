@@ -2,9 +2,9 @@
 """Side-by-side speed of dynabert, PyTorch and ONNX Runtime on the DynaBERT grid, written to docs/performance.md.
 
     /usr/bin/python3 tools/compare_peers.py --bench build/release/bench/dynabert_bench \
-        [--batches 1 8] [--threads 1 2] [--out docs/performance.md]
+        [--batches 1 8] [--threads 1 2] [--rounds 3] [--out docs/performance.md]
 
-Both run in the same invocation on the same machine: BERT-base dimensions, sequence length 128,
+All run in the same invocation on the same machine: BERT-base dimensions, sequence length 128,
 random weights, widths 1/.75/.5/.25 x depths 1/.75/.5. dynabert: bench/bench_model.cpp (median of
 5 repetitions). PyTorch (Debian's torch): plain functional BERT over contiguous per-cell weight
 slices (the best case for PyTorch: a compact sub-network, no slicing at call time), under
@@ -13,8 +13,10 @@ OPENBLAS_NUM_THREADS is set with torch.set_num_threads, and OMP_WAIT_POLICY=pass
 its OpenMP threads spin against OpenBLAS's). ONNX Runtime (onnxruntime-node, installed by
 `scripts/fetch-data.sh onnxruntime`): each cell exported as its own compact model from the same
 PyTorch BERT with torch.onnx (opset 14), run with all graph optimisations, intra-op threads = the
-thread count, sequential execution, median of repeated calls (tools/ort_bench.js). % of peak
-uses the FMA peak measured by the same dynabert_bench run (BM_PeakFma).
+thread count, sequential execution, median of repeated calls (tools/ort_bench.js). dynabert and
+ORT, whose times are close, alternate in --rounds rounds and each reports the median over rounds,
+with the number of rounds dynabert was ahead; PyTorch is measured once. % of peak uses the FMA
+peak measured by the same dynabert_bench runs (BM_PeakFma).
 """
 import argparse
 import datetime
@@ -23,6 +25,7 @@ import math
 import os
 import platform
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -153,26 +156,32 @@ def onnx_export_worker(width, depth, path):
                           opset_version=14, do_constant_folding=True)
 
 
-def run_ort(batches, threads, reps):
-    """ONNX Runtime at every cell (each cell exported, timed, deleted)."""
-    import tempfile
+def export_ort_cells(d):
+    """Exports every cell as its own ONNX model into directory d; returns {(width, depth): path}."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     if not os.path.exists(os.path.join(root, ".data", "onnxruntime", "node_modules", "onnxruntime-node")):
         sys.exit("compare_peers: run scripts/fetch-data.sh onnxruntime first (or pass --no-ort)")
+    paths = {}
+    for w in WIDTHS:
+        for dd in DEPTHS:
+            path = os.path.join(d, f"cell-{w:g}-{dd:g}.onnx")
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--onnx-export", str(w), str(dd), path],
+                           check=True, capture_output=True, text=True)
+            paths[(w, dd)] = path
+    return paths
+
+
+def run_ort(paths, batches, threads, reps):
+    """One round of ONNX Runtime at every exported cell."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     res, version = [], "?"
-    with tempfile.TemporaryDirectory() as d:
-        for w in WIDTHS:
-            for dd in DEPTHS:
-                path = os.path.join(d, "cell.onnx")
-                subprocess.run([sys.executable, os.path.abspath(__file__), "--onnx-export", str(w), str(dd), path],
-                               check=True, capture_output=True, text=True)
-                out = subprocess.run(["node", os.path.join(root, "tools", "ort_bench.js"), path,
-                                      json.dumps({"batches": batches, "threads": threads, "reps": reps})],
-                                     check=True, capture_output=True, text=True)
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                version = r["version"]
-                res += [dict(x, width=w, depth=dd) for x in r["results"]]
-                os.remove(path)
+    for (w, dd), path in paths.items():
+        out = subprocess.run(["node", os.path.join(root, "tools", "ort_bench.js"), path,
+                              json.dumps({"batches": batches, "threads": threads, "reps": reps})],
+                             check=True, capture_output=True, text=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        version = r["version"]
+        res += [dict(x, width=w, depth=dd) for x in r["results"]]
     return version, res
 
 
@@ -245,6 +254,7 @@ def main():
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating dynabert / ONNX Runtime rounds")
     ap.add_argument("--out", default="docs/performance.md")
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--torch-worker", type=int)
@@ -256,7 +266,6 @@ def main():
         return onnx_export_worker(float(a.onnx_export[0]), float(a.onnx_export[1]), a.onnx_export[2])
 
     t0 = time.time()
-    ctx, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads)
     tor, torch_version, blas = [], "?", "?"
     for t in a.threads:
         r = run_torch(t, a.batches, a.reps)
@@ -265,12 +274,33 @@ def main():
         blas = f"{r['blas']}, max error of a 64x256x768 product vs float64 {r['blas_err']:.1e}"
     key = lambda r: (r["batch"], r["threads"], r["width"], r["depth"])
     tmap = {key(r): r["ms"] for r in tor}
-    ort_version, ort = ("not run", []) if a.no_ort else run_ort(a.batches, a.threads, a.reps)
+    # dynabert and ONNX Runtime, the close pair, are measured in alternating rounds so that both see
+    # the same spells of load on this shared machine; each figure is the median over the rounds.
+    dyn_rounds, ort_rounds, peak_rounds, ort_version = [], [], [], "not run"
+    with tempfile.TemporaryDirectory() as d:
+        paths = {} if a.no_ort else export_ort_cells(d)
+        for rnd in range(a.rounds):
+            print(f"round {rnd + 1}/{a.rounds}: dynabert", file=sys.stderr, flush=True)
+            ctx, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads)
+            dyn_rounds.append({key(r): r["ms"] for r in dyn})
+            peak_rounds.append(peaks)
+            if paths:
+                print(f"round {rnd + 1}/{a.rounds}: ONNX Runtime", file=sys.stderr, flush=True)
+                ort_version, ort = run_ort(paths, a.batches, a.threads, a.reps)
+                ort_rounds.append({key(r): r["ms"] for r in ort})
+    med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+    peaks = {t: med([p[t] for p in peak_rounds]) for t in peak_rounds[0]}
+    dyn = [{"batch": k[0], "threads": k[1], "width": k[2], "depth": k[3], "ms": med([r[k] for r in dyn_rounds])}
+           for k in dyn_rounds[0]]
+    ort = [{"batch": k[0], "threads": k[1], "width": k[2], "depth": k[3], "ms": med([r[k] for r in ort_rounds])}
+           for k in (ort_rounds[0] if ort_rounds else {})]
     omap = {key(r): r["ms"] for r in ort}
+    # rounds in which dynabert was faster than ONNX Runtime, per combination
+    won = {k: sum(dr[k] < orr[k] for dr, orr in zip(dyn_rounds, ort_rounds)) for k in (ort_rounds[0] if ort_rounds else {})}
 
     lines = []
     cmd = "/usr/bin/python3 tools/compare_peers.py --bench " + a.bench + " --batches " + " ".join(map(str, a.batches)) + \
-          " --threads " + " ".join(map(str, a.threads))
+          " --threads " + " ".join(map(str, a.threads)) + f" --rounds {a.rounds}"
     lines += ["<!-- generated by tools/compare_peers.py: do not edit the tables by hand -->",
               "## Whole model: dynabert vs PyTorch and ONNX Runtime, same run", "",
               f"Command: `{cmd}` (after `cmake --preset release && cmake --build build/release --target dynabert_bench`)", "",
@@ -278,15 +308,19 @@ def main():
               + ", ".join(f"{v:.0f} GFLOP/s on {k} thread{'s' if k > 1 else ''}" for k, v in sorted(peaks.items())) + ".",
               f"Date {datetime.date.today()}; PyTorch {torch_version} (Debian) on {blas}; "
               f"ONNX Runtime {ort_version} (onnxruntime-node, CPU); run took {time.time() - t0:.0f} s.", "",
-              "BERT-base dimensions, sequence length 128, random weights. Times are medians (dynabert: median of 5 "
-              "Google Benchmark repetitions; PyTorch: median of repeated calls). GFLOP counts the encoder's "
-              "multiply-adds x 2. Speed-up = peer ms / dynabert ms (above 1: dynabert is faster).", ""]
+              "BERT-base dimensions, sequence length 128, random weights. dynabert and ONNX Runtime are measured "
+              f"in {a.rounds} alternating rounds (all dynabert cells, then all ORT cells, and again), so that both "
+              "meet the same spells of load on this shared machine; their times are the medians over the rounds of "
+              "each round's median (dynabert: 5 Google Benchmark repetitions; ORT: repeated calls). PyTorch, far "
+              "behind, is measured once (median of repeated calls). GFLOP counts the encoder's multiply-adds x 2. "
+              "Speed-up = peer ms / dynabert ms (above 1: dynabert is faster). \"rounds ahead\": in how many rounds "
+              "dynabert was faster than ORT.", ""]
     verdict = []
     for batch in a.batches:
         for t in a.threads:
             lines += [f"### batch {batch}, {t} thread{'s' if t > 1 else ''}", "",
-                      "| width | depth | GFLOP | dynabert ms | GFLOP/s | % of peak | PyTorch ms | vs PyTorch | ORT ms | vs ORT |",
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| width | depth | GFLOP | dynabert ms | GFLOP/s | % of peak | PyTorch ms | vs PyTorch | ORT ms | vs ORT | rounds ahead |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for w in WIDTHS:
                 for d in DEPTHS:
                     dm = next(r["ms"] for r in dyn if key(r) == (batch, t, w, d))
@@ -295,7 +329,8 @@ def main():
                     rate = gf / dm * 1e3
                     om = omap.get((batch, t, w, d), float("nan"))
                     lines.append(f"| {w:g} | {d:g} | {gf:.2f} | {dm:.1f} | {rate:.0f} | {rate / peaks[t] * 100:.0f} % | "
-                                 f"{tm:.1f} | {tm / dm:.2f}x | {om:.1f} | {om / dm:.2f}x |")
+                                 f"{tm:.1f} | {tm / dm:.2f}x | {om:.1f} | {om / dm:.2f}x | "
+                                 f"{won.get((batch, t, w, d), 0)}/{len(ort_rounds)} |")
                     verdict.append((batch, t, w, d, dm, tm, rate / peaks[t] * 100, om))
             lines.append("")
     slow = [v for v in verdict if v[0] == 1 and v[4] > v[5]]

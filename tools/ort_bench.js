@@ -16,7 +16,7 @@ const ort = require(path.join(__dirname, '..', '.data', 'onnxruntime', 'node_mod
                                  [batch, 128]);
       await session.run({input_ids: ids});  // warm-up
       await session.run({input_ids: ids});
-      const n = batch === 1 ? opt.reps : Math.max(3, Math.floor(opt.reps / 4));
+      const n = batch === 1 ? opt.reps : Math.max(5, Math.floor(opt.reps / 3));
       const ms = [];
       for (let r = 0; r < n; r++) {
         const t0 = process.hrtime.bigint();
