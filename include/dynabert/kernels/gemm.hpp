@@ -39,6 +39,9 @@
 #ifndef DYNABERT_GEMM_DIRECT
 #define DYNABERT_GEMM_DIRECT 1
 #endif
+#ifndef DYNABERT_GEMM_PREFETCH_RESIDUAL
+#define DYNABERT_GEMM_PREFETCH_RESIDUAL 1
+#endif
 #ifndef DYNABERT_GEMM_MSPLIT
 #define DYNABERT_GEMM_MSPLIT 384
 #endif
@@ -191,10 +194,11 @@ inline void micro_kernel(int kc, const float* __restrict a, const float* __restr
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
   // The tile's rows of the residual, read in the epilogue of the last K block, are strided lines
-  // that the hardware prefetcher does not foresee; missing on them cost about 3 % of the residual
-  // products at 1,024 rows. Ask for them now, towards L2, so they arrive while the tile computes.
+  // that the hardware prefetcher does not foresee. Asked for now, towards L2, they arrive while the
+  // tile computes: the residual epilogue went from about 13 % to about 9 % of a 1,024-row product
+  // (BM_GemmEpilogue/epilogue:2 against /epilogue:0; -DDYNABERT_GEMM_PREFETCH_RESIDUAL=0 turns it off).
   // (Prefetching C for writing as well was slower: on this core it pulls the lines into L1.)
-  if (ep && ep->residual)
+  if (DYNABERT_GEMM_PREFETCH_RESIDUAL && ep && ep->residual)
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < n_valid; j += 64 / static_cast<int>(sizeof(float)))
         __builtin_prefetch(ep->residual + (row0 + i) * ep->ld_residual + col0 + j, 0, 2);

@@ -7,13 +7,18 @@
 #include "dynabert/core/simd.hpp"
 #include "dynabert/kernels/reference.hpp"
 
+#ifndef DYNABERT_XSIMD_ERF
+#define DYNABERT_XSIMD_ERF 0
+#endif
+
 namespace dynabert::kernels {
 
 namespace detail {
 /// erf for GELU: odd rational minimax approximation p(x) / q(x) (degrees 13 / 8) on x clipped to
 /// [-4, 4], where erf is 1 to float precision. About 12 FMAs and one division, against xsimd::erf's
-/// two branches, exp and division; in the FFN-in epilogue this took GELU from about 5 % to about
-/// 1.5 % of the product's time. Largest error against std::erf is 3.3e-7 (xsimd::erf: 8.7e-8);
+/// two branches, exp and division; in the FFN-in epilogue GELU went from about 6 % to about 1.5 %
+/// of the product's time (BM_GemmEpilogue/epilogue:1 against /epilogue:0; -DDYNABERT_XSIMD_ERF=1
+/// restores xsimd::erf). Largest error against std::erf is 3.3e-7 (xsimd::erf: 8.7e-8);
 /// tests/unit/test_kernels.cpp checks the bound on a dense sweep. q < 0 everywhere: no poles.
 template <class B>
 inline B fast_erf(B x) {
@@ -39,7 +44,12 @@ template <class B>
 inline B activate(Activation a, const B& x) {
   using xsimd::tanh;
   switch (a) {
-    case Activation::kGeluErf: return x * B(0.5f) * (B(1.0f) + fast_erf(x * B(0.70710678118654752440f)));
+    case Activation::kGeluErf:
+#if DYNABERT_XSIMD_ERF  // the previous GELU, kept to measure against (docs/performance.md)
+      return x * B(0.5f) * (B(1.0f) + xsimd::erf(x * B(0.70710678118654752440f)));
+#else
+      return x * B(0.5f) * (B(1.0f) + fast_erf(x * B(0.70710678118654752440f)));
+#endif
     case Activation::kGeluTanh:
       return B(0.5f) * x * (B(1.0f) + tanh(B(0.79788456080286535588f) * (x + B(0.044715f) * x * x * x)));
     case Activation::kTanh: return tanh(x);
