@@ -200,7 +200,8 @@ BOOST_AUTO_TEST_CASE(fast_erf_error_bound_on_a_dense_sweep) {
       BOOST_TEST(yn[j] == -y[j]);
     }
   }
-  BOOST_TEST(worst < 4e-7);
+  // 3.3e-7 with fused multiply-adds; 4.2e-7 in builds where xsimd::fma is a multiply and an add
+  BOOST_TEST(worst < 5e-7);
   BOOST_TEST(worst > 0.0);  // it is an approximation, not std::erf in disguise
 }
 

@@ -18,7 +18,8 @@ namespace detail {
 /// [-4, 4], where erf is 1 to float precision. About 12 FMAs and one division, against xsimd::erf's
 /// two branches, exp and division; in the FFN-in epilogue GELU went from about 6 % to about 1.5 %
 /// of the product's time (BM_GemmEpilogue/epilogue:1 against /epilogue:0; -DDYNABERT_XSIMD_ERF=1
-/// restores xsimd::erf). Largest error against std::erf is 3.3e-7 (xsimd::erf: 8.7e-8);
+/// restores xsimd::erf). Largest error against std::erf is 3.3e-7 with FMA hardware, 4.2e-7
+/// without (xsimd::erf: 8.7e-8);
 /// tests/unit/test_kernels.cpp checks the bound on a dense sweep. q < 0 everywhere: no poles.
 template <class B>
 inline B fast_erf(B x) {
