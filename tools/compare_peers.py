@@ -24,11 +24,13 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (1.0, 0.75, 0.5)
 H, NH, DH, FF, L, S = 768, 12, 64, 3072, 12, 128
@@ -158,8 +160,7 @@ def onnx_export_worker(width, depth, path):
 
 def export_ort_cells(d):
     """Exports every cell as its own ONNX model into directory d; returns {(width, depth): path}."""
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    if not os.path.exists(os.path.join(root, ".data", "onnxruntime", "node_modules", "onnxruntime-node")):
+    if not os.path.exists(os.path.join(ROOT, ".data", "onnxruntime", "node_modules", "onnxruntime-node")):
         sys.exit("compare_peers: run scripts/fetch-data.sh onnxruntime first (or pass --no-ort)")
     paths = {}
     for w in WIDTHS:
@@ -173,10 +174,9 @@ def export_ort_cells(d):
 
 def run_ort(paths, batches, threads, reps):
     """One round of ONNX Runtime at every exported cell."""
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     res, version = [], "?"
     for (w, dd), path in paths.items():
-        out = subprocess.run(["node", os.path.join(root, "tools", "ort_bench.js"), path,
+        out = subprocess.run(["node", os.path.join(ROOT, "tools", "ort_bench.js"), path,
                               json.dumps({"batches": batches, "threads": threads, "reps": reps})],
                              check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -281,22 +281,17 @@ def main():
         paths = {} if a.no_ort else export_ort_cells(d)
         for rnd in range(a.rounds):
             print(f"round {rnd + 1}/{a.rounds}: dynabert", file=sys.stderr, flush=True)
-            ctx, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads)
+            _, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads)
             dyn_rounds.append({key(r): r["ms"] for r in dyn})
             peak_rounds.append(peaks)
             if paths:
                 print(f"round {rnd + 1}/{a.rounds}: ONNX Runtime", file=sys.stderr, flush=True)
                 ort_version, ort = run_ort(paths, a.batches, a.threads, a.reps)
                 ort_rounds.append({key(r): r["ms"] for r in ort})
-    med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
-    peaks = {t: med([p[t] for p in peak_rounds]) for t in peak_rounds[0]}
-    dyn = [{"batch": k[0], "threads": k[1], "width": k[2], "depth": k[3], "ms": med([r[k] for r in dyn_rounds])}
-           for k in dyn_rounds[0]]
-    ort = [{"batch": k[0], "threads": k[1], "width": k[2], "depth": k[3], "ms": med([r[k] for r in ort_rounds])}
-           for k in (ort_rounds[0] if ort_rounds else {})]
-    omap = {key(r): r["ms"] for r in ort}
+    over_rounds = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in (rounds[0] if rounds else {})}
+    peaks, dmap, omap = over_rounds(peak_rounds), over_rounds(dyn_rounds), over_rounds(ort_rounds)
     # rounds in which dynabert was faster than ONNX Runtime, per combination
-    won = {k: sum(dr[k] < orr[k] for dr, orr in zip(dyn_rounds, ort_rounds)) for k in (ort_rounds[0] if ort_rounds else {})}
+    won = {k: sum(dr[k] < orr[k] for dr, orr in zip(dyn_rounds, ort_rounds)) for k in omap}
 
     lines = []
     cmd = "/usr/bin/python3 tools/compare_peers.py --bench " + a.bench + " --batches " + " ".join(map(str, a.batches)) + \
@@ -323,7 +318,7 @@ def main():
                       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for w in WIDTHS:
                 for d in DEPTHS:
-                    dm = next(r["ms"] for r in dyn if key(r) == (batch, t, w, d))
+                    dm = dmap[(batch, t, w, d)]
                     tm = tmap[(batch, t, w, d)]
                     gf = flops(w, d) * batch / 1e9
                     rate = gf / dm * 1e3
@@ -345,7 +340,7 @@ def main():
     lines += ["### Bars of the deploy-anywhere issue", "",
               "- every cell, batch " + " and ".join(map(str, a.batches)) + ", " + " and ".join(map(str, a.threads))
               + " threads, at least as fast as ONNX Runtime: "
-              + ("met" if ort and not behind else "not measured" if not ort else "NOT met for " + ", ".join(
+              + ("met" if omap and not behind else "not measured" if not omap else "NOT met for " + ", ".join(
                   f"(w {v[2]:g}, d {v[3]:g}, batch {v[0]}, {v[1]}t: {v[4]:.1f} vs {v[7]:.1f} ms)" for v in behind))]
     if 1 in a.threads and 2 in a.threads:
         for batch in a.batches:

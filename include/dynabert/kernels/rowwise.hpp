@@ -19,11 +19,11 @@ namespace detail {
 /// two branches, exp and division; in the FFN-in epilogue GELU went from about 6 % to about 1.5 %
 /// of the product's time (BM_GemmEpilogue/epilogue:1 against /epilogue:0; -DDYNABERT_XSIMD_ERF=1
 /// restores xsimd::erf). Largest error against std::erf is 3.3e-7 with FMA hardware, 4.2e-7
-/// without (xsimd::erf: 8.7e-8);
-/// tests/unit/test_kernels.cpp checks the bound on a dense sweep. q < 0 everywhere: no poles.
+/// without (xsimd::erf: 8.7e-8); tests/unit/test_kernels.cpp checks the bound on a dense sweep.
+/// q < 0 everywhere: no poles.
 template <class B>
 inline B fast_erf(B x) {
-  x = xsimd::min(xsimd::max(x, B(-4.0f)), B(4.0f));
+  x = xsimd::clip(x, B(-4.0f), B(4.0f));
   const B x2 = x * x;
   B p(-2.72614225801306e-10f);
   p = xsimd::fma(p, x2, B(2.77068142495902e-08f));
@@ -40,17 +40,23 @@ inline B fast_erf(B x) {
   return p * x / q;
 }
 
+/// The standard normal CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2 that the erf GELU and its derivative
+/// share.
+template <class B>
+inline B normal_cdf(const B& x) {
+#if DYNABERT_XSIMD_ERF  // the previous erf, kept to measure against (docs/performance.md)
+  return B(0.5f) * (B(1.0f) + xsimd::erf(x * B(0.70710678118654752440f)));
+#else
+  return B(0.5f) * (B(1.0f) + fast_erf(x * B(0.70710678118654752440f)));
+#endif
+}
+
 /// Vector activation on one batch.
 template <class B>
 inline B activate(Activation a, const B& x) {
   using xsimd::tanh;
   switch (a) {
-    case Activation::kGeluErf:
-#if DYNABERT_XSIMD_ERF  // the previous GELU, kept to measure against (docs/performance.md)
-      return x * B(0.5f) * (B(1.0f) + xsimd::erf(x * B(0.70710678118654752440f)));
-#else
-      return x * B(0.5f) * (B(1.0f) + fast_erf(x * B(0.70710678118654752440f)));
-#endif
+    case Activation::kGeluErf: return x * normal_cdf(x);
     case Activation::kGeluTanh:
       return B(0.5f) * x * (B(1.0f) + tanh(B(0.79788456080286535588f) * (x + B(0.044715f) * x * x * x)));
     case Activation::kTanh: return tanh(x);
@@ -62,7 +68,7 @@ inline B activate(Activation a, const B& x) {
 template <class B>
 inline B activation_grad(Activation a, const B& x) {
   if (a == Activation::kGeluErf) {
-    const B cdf = B(0.5f) * (B(1.0f) + fast_erf(x * B(0.70710678118654752440f)));
+    const B cdf = normal_cdf(x);
     const B pdf = xsimd::exp(B(-0.5f) * x * x) * B(0.39894228040143267794f);
     return xsimd::fma(x, pdf, cdf);
   }
