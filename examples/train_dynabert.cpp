@@ -177,9 +177,9 @@ int main(int argc, char** argv) {
       }
     }
     const auto sp = text::split(all.size(), 0.8, 0.1, seed);
-    const auto train_set = text::to_dataset(tok, all, sp.train, max_len);
-    const auto dev_set = text::to_dataset(tok, all, sp.dev, max_len);
-    const auto test_set = text::to_dataset(tok, all, sp.test, max_len);
+    const auto train_set = train::to_dataset(tok, all, sp.train, max_len);
+    const auto dev_set = train::to_dataset(tok, all, sp.dev, max_len);
+    const auto test_set = train::to_dataset(tok, all, sp.test, max_len);
     std::fprintf(stderr, "%s: %zu train, %zu dev, %zu test examples (max %d tokens)\n", task.c_str(), train_set.size(),
                  dev_set.size(), test_set.size(), max_len);
 

@@ -104,6 +104,7 @@ BOOST_AUTO_TEST_CASE(real_vocabulary_hand_checked_ids, *boost::unit_test::precon
 
 // ---- dataset readers and splits -----------------------------------------------------------------
 #include <dynabert/text/datasets.hpp>
+#include <dynabert/train/data.hpp>
 
 namespace {
 struct Tmp {
@@ -173,7 +174,7 @@ BOOST_AUTO_TEST_CASE(splits_are_seeded_and_cover_everything) {
   BOOST_CHECK_THROW(split(10, 0.9, 0.2, 1), InputError);
   auto tok = small();
   const std::vector<LabelledText> data = {{"hello world", "", 1, 0}, {"the cafe", "hello", 0, 0}};
-  const auto ds = to_dataset(tok, data);
+  const auto ds = dynabert::train::to_dataset(tok, data);
   BOOST_TEST(ds[0].ids == I({2, 8, 9, 3}), boost::test_tools::per_element());
   BOOST_TEST(ds[1].types == I({0, 0, 0, 0, 1, 1}), boost::test_tools::per_element());
   BOOST_TEST(ds[1].label == 0);

@@ -12,8 +12,10 @@ namespace dynabert {
 
 inline constexpr std::size_t kAlignment = 64;
 
-/// A fixed-size array of trivially copyable T aligned to kAlignment. Size is set at construction
-/// or by `resize` (which discards contents); never grows by itself.
+/// An array of trivially copyable T aligned to kAlignment. Size is set at construction, by
+/// `resize` (which discards contents) or by `ensure` (grow-only: reallocates only when the new size
+/// exceeds the capacity, so buffers reused across calls stop allocating once they have seen the
+/// largest size); never grows by itself.
 template <class T>
 class AlignedBuffer {
   static_assert(std::is_trivially_copyable_v<T>, "AlignedBuffer holds trivially copyable types");
@@ -25,10 +27,12 @@ class AlignedBuffer {
     if (size_) std::memcpy(data_, o.data_, size_ * sizeof(T));
   }
   AlignedBuffer(AlignedBuffer&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)),
+        capacity_(std::exchange(o.capacity_, 0)) {}
   AlignedBuffer& operator=(AlignedBuffer o) noexcept {
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);
+    std::swap(capacity_, o.capacity_);
     return *this;
   }
   ~AlignedBuffer() { std::free(data_); }
@@ -37,14 +41,23 @@ class AlignedBuffer {
   void resize(std::size_t n, bool zero = false) {
     std::free(data_);
     data_ = nullptr;
-    size_ = 0;
+    size_ = capacity_ = 0;
     if (n == 0) return;
+    if (n > (~std::size_t{0} - kAlignment) / sizeof(T)) throw std::bad_alloc();
     std::size_t bytes = (n * sizeof(T) + kAlignment - 1) / kAlignment * kAlignment;
     data_ = static_cast<T*>(std::aligned_alloc(kAlignment, bytes));
     if (!data_) throw std::bad_alloc();
-    size_ = n;
+    size_ = capacity_ = n;
     if (zero) std::memset(static_cast<void*>(data_), 0, bytes);
   }
+  /// Sets the size to n, reallocating (contents discarded) only when n exceeds the capacity.
+  /// Returns data().
+  T* ensure(std::size_t n) {
+    if (n > capacity_) resize(n);
+    size_ = n;
+    return data_;
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
   void fill_zero() {
     if (size_) std::memset(static_cast<void*>(data_), 0, size_ * sizeof(T));
   }
@@ -62,7 +75,7 @@ class AlignedBuffer {
 
  private:
   T* data_ = nullptr;
-  std::size_t size_ = 0;
+  std::size_t size_ = 0, capacity_ = 0;
 };
 
 /// Rounds n up to a multiple of m.

@@ -14,7 +14,6 @@
 
 #include "dynabert/io/safetensors.hpp"
 #include "dynabert/io/json.hpp"
-#include "dynabert/model/config.hpp"
 
 namespace dynabert::io {
 
@@ -66,12 +65,6 @@ class CheckpointReader {
   }
   /// Metadata of the first file.
   const std::map<std::string, std::string>& metadata() const { return files_.front()->metadata(); }
-
-  /// config.json of the folder (FormatError when absent).
-  BertConfig config() const {
-    DYNABERT_REQUIRE(!dir_.empty(), FormatError, "checkpoint opened from a single file has no config.json");
-    return BertConfig::from_file((std::filesystem::path(dir_) / "config.json").string());
-  }
 
  private:
   void add_file(const std::string& f) {

@@ -70,7 +70,9 @@ inline constexpr int kNR = GemmShape::kNR;
 
 /// What happens to a finished tile: y = act(alpha * acc + bias) + residual. Residual must not
 /// alias the output. With `accumulate`, the product is added to what C holds (C += A B^T; for the
-/// training gradients), which requires alpha == 1 and no activation.
+/// training gradients), which requires alpha == 1 and no activation. With `pre_activation`, the
+/// value before the activation (alpha * acc + bias) is also stored there (training keeps it for
+/// the activation's backward).
 struct Epilogue {
   const float* bias = nullptr;
   const float* residual = nullptr;
@@ -78,6 +80,10 @@ struct Epilogue {
   Activation act = Activation::kNone;
   float alpha = 1.0f;
   bool accumulate = false;
+  float* pre_activation = nullptr;
+  long ld_pre_activation = 0;
+  /// Anything to do after the product is stored?
+  bool trivial() const { return !bias && !residual && act == Activation::kNone && alpha == 1.0f && !pre_activation; }
 };
 
 /// A packed right-hand side (non-owning): logical W of n x k in the layout above.
@@ -185,23 +191,15 @@ inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool tr
   }
 }
 
-/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc, then the epilogue if `ep`.
-template <int MR, bool kDirect = false>
-inline void micro_kernel(int kc, const float* __restrict a, const float* __restrict b,
-                         float* __restrict c, long ldc, int n_valid, bool accumulate,
-                         const Epilogue* ep, long row0, long col0, const float* prefetch, long lda = 0) {
+/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc. A is a packed sliver (element
+/// (i, k) at a[k * MR + i]) or, with kDirect, read in place (a[i * lda + k]). Only the first
+/// n_valid columns of C are written.
+template <int MR, bool kDirect>
+inline void micro_kernel(int kc, const float* __restrict a, long lda, const float* __restrict b, float* __restrict c,
+                         long ldc, int n_valid, bool accumulate, const float* prefetch) {
   using B = simd::Batch;
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
-  // The tile's rows of the residual, read in the epilogue of the last K block, are strided lines
-  // that the hardware prefetcher does not foresee. Asked for now, towards L2, they arrive while the
-  // tile computes: the residual epilogue went from about 13 % to about 9 % of a 1,024-row product
-  // (BM_GemmEpilogue/epilogue:2 against /epilogue:0; -DDYNABERT_GEMM_PREFETCH_RESIDUAL=0 turns it off).
-  // (Prefetching C for writing as well was slower: on this core it pulls the lines into L1.)
-  if (DYNABERT_GEMM_PREFETCH_RESIDUAL && ep && ep->residual)
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < n_valid; j += 64 / static_cast<int>(sizeof(float)))
-        __builtin_prefetch(ep->residual + (row0 + i) * ep->ld_residual + col0 + j, 0, 2);
   B acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
@@ -222,92 +220,91 @@ inline void micro_kernel(int kc, const float* __restrict a, const float* __restr
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
   }
+  if (n_valid == kNR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        float* p = c + i * ldc + v * L;
+        (accumulate ? acc[i][v] + B::load_unaligned(p) : acc[i][v]).store_unaligned(p);
+      }
+    return;
+  }
   alignas(64) float tmp[kNR];
   for (int i = 0; i < MR; ++i) {
     float* crow = c + i * ldc;
-    const bool full = n_valid == kNR;
-    if (!full) {
-      for (int v = 0; v < NV; ++v) acc[i][v].store_aligned(tmp + v * L);
-      if (accumulate)
-        for (int j = 0; j < n_valid; ++j) tmp[j] += crow[j];
-    }
-    for (int v = 0; v < NV; ++v) {
-      B r = full ? acc[i][v] : B::load_aligned(tmp + v * L);
-      if (full && accumulate) r += B::load_unaligned(crow + v * L);
-      if (ep) {
-        if (ep->alpha != 1.0f) r *= B(ep->alpha);
-        if (ep->bias) {
-          if (full) r += B::load_unaligned(ep->bias + col0 + v * L);
-          else {
-            alignas(64) float bt[L];
-            for (int j = 0; j < L; ++j) {
-              const int col = v * L + j;
-              bt[j] = col < n_valid ? ep->bias[col0 + col] : 0.0f;
-            }
-            r += B::load_aligned(bt);
-          }
-        }
-        r = kernels::detail::activate(ep->act, r);
-        if (ep->residual) {
-          const float* rr = ep->residual + (row0 + i) * ep->ld_residual + col0 + v * L;
-          if (full) r += B::load_unaligned(rr);
-          else {
-            alignas(64) float rt[L];
-            for (int j = 0; j < L; ++j) rt[j] = (v * L + j) < n_valid ? rr[j] : 0.0f;
-            r += B::load_aligned(rt);
-          }
-        }
-      }
-      if (full) r.store_unaligned(crow + v * L);
-      else r.store_aligned(tmp + v * L);
-    }
-    if (!full) std::memcpy(crow, tmp, sizeof(float) * n_valid);
+    for (int v = 0; v < NV; ++v) acc[i][v].store_aligned(tmp + v * L);
+    if (accumulate)
+      for (int j = 0; j < n_valid; ++j) crow[j] = tmp[j] + crow[j];
+    else
+      std::memcpy(crow, tmp, sizeof(float) * n_valid);
   }
 }
 
-using MicroKernel = void (*)(int, const float*, const float*, float*, long, int, bool,
-                             const Epilogue*, long, long, const float*, long);
+/// The epilogue on a finished tile of C (rows x cols at row0, col0 of the whole product): read
+/// back from L1 once, in SIMD (a partial last vector goes through a padded copy, so every column
+/// gets the same arithmetic).
+template <int = 0>
+inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, long col0, const Epilogue& ep) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  for (int i = 0; i < rows; ++i) {
+    float* crow = c + i * ldc;
+    const float* res = ep.residual ? ep.residual + (row0 + i) * ep.ld_residual + col0 : nullptr;
+    float* pre = ep.pre_activation ? ep.pre_activation + (row0 + i) * ep.ld_pre_activation + col0 : nullptr;
+    const float* bias = ep.bias ? ep.bias + col0 : nullptr;
+    auto one = [&](float* dst, const float* bsrc, const float* rsrc, float* psrc) {
+      B r = B::load_unaligned(dst);
+      if (ep.alpha != 1.0f) r *= B(ep.alpha);
+      if (bsrc) r += B::load_unaligned(bsrc);
+      if (psrc) r.store_unaligned(psrc);
+      r = kernels::detail::activate(ep.act, r);
+      if (rsrc) r += B::load_unaligned(rsrc);
+      r.store_unaligned(dst);
+    };
+    int j = 0;
+    for (; j + L <= cols; j += L) one(crow + j, bias ? bias + j : nullptr, res ? res + j : nullptr, pre ? pre + j : nullptr);
+    if (j < cols) {
+      const int n = cols - j;
+      alignas(64) float t[L] = {}, tb[L] = {}, tr[L] = {}, tp[L];
+      std::memcpy(t, crow + j, sizeof(float) * n);
+      if (bias) std::memcpy(tb, bias + j, sizeof(float) * n);
+      if (res) std::memcpy(tr, res + j, sizeof(float) * n);
+      one(t, bias ? tb : nullptr, res ? tr : nullptr, pre ? tp : nullptr);
+      std::memcpy(crow + j, t, sizeof(float) * n);
+      if (pre) std::memcpy(pre + j, tp, sizeof(float) * n);
+    }
+  }
+}
 
-template <int... I>
-constexpr auto make_kernel_table(std::integer_sequence<int, I...>) {
-  return std::array<MicroKernel, sizeof...(I)>{&micro_kernel<I + 1, false>...};
+using MicroKernel = void (*)(int, const float*, long, const float*, float*, long, int, bool, const float*);
+
+template <bool kDirect, int... I>
+constexpr std::array<MicroKernel, sizeof...(I)> make_kernel_table(std::integer_sequence<int, I...>) {
+  return {&micro_kernel<I + 1, kDirect>...};
 }
-template <int... I>
-constexpr auto make_direct_table(std::integer_sequence<int, I...>) {
-  return std::array<MicroKernel, sizeof...(I)>{&micro_kernel<I + 1, true>...};
+/// micro_kernel<mr> for mr = 1..kMR (tail tiles use the exact row count, wasting no FMA). A
+/// function template, so that the kernels are compiled only by programs that multiply.
+template <bool kDirect>
+inline MicroKernel micro_kernel_for(int mr) {
+  static constexpr auto table = make_kernel_table<kDirect>(std::make_integer_sequence<int, GemmShape::kMR>{});
+  return table[mr - 1];
 }
-/// micro_kernel<mr> for mr = 1..kMR (tail tiles use the exact row count, wasting no FMA).
-inline constexpr auto kKernels = make_kernel_table(std::make_integer_sequence<int, GemmShape::kMR>{});
-/// The same kernels reading A in place (row-major, leading dimension lda): no packing.
-inline constexpr auto kDirectKernels = make_direct_table(std::make_integer_sequence<int, GemmShape::kMR>{});
 
 /// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K.
-inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
-                        int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans);
-
-/// Rows [m0, m0 + M) at a time: C's rows of one chunk stay in cache across the K blocks.
-inline void gemm_panels_chunked(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
-                                int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
-  constexpr int kChunk = GemmShape::kMChunk;
-  for (int m0 = 0; m0 < M; m0 += kChunk) {
-    Epilogue e = ep;
-    if (e.residual) e.residual += static_cast<long>(m0) * e.ld_residual;
-    gemm_panels(c + static_cast<long>(m0) * ldc, ldc, a_trans ? a + m0 : a + static_cast<long>(m0) * lda, lda,
-                std::min(kChunk, M - m0), B, n, k, e, scratch, p0, p1, a_trans);
-  }
-}
-
-inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B,
-                        int n, int k, const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
+template <int = 0>
+inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n, int k,
+                        const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
   constexpr int MR = GemmShape::kMR, KC = GemmShape::kKC, MC = GemmShape::kMC;
+  // A is read in place when its rows do not alias in L1 (a stride that is a multiple of 4 KB
+  // would put all MR rows in one cache set); else packed into slivers.
+  const bool direct = DYNABERT_GEMM_DIRECT && !a_trans && (lda * 4) % 4096 != 0;
+  const bool epilogue = !ep.trivial();
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = std::min(KC, k - pc);
     const bool first = pc == 0, last = pc + kc == k;
     for (int ic = 0; ic < M; ic += MC) {
       const int mc = std::min(MC, M - ic);
-      // A is read in place when its rows do not alias in L1 (a stride that is a multiple of 4 KB
-      // would put all MR rows in one cache set); else packed into slivers.
-      const bool direct = DYNABERT_GEMM_DIRECT && !a_trans && (lda * 4) % 4096 != 0;
       if (a_trans) pack_a(scratch, a + pc * lda + ic, lda, mc, kc, true);
       else if (!direct) pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
       for (int p = p0; p < p1; ++p) {
@@ -317,16 +314,41 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
         const int nv = std::min(kNR, n - col0);
         for (int i0 = 0; i0 < mc; i0 += MR) {
           const int mr = std::min(MR, mc - i0);
+          float* ctile = c + (ic + i0) * ldc + col0;
+          // The tile's rows of the residual, read by the epilogue, are strided lines that the
+          // hardware prefetcher does not foresee. Asked for now, towards L2, they arrive while the
+          // tile computes: the residual epilogue went from about 13 % to about 9 % of a 1,024-row
+          // product (BM_GemmEpilogue/epilogue:2 against /epilogue:0;
+          // -DDYNABERT_GEMM_PREFETCH_RESIDUAL=0 turns it off). (Prefetching C for writing as well
+          // was slower: on this core it pulls the lines into L1.)
+          if (DYNABERT_GEMM_PREFETCH_RESIDUAL && last && ep.residual)
+            for (int i = 0; i < mr; ++i)
+              for (int j = 0; j < nv; j += 64 / static_cast<int>(sizeof(float)))
+                __builtin_prefetch(ep.residual + (ic + i0 + i) * ep.ld_residual + col0 + j, 0, 2);
+          const float* pf = i0 == 0 ? next : nullptr;
           if (direct)
-            kDirectKernels[mr - 1](kc, a + (ic + i0) * lda + pc, bp, c + (ic + i0) * ldc + col0, ldc, nv,
-                                   !first || ep.accumulate, last ? &ep : nullptr, ic + i0, col0, i0 == 0 ? next : nullptr,
-                                   lda);
+            micro_kernel_for<true>(mr)(kc, a + (ic + i0) * lda + pc, lda, bp, ctile, ldc, nv, !first || ep.accumulate, pf);
           else
-            kKernels[mr - 1](kc, scratch + static_cast<long>(i0) * kc, bp, c + (ic + i0) * ldc + col0, ldc, nv,
-                             !first || ep.accumulate, last ? &ep : nullptr, ic + i0, col0, i0 == 0 ? next : nullptr, 0);
+            micro_kernel_for<false>(mr)(kc, scratch + static_cast<long>(i0) * kc, 0, bp, ctile, ldc, nv,
+                                        !first || ep.accumulate, pf);
+          if (last && epilogue) apply_epilogue(ctile, ldc, mr, nv, ic + i0, col0, ep);
         }
       }
     }
+  }
+}
+
+/// Rows [m0, m0 + M) at a time: C's rows of one chunk stay in cache across the K blocks.
+template <int = 0>
+inline void gemm_panels_chunked(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n, int k,
+                                const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
+  constexpr int kChunk = GemmShape::kMChunk;
+  for (int m0 = 0; m0 < M; m0 += kChunk) {
+    Epilogue e = ep;
+    if (e.residual) e.residual += static_cast<long>(m0) * e.ld_residual;
+    if (e.pre_activation) e.pre_activation += static_cast<long>(m0) * e.ld_pre_activation;
+    gemm_panels(c + static_cast<long>(m0) * ldc, ldc, a_trans ? a + m0 : a + static_cast<long>(m0) * lda, lda,
+                std::min(kChunk, M - m0), B, n, k, e, scratch, p0, p1, a_trans);
   }
 }
 
@@ -335,6 +357,8 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
 /// C[M, n] = epilogue(A[M, k] * W[:n, :k]^T) with W packed in `B` (n <= B.n, k <= B.k).
 /// `scratch` holds threads.count() * gemm_scratch_floats() floats. Threads split the panels.
 /// With `a_trans`, `a` holds A^T ([k, M], row stride lda).
+/// A function template (instantiated by programs that call it, not by including the header).
+template <int = 0>
 inline void gemm(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n,
                  int k, const Epilogue& ep, float* scratch, const Threads& threads = Threads(),
                  bool a_trans = false) {
@@ -348,6 +372,7 @@ inline void gemm(float* c, long ldc, const float* a, long lda, int M, const Pack
     for (int m = 0; m < M; ++m)
       for (int j = 0; j < n; ++j) {
         float r = ep.bias ? ep.bias[j] : 0.0f;
+        if (ep.pre_activation) ep.pre_activation[m * ep.ld_pre_activation + j] = r;
         r = reference::activate(ep.act, r);
         if (ep.residual) r += ep.residual[m * ep.ld_residual + j];
         c[m * ldc + j] = ep.accumulate ? c[m * ldc + j] + r : r;
@@ -364,6 +389,7 @@ inline void gemm(float* c, long ldc, const float* a, long lda, int M, const Pack
       if (m1 <= m0) return;
       Epilogue e = ep;
       if (e.residual) e.residual += m0 * e.ld_residual;
+      if (e.pre_activation) e.pre_activation += m0 * e.ld_pre_activation;
       detail::gemm_panels_chunked(c + m0 * ldc, ldc, a_trans ? a + m0 : a + m0 * lda, lda, static_cast<int>(m1 - m0), B, n,
                                   k, e, scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(), 0, panels,
                                   a_trans);

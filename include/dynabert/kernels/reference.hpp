@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstddef>
 
-#include "dynabert/model/config.hpp"
+#include "dynabert/kernels/activation.hpp"
 
 namespace dynabert::kernels::reference {
 
@@ -107,6 +107,83 @@ void softmax_row(T* p, int n, T scale, const T* bias = nullptr) {
     sum += p[j];
   }
   for (int j = 0; j < n; ++j) p[j] /= sum;
+}
+
+}  // namespace dynabert::kernels::reference
+
+// ---- twins of the training row kernels (rowwise.hpp, dropout.hpp) ---------------------------------
+namespace dynabert::kernels::reference {
+
+/// y = LayerNorm(x) * gamma + beta, also storing xhat = (x - mean) * rstd and rstd (the backward's
+/// inputs). y may equal x.
+template <class T>
+void layernorm_row_cached(T* y, T* xhat, T* rstd, const T* x, const T* gamma, const T* beta, int H, double eps) {
+  T mean, inv;
+  layernorm_stats(x, H, eps, mean, inv);
+  *rstd = inv;
+  for (int i = 0; i < H; ++i) {
+    const T xh = (x[i] - mean) * inv;
+    xhat[i] = xh;
+    y[i] = xh * gamma[i] + beta[i];
+  }
+}
+
+/// LayerNorm backward of one row: dx += rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with
+/// dxhat = dy gamma; dgamma += dy xhat, dbeta += dy (either may be null).
+template <class T>
+void layernorm_backward_row(T* dx, const T* dy, const T* xhat, T rstd, const T* gamma, T* dgamma, T* dbeta, int H) {
+  T s1 = 0, s2 = 0;
+  for (int i = 0; i < H; ++i) {
+    const T dxh = dy[i] * gamma[i];
+    s1 += dxh;
+    s2 += dxh * xhat[i];
+  }
+  s1 /= T(H);
+  s2 /= T(H);
+  for (int i = 0; i < H; ++i) {
+    dx[i] += rstd * (dy[i] * gamma[i] - s1 - xhat[i] * s2);
+    if (dgamma) dgamma[i] += dy[i] * xhat[i];
+    if (dbeta) dbeta[i] += dy[i];
+  }
+}
+
+/// Softmax backward of one row, in place: d <- p (d - <d, p>) * scale (scale: the factor that
+/// multiplied the scores before the softmax).
+template <class T>
+void softmax_backward_row(T* d, const T* p, int n, T scale) {
+  T dot = 0;
+  for (int j = 0; j < n; ++j) dot += d[j] * p[j];
+  for (int j = 0; j < n; ++j) d[j] = p[j] * (d[j] - dot) * scale;
+}
+
+/// db[j] += sum over m < M of dy[m * ld + j], j < n.
+template <class T>
+void add_column_sums(T* db, const T* dy, long M, int n, long ld) {
+  for (long m = 0; m < M; ++m)
+    for (int j = 0; j < n; ++j) db[j] += dy[m * ld + j];
+}
+
+/// Plain products of a linear layer's backward: dx[M, k] += dy[M, n] W[:n, :k] and
+/// dW[:n, :k] += dy^T x (W and dW with row stride ldw, dW may be null).
+template <class T>
+void linear_backward_input(T* dx, long lddx, const T* dy, long lddy, const T* w, long ldw, long M, int n, int k) {
+  for (long m = 0; m < M; ++m)
+    for (int i = 0; i < n; ++i) {
+      const T d = dy[m * lddy + i];
+      const T* wr = w + i * ldw;
+      T* out = dx + m * lddx;
+      for (int j = 0; j < k; ++j) out[j] += d * wr[j];
+    }
+}
+template <class T>
+void linear_backward_weight(T* dw, long lddw, const T* dy, long lddy, const T* x, long ldx, long M, int n, int k) {
+  for (long m = 0; m < M; ++m)
+    for (int i = 0; i < n; ++i) {
+      const T d = dy[m * lddy + i];
+      const T* xr = x + m * ldx;
+      T* out = dw + i * lddw;
+      for (int j = 0; j < k; ++j) out[j] += d * xr[j];
+    }
 }
 
 }  // namespace dynabert::kernels::reference

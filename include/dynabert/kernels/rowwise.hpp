@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 
 #include "dynabert/core/simd.hpp"
 #include "dynabert/kernels/reference.hpp"
@@ -85,12 +86,21 @@ inline B activation_grad(Activation a, const B& x) {
 }
 }  // namespace detail
 
+// The element-wise kernels below give every element the same SIMD arithmetic: a partial last
+// vector goes through a padded copy. So a value's bits do not depend on where a caller splits an
+// array (between threads, rows or calls).
+
 /// out[i] = act(x[i]) for i < n (out may equal x).
 inline void activation(float* out, const float* x, std::size_t n, Activation act) {
   using B = simd::Batch;
   std::size_t i = 0;
   for (; i + B::size <= n; i += B::size) detail::activate(act, B::load_unaligned(x + i)).store_unaligned(out + i);
-  for (; i < n; ++i) out[i] = reference::activate(act, x[i]);
+  if (i < n) {
+    alignas(64) float t[B::size] = {};
+    std::memcpy(t, x + i, sizeof(float) * (n - i));
+    detail::activate(act, B::load_aligned(t)).store_aligned(t);
+    std::memcpy(out + i, t, sizeof(float) * (n - i));
+  }
 }
 
 /// d[i] *= act'(x[i]) for i < n (the activation's backward).
@@ -99,26 +109,31 @@ inline void activation_backward(float* d, const float* x, std::size_t n, Activat
   std::size_t i = 0;
   for (; i + B::size <= n; i += B::size)
     (B::load_unaligned(d + i) * detail::activation_grad(act, B::load_unaligned(x + i))).store_unaligned(d + i);
-  for (; i < n; ++i) d[i] *= reference::activation_grad(act, x[i]);
+  if (i < n) {
+    alignas(64) float td[B::size] = {}, tx[B::size] = {};
+    std::memcpy(td, d + i, sizeof(float) * (n - i));
+    std::memcpy(tx, x + i, sizeof(float) * (n - i));
+    (B::load_aligned(td) * detail::activation_grad(act, B::load_aligned(tx))).store_aligned(td);
+    std::memcpy(d + i, td, sizeof(float) * (n - i));
+  }
 }
-
 
 /// In place: x[i] = act(x[i]) for i < n.
 inline void activation(float* x, std::size_t n, Activation act) {
-  using B = simd::Batch;
   if (act == Activation::kNone) return;
-  std::size_t i = 0;
-  for (; i + B::size <= n; i += B::size)
-    detail::activate(act, B::load_unaligned(x + i)).store_unaligned(x + i);
-  for (; i < n; ++i) x[i] = reference::activate(act, x[i]);
+  activation(x, x, n, act);
 }
 
-/// y = LayerNorm(x) * gamma + beta over one row of H floats (y may equal x). Two-pass (mean, then
-/// centred variance) like PyTorch, accumulated in float lanes.
-inline void layernorm_row(float* y, const float* x, const float* gamma, const float* beta, int H,
-                          double eps) {
+namespace detail {
+/// LayerNorm of one row: two-pass (mean, then centred variance) like PyTorch, accumulated in float
+/// lanes. kH > 0 fixes the row length at compile time (the loops then have constant trip counts);
+/// with kCache, xhat and rstd are stored for the backward. y is bitwise the same either way.
+template <int kH, bool kCache>
+inline void layernorm_row(float* y, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta,
+                          int H_, double eps) {
   using B = simd::Batch;
   constexpr int W = static_cast<int>(B::size);
+  const int H = kH > 0 ? kH : H_;
   B s(0.0f);
   int i = 0;
   for (; i + W <= H; i += W) s += B::load_unaligned(x + i);
@@ -135,12 +150,128 @@ inline void layernorm_row(float* y, const float* x, const float* gamma, const fl
   for (; i < H; ++i) var += (x[i] - mean) * (x[i] - mean);
   var /= static_cast<float>(H);
   const float inv = 1.0f / std::sqrt(var + static_cast<float>(eps));
+  if (kCache) *rstd = inv;
   const B bi(inv);
   for (i = 0; i + W <= H; i += W) {
     B r = (B::load_unaligned(x + i) - bm) * bi;
+    if (kCache) r.store_unaligned(xhat + i);
     xsimd::fma(r, B::load_unaligned(gamma + i), B::load_unaligned(beta + i)).store_unaligned(y + i);
   }
-  for (; i < H; ++i) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+  for (; i < H; ++i) {
+    const float r = (x[i] - mean) * inv;
+    if (kCache) xhat[i] = r;
+    y[i] = r * gamma[i] + beta[i];
+  }
+}
+}  // namespace detail
+
+/// y = LayerNorm(x) * gamma + beta over one row of H floats (y may equal x). kH > 0: H fixed at
+/// compile time (must equal H).
+template <int kH = 0>
+inline void layernorm_row(float* y, const float* x, const float* gamma, const float* beta, int H, double eps) {
+  detail::layernorm_row<kH, false>(y, nullptr, nullptr, x, gamma, beta, H, eps);
+}
+
+/// The same, also storing xhat = (x - mean) * rstd and rstd for the backward (y bitwise equal to
+/// layernorm_row's).
+template <int kH = 0>
+inline void layernorm_row_cached(float* y, float* xhat, float* rstd, const float* x, const float* gamma,
+                                 const float* beta, int H, double eps) {
+  detail::layernorm_row<kH, true>(y, xhat, rstd, x, gamma, beta, H, eps);
+}
+
+/// LayerNorm backward of one row (twin: reference::layernorm_backward_row): dx += rstd (dxhat -
+/// mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma; dgamma += dy xhat and dbeta += dy when
+/// not null.
+inline void layernorm_backward_row(float* dx, const float* dy, const float* xhat, float rstd, const float* gamma,
+                                   float* dgamma, float* dbeta, int H) {
+  using B = simd::Batch;
+  constexpr int W = static_cast<int>(B::size);
+  B a(0.0f), b(0.0f);
+  int i = 0;
+  for (; i + W <= H; i += W) {
+    const B dxh = B::load_unaligned(dy + i) * B::load_unaligned(gamma + i);
+    a += dxh;
+    b = xsimd::fma(dxh, B::load_unaligned(xhat + i), b);
+  }
+  float s1 = simd::reduce_add(a), s2 = simd::reduce_add(b);
+  for (; i < H; ++i) {
+    const float dxh = dy[i] * gamma[i];
+    s1 += dxh;
+    s2 += dxh * xhat[i];
+  }
+  s1 /= static_cast<float>(H);
+  s2 /= static_cast<float>(H);
+  const B bs1(s1), bs2(s2), br(rstd);
+  for (i = 0; i + W <= H; i += W) {
+    const B d = B::load_unaligned(dy + i), xh = B::load_unaligned(xhat + i);
+    const B dxh = d * B::load_unaligned(gamma + i);
+    (B::load_unaligned(dx + i) + br * (dxh - bs1 - xh * bs2)).store_unaligned(dx + i);
+    if (dgamma) xsimd::fma(d, xh, B::load_unaligned(dgamma + i)).store_unaligned(dgamma + i);
+    if (dbeta) (B::load_unaligned(dbeta + i) + d).store_unaligned(dbeta + i);
+  }
+  for (; i < H; ++i) {
+    dx[i] += rstd * (dy[i] * gamma[i] - s1 - xhat[i] * s2);
+    if (dgamma) dgamma[i] += dy[i] * xhat[i];
+    if (dbeta) dbeta[i] += dy[i];
+  }
+}
+
+/// Softmax backward of one row, in place (twin: reference::softmax_backward_row):
+/// d <- p (d - <d, p>) * scale.
+inline void softmax_backward_row(float* d, const float* p, int n, float scale) {
+  using B = simd::Batch;
+  constexpr int W = static_cast<int>(B::size);
+  B acc(0.0f);
+  int j = 0;
+  for (; j + W <= n; j += W) acc = xsimd::fma(B::load_unaligned(d + j), B::load_unaligned(p + j), acc);
+  float dot = simd::reduce_add(acc);
+  for (; j < n; ++j) dot += d[j] * p[j];
+  const B bd(dot), bs(scale);
+  for (j = 0; j + W <= n; j += W)
+    (B::load_unaligned(p + j) * (B::load_unaligned(d + j) - bd) * bs).store_unaligned(d + j);
+  for (; j < n; ++j) d[j] = p[j] * (d[j] - dot) * scale;
+}
+
+/// db[j] += sum over m < M of dy[m * ld + j], j < n (twin: reference::add_column_sums); rows are
+/// added in order, so the result does not depend on how callers split columns.
+inline void add_column_sums(float* db, const float* dy, long M, int n, long ld) {
+  using B = simd::Batch;
+  constexpr int W = static_cast<int>(B::size);
+  int j = 0;
+  for (; j + 4 * W <= n; j += 4 * W) {
+    B a0 = B::load_unaligned(db + j), a1 = B::load_unaligned(db + j + W), a2 = B::load_unaligned(db + j + 2 * W),
+      a3 = B::load_unaligned(db + j + 3 * W);
+    for (long m = 0; m < M; ++m) {
+      const float* r = dy + m * ld + j;
+      a0 += B::load_unaligned(r);
+      a1 += B::load_unaligned(r + W);
+      a2 += B::load_unaligned(r + 2 * W);
+      a3 += B::load_unaligned(r + 3 * W);
+    }
+    a0.store_unaligned(db + j);
+    a1.store_unaligned(db + j + W);
+    a2.store_unaligned(db + j + 2 * W);
+    a3.store_unaligned(db + j + 3 * W);
+  }
+  for (; j + W <= n; j += W) {
+    B a = B::load_unaligned(db + j);
+    for (long m = 0; m < M; ++m) a += B::load_unaligned(dy + m * ld + j);
+    a.store_unaligned(db + j);
+  }
+  for (; j < n; ++j) {
+    float a = db[j];
+    for (long m = 0; m < M; ++m) a += dy[m * ld + j];
+    db[j] = a;
+  }
+}
+
+/// y[i] += x[i] for i < n.
+inline void add(float* y, const float* x, std::size_t n) {
+  using B = simd::Batch;
+  std::size_t i = 0;
+  for (; i + B::size <= n; i += B::size) (B::load_unaligned(y + i) + B::load_unaligned(x + i)).store_unaligned(y + i);
+  for (; i < n; ++i) y[i] += x[i];
 }
 
 /// In place over one row of n scores: p = softmax(scale * p + bias); bias (additive mask) may be

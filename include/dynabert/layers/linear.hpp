@@ -1,6 +1,15 @@
-// Linear<T>: one weight matrix prepared for y = act(alpha * x W^T + b) + residual at any active
-// prefix width. For float it is packed once into elastic panels (kernels/gemm.hpp); for other
-// scalar types it keeps a plain [N, K] copy and runs the reference loops.
+// Linear<T>: one weight matrix W [n, k] (PyTorch Linear: out x in) prepared for the three products
+// of a linear layer at any active prefix (n' <= n outputs, k' <= k inputs):
+//   forward          y = act(alpha x W[:n', :k']^T + b) + residual        (x W^T)
+//   backward_input   dx += dy W[:n', :k']                                  (dy W)
+//   linear_backward_weight (a free function)  dW[:n', :k'] += dy^T x, db += sum dy   (dy^T x)
+// For float the weight is packed into elastic panels (kernels/gemm.hpp) once for serving, and in
+// training again whenever the parameters change, by the same GEMM the forward uses; `backward`
+// packs W^T as well, so that dy W runs on the packed kernel too. For other scalar types (double
+// for gradient checks and oracles) the reference loops read the parameters in place, so nothing
+// can go stale.
+// pack_fused_qkv() builds the attention's fused Q/K/V weight with rows interleaved per head
+// ([q_h | k_h | v_h] for h = 0, 1, ...), so that the first h heads are a row prefix.
 #pragma once
 #include <cstring>
 #include <type_traits>
@@ -8,60 +17,197 @@
 #include "dynabert/core/aligned.hpp"
 #include "dynabert/core/parallel.hpp"
 #include "dynabert/kernels/gemm.hpp"
+#include "dynabert/kernels/ops.hpp"
 #include "dynabert/kernels/reference.hpp"
+#include "dynabert/layers/context.hpp"
 
 namespace dynabert::layers {
+
+/// The epilogue of a linear layer in the model's scalar type (see kernels::Epilogue).
+template <class T>
+struct LinearEpilogue {
+  const T* bias = nullptr;
+  const T* residual = nullptr;
+  long ld_residual = 0;
+  Activation act = Activation::kNone;
+  T alpha = T(1);
+  T* pre_activation = nullptr;  ///< also store alpha x W^T + b here (training)
+  long ld_pre_activation = 0;
+};
 
 template <class T>
 class Linear {
  public:
   Linear() = default;
-  /// Prepares W [n, k] (row stride ldw).
-  Linear(const T* w, int n, int k, long ldw) : n_(n), k_(k) {
-    if constexpr (std::is_same_v<T, float>) {
-      packed_ = kernels::PackedWeight(w, n, k, ldw);
-    } else {
-      plain_.resize(static_cast<std::size_t>(n) * k);
-      for (int i = 0; i < n; ++i) std::memcpy(plain_.data() + static_cast<long>(i) * k, w + i * ldw, sizeof(T) * k);
-    }
-  }
   int n() const { return n_; }
   int k() const { return k_; }
-  std::size_t bytes() const {
-    if constexpr (std::is_same_v<T, float>) return packed_.bytes();
-    else return plain_.size() * sizeof(T);
+  /// Bytes of prepared weights (both orientations when packed for training; 0 when read in place).
+  std::size_t bytes() const { return sizeof(T) * (fwd_.size() + bwd_.size() + bias_.size()); }
+
+  /// Prepares W [n, k] (row stride ldw); with `backward`, also W^T for dy W. The reference path
+  /// (T other than float) reads W in place: it must stay alive and unmoved.
+  void pack(const T* w, int n, int k, long ldw, bool backward) {
+    n_ = n;
+    k_ = k;
+    w_ = w;
+    ldw_ = ldw;
+    fused_ = false;
+    if constexpr (ops::kFast<T>) {
+      fwd_view_ = kernels::pack_nk(fwd_.ensure(kernels::packed_size(n, k)), w, n, k, ldw);
+      if (backward) bwd_view_ = kernels::pack_kn(bwd_.ensure(kernels::packed_size(k, n)), w, n, k, ldw);
+    } else {
+      (void)backward;
+    }
   }
 
-  /// y[M, n] = act(alpha * x[M, k] W[:n, :k]^T + bias) + residual. `scratch` is the workspace's
-  /// per-thread GEMM scratch (unused for non-float T).
-  void forward(T* y, long ldy, const T* x, long ldx, int M, int n, int k, const T* bias,
-               const T* residual, long ldr, Activation act, T alpha, T* scratch,
-               const Threads& threads) const {
-    if constexpr (std::is_same_v<T, float>) {
-      kernels::Epilogue ep{bias, residual, ldr, act, alpha};
-      kernels::gemm(y, ldy, x, ldx, M, packed_.view(), n, k, ep, scratch, threads);
+  /// The fused Q/K/V weight and bias of `heads` heads of size dh over H inputs, rows interleaved
+  /// per head. The bias is applied by forward() (its epilogue's bias must be null).
+  void pack_fused_qkv(const T* q, const T* k, const T* v, const T* qb, const T* kb, const T* vb, int heads, int dh, int H,
+                      bool backward) {
+    n_ = 3 * heads * dh;
+    k_ = H;
+    fused_ = true;
+    q_[0] = q; q_[1] = k; q_[2] = v;
+    qb_[0] = qb; qb_[1] = kb; qb_[2] = vb;
+    dh_ = dh;
+    if constexpr (ops::kFast<T>) {
+      fwd_view_ = kernels::detail::pack(fwd_.ensure(kernels::packed_size(n_, H)), n_, H,
+                                        [&](float* d, int j0, int jn, int pc, int kc) {
+                                          for (int j = 0; j < jn; ++j) {
+                                            const float* src = row(j0 + j) + pc;
+                                            for (int kk = 0; kk < kc; ++kk) d[kk * kernels::kNR + j] = src[kk];
+                                          }
+                                        });
+      if (backward)  // W^T: logical [H, 3a], element (j, r) = W[r][j]
+        bwd_view_ = kernels::detail::pack(bwd_.ensure(kernels::packed_size(H, n_)), H, n_,
+                                          [&](float* d, int j0, int jn, int pc, int kc) {
+                                            for (int kk = 0; kk < kc; ++kk)
+                                              std::memcpy(d + kk * kernels::kNR, row(pc + kk) + j0, sizeof(float) * jn);
+                                          });
+      T* b = bias_.ensure(static_cast<std::size_t>(n_));
+      for (int r = 0; r < n_; ++r) b[r] = fused_bias(r);
     } else {
-      (void)scratch;
-      threads.for_chunks(M, [&](int, long lo, long hi) {
-        kernels::reference::linear(y + lo * ldy, ldy, x + lo * ldx, ldx, plain_.data(), k_,
-                                   static_cast<int>(hi - lo), n, k, bias,
-                                   residual ? residual + lo * ldr : nullptr, ldr, act, alpha);
+      (void)backward;
+    }
+  }
+  /// Forgets the source views (after packing, for serving; float only).
+  void forget_source() {
+    static_assert(ops::kFast<T>, "the reference path reads its weights in place");
+    w_ = nullptr;
+    q_[0] = q_[1] = q_[2] = nullptr;
+    qb_[0] = qb_[1] = qb_[2] = nullptr;
+  }
+
+  /// y[M, n] = epilogue(x[M, k] W[:n, :k]^T).
+  void forward(T* y, long ldy, const T* x, long ldx, int M, int n, int k, const LinearEpilogue<T>& ep,
+               const Compute& c) const {
+    DYNABERT_REQUIRE(n >= 0 && n <= n_ && k >= 0 && k <= k_, InputError, "linear: active ", n, "x", k, " exceeds ", n_,
+                     "x", k_);
+    if constexpr (ops::kFast<T>) {
+      kernels::Epilogue e;
+      e.bias = fused_ ? bias_.data() : ep.bias;
+      e.residual = ep.residual;
+      e.ld_residual = ep.ld_residual;
+      e.act = ep.act;
+      e.alpha = ep.alpha;
+      e.pre_activation = ep.pre_activation;
+      e.ld_pre_activation = ep.ld_pre_activation;
+      kernels::gemm(y, ldy, x, ldx, M, fwd_view_, n, k, e, c.gemm_scratch, c.th());
+    } else {
+      c.th().for_chunks(M, [&](int, long lo, long hi) {
+        for (long m = lo; m < hi; ++m)
+          for (int j = 0; j < n; ++j) {
+            const T* w = row(j);
+            T acc = 0;
+            for (int i = 0; i < k; ++i) acc += x[m * ldx + i] * w[i];
+            acc *= ep.alpha;
+            if (fused_) acc += fused_bias(j);
+            else if (ep.bias) acc += ep.bias[j];
+            if (ep.pre_activation) ep.pre_activation[m * ep.ld_pre_activation + j] = acc;
+            acc = kernels::reference::activate(ep.act, acc);
+            if (ep.residual) acc += ep.residual[m * ep.ld_residual + j];
+            y[m * ldy + j] = acc;
+          }
       });
     }
   }
 
+  /// dx[M, k] += dy[M, n] W[:n, :k] (needs pack(..., backward = true) for float).
+  void backward_input(T* dx, long lddx, const T* dy, long lddy, int M, int n, int k, const Compute& c) const {
+    if (M <= 0 || n <= 0 || k <= 0) return;
+    if constexpr (ops::kFast<T>) {
+      DYNABERT_REQUIRE(bwd_view_.data != nullptr, InputError, "linear: backward without a backward packing");
+      kernels::Epilogue acc;
+      acc.accumulate = true;
+      kernels::gemm(dx, lddx, dy, lddy, M, bwd_view_, k, n, acc, c.gemm_scratch, c.th());
+    } else {
+      (void)c;
+      for (long m = 0; m < M; ++m)
+        for (int j = 0; j < n; ++j) {
+          const T d = dy[m * lddy + j];
+          const T* w = row(j);
+          T* out = dx + m * lddx;
+          for (int i = 0; i < k; ++i) out[i] += d * w[i];
+        }
+    }
+  }
+
  private:
+  /// Row r of W (fused: the interleaved row of Q, K or V).
+  const T* row(int r) const {
+    if (!fused_) return w_ + r * ldw_;
+    const int h = r / (3 * dh_), part = (r / dh_) % 3, i = r % dh_;
+    return q_[part] + (static_cast<long>(h) * dh_ + i) * k_;
+  }
+  T fused_bias(int r) const {
+    const int h = r / (3 * dh_), part = (r / dh_) % 3, i = r % dh_;
+    return qb_[part][h * dh_ + i];
+  }
+
   int n_ = 0, k_ = 0;
-  kernels::PackedWeight packed_;
-  AlignedBuffer<T> plain_;
+  const T* w_ = nullptr;
+  long ldw_ = 0;
+  bool fused_ = false;
+  const T* q_[3] = {nullptr, nullptr, nullptr};
+  const T* qb_[3] = {nullptr, nullptr, nullptr};
+  int dh_ = 0;
+  AlignedBuffer<T> fwd_, bwd_, bias_;
+  kernels::PackedView fwd_view_, bwd_view_;
 };
 
-/// A copy of a small parameter vector (bias, LayerNorm).
+/// dW[:n, :k] += dy[M, n]^T x[M, k] (row stride lddw), and db[:n] += column sums of dy when db is
+/// not null. The reduction over M runs in a fixed order: results do not depend on the threads.
 template <class T>
-AlignedBuffer<T> copy_vector(const T* src, std::size_t n) {
-  AlignedBuffer<T> b(n);
-  std::memcpy(b.data(), src, n * sizeof(T));
-  return b;
+void linear_backward_weight(T* dw, long lddw, T* db, const T* dy, long lddy, const T* x, long ldx, int M, int n, int k,
+                            const Compute& c) {
+  if (M <= 0 || n <= 0) return;
+  if constexpr (ops::kFast<T>) {
+    if (k > 0) {
+      // dW = A B'^T with A = dy^T (read transposed) and B' = x^T, packed now
+      const auto B = kernels::pack_kn(c.train->pack.ensure(kernels::packed_size(k, M)), x, M, k, ldx);
+      kernels::Epilogue acc;
+      acc.accumulate = true;
+      kernels::gemm(dw, lddw, dy, lddy, n, B, k, M, acc, c.gemm_scratch, c.th(), /*a_trans=*/true);
+    }
+  } else {
+    if (k > 0) kernels::reference::linear_backward_weight(dw, lddw, dy, lddy, x, ldx, M, n, k);
+  }
+  if (db) {
+    // column sums in fixed chunks of rows; partial sums added in chunk order
+    const long chunks = (M + kReduceChunk - 1) / kReduceChunk;
+    if (chunks == 1) {
+      ops::add_column_sums(db, dy, M, n, lddy);
+      return;
+    }
+    T* part = c.train->partials<T>(static_cast<std::size_t>(chunks) * n);
+    c.th().for_each(chunks, [&](long ch, int) {
+      T* p = part + ch * n;
+      std::fill(p, p + n, T(0));
+      const long m0 = ch * kReduceChunk, m1 = std::min<long>(M, m0 + kReduceChunk);
+      ops::add_column_sums(p, dy + m0 * lddy, m1 - m0, n, lddy);
+    });
+    for (long ch = 0; ch < chunks; ++ch) ops::add(db, part + ch * n, static_cast<std::size_t>(n));
+  }
 }
 
 }  // namespace dynabert::layers

@@ -1,5 +1,5 @@
-// BertConfig: the run-time architecture read from (and written to) Hugging Face config.json, and
-// the compile-time dimension policies (StaticDims / DynamicDims) that layers are templated on.
+// BertConfig: the run-time architecture read from (and written to) Hugging Face config.json. The
+// compile-time dimension policies (StaticDims / DynamicDims) are in layers/dims.hpp.
 #pragma once
 #include <algorithm>
 #include <fstream>
@@ -12,20 +12,10 @@
 
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/json.hpp"
+#include "dynabert/kernels/activation.hpp"
+#include "dynabert/layers/dims.hpp"
 
 namespace dynabert {
-
-/// Activation of the feed-forward block (config.json `hidden_act`).
-enum class Activation { kNone, kGeluErf, kGeluTanh, kTanh };
-
-inline const char* to_string(Activation a) {
-  switch (a) {
-    case Activation::kGeluErf: return "gelu";
-    case Activation::kGeluTanh: return "gelu_new";
-    case Activation::kTanh: return "tanh";
-    default: return "none";
-  }
-}
 
 /// Architecture of a BERT encoder (the fields of Hugging Face's BertConfig that matter here).
 struct BertConfig {
@@ -228,46 +218,5 @@ struct BertConfig {
   /// BERT-base (uncased) dimensions.
   static BertConfig bert_base() { return BertConfig{}; }
 };
-
-/// Compile-time dimensions: layers instantiated with StaticDims get constant trip counts (the
-/// compiler unrolls the head loops) and the model checks config.json against them at load.
-template <int Hidden, int Heads, int Intermediate>
-struct StaticDims {
-  static constexpr bool kStatic = true;
-  static constexpr int kHidden = Hidden;
-  static constexpr int kHeads = Heads;
-  static constexpr int kHeadDim = Hidden / Heads;
-  static constexpr int kIntermediate = Intermediate;
-  static_assert(Hidden % Heads == 0, "hidden size must be a multiple of the head count");
-  explicit StaticDims(const BertConfig& c) {
-    DYNABERT_REQUIRE(c.hidden_size == Hidden && c.num_attention_heads == Heads &&
-                         c.intermediate_size == Intermediate,
-                     FormatError, "model compiled for hidden ", Hidden, ", heads ", Heads,
-                     ", intermediate ", Intermediate, " but config has ", c.hidden_size, ", ",
-                     c.num_attention_heads, ", ", c.intermediate_size);
-  }
-  static constexpr int hidden() { return Hidden; }
-  static constexpr int heads() { return Heads; }
-  static constexpr int head_dim() { return Hidden / Heads; }
-  static constexpr int intermediate() { return Intermediate; }
-};
-
-/// Dimensions read from config.json at run time.
-struct DynamicDims {
-  static constexpr bool kStatic = false;
-  static constexpr int kHeadDim = 0;
-  explicit DynamicDims(const BertConfig& c)
-      : hidden_(c.hidden_size), heads_(c.num_attention_heads), intermediate_(c.intermediate_size) {}
-  int hidden() const { return hidden_; }
-  int heads() const { return heads_; }
-  int head_dim() const { return hidden_ / heads_; }
-  int intermediate() const { return intermediate_; }
-
- private:
-  int hidden_, heads_, intermediate_;
-};
-
-/// BERT-base (768 hidden, 12 heads, 3072 FFN).
-using BertBaseDims = StaticDims<768, 12, 3072>;
 
 }  // namespace dynabert

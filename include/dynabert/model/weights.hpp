@@ -1,6 +1,7 @@
-// BertWeights<T>: every parameter of a BERT encoder (+ optional pooler and classifier) in one
-// flat buffer, with named views in Hugging Face's layout ([out, in] for linear weights). This is
-// the trainable / serialisable form; `ElasticBert` packs the linear weights from it for inference.
+// BertWeights<T>: every parameter of a BERT encoder (+ optional pooler, classifier and MLM head) in
+// one flat buffer, with named views in Hugging Face's layout ([out, in] for linear weights). This
+// is the trainable / serialisable form; models bind their blocks to it (training) or pack the
+// linear weights from it (serving).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -14,21 +15,13 @@
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/checkpoint.hpp"
 #include "dynabert/io/safetensors.hpp"
+#include "dynabert/core/params.hpp"
+#include "dynabert/layers/embeddings.hpp"
+#include "dynabert/layers/encoder_layer.hpp"
+#include "dynabert/layers/heads.hpp"
 #include "dynabert/model/config.hpp"
 
 namespace dynabert {
-
-/// Name, shape and place of one parameter in the flat buffer.
-struct TensorSpec {
-  std::string name;  ///< normalised Hugging Face name (no "bert." prefix)
-  std::vector<std::int64_t> shape;
-  std::size_t offset = 0;
-  std::size_t numel() const {
-    std::size_t n = 1;
-    for (auto d : shape) n *= static_cast<std::size_t>(d);
-    return n;
-  }
-};
 
 /// Which optional heads a weight set carries.
 struct HeadSpec {
@@ -50,133 +43,77 @@ struct LayerParams {
   T *ln2_g, *ln2_b;                       ///< FFN output LayerNorm [H]
 };
 
-/// All parameters of a BERT in one flat, aligned buffer.
+/// All parameters of a BERT in one flat, aligned buffer (a ParameterSet whose schema the blocks
+/// declare, in Hugging Face's names and order).
 template <class T>
-class BertWeights {
+class BertWeights : public ParameterSet<T> {
  public:
   BertWeights() = default;
   /// Zero-initialised weights for `config` with the given heads.
-  explicit BertWeights(BertConfig config, HeadSpec heads = {}) : config_(std::move(config)), heads_(heads) {
-    config_.validate();
-    if (heads_.num_labels > 0 && config_.num_labels() != heads_.num_labels) {
-      config_.id2label.clear();
-      for (int i = 0; i < heads_.num_labels; ++i) config_.id2label.push_back("LABEL_" + std::to_string(i));
-    }
-    specs_ = schema(config_, heads_);
-    std::size_t off = 0;
-    for (auto& s : specs_) {
-      s.offset = off;
-      off += round_up(s.numel(), kAlignment / sizeof(T));
-      index_[s.name] = &s - specs_.data();
-    }
-    data_.resize(off, true);
-  }
-  BertWeights(const BertWeights& o) : config_(o.config_), heads_(o.heads_), specs_(o.specs_), index_(o.index_), data_(o.data_) {}
+  explicit BertWeights(BertConfig config, HeadSpec heads = {})
+      : ParameterSet<T>(schema(prepared(config, heads), heads)), config_(std::move(config)), heads_(heads) {}
+  BertWeights(const BertWeights&) = default;
+  BertWeights(BertWeights&&) noexcept = default;
+  /// Copies values in place when the layouts agree (views into this set stay valid).
   BertWeights& operator=(const BertWeights& o) {
-    BertWeights t(o);
-    std::swap(*this, t);
+    ParameterSet<T>::operator=(o);
+    config_ = o.config_;
+    heads_ = o.heads_;
     return *this;
   }
-  BertWeights(BertWeights&&) noexcept = default;
-  BertWeights& operator=(BertWeights&&) noexcept = default;
+  BertWeights& operator=(BertWeights&& o) noexcept {
+    ParameterSet<T>::operator=(std::move(o));
+    config_ = std::move(o.config_);
+    heads_ = o.heads_;
+    return *this;
+  }
 
   /// The same parameters converted to another scalar type (tensor by tensor: the flat layouts of
   /// different types differ by their alignment padding).
   template <class U>
   BertWeights<U> cast() const {
     BertWeights<U> out(config_, heads_);
-    for (auto& s : specs_) {
-      const T* src = data_.data() + s.offset;
-      U* dst = out.tensor(s.name);
-      for (std::size_t i = 0; i < s.numel(); ++i) dst[i] = static_cast<U>(src[i]);
-    }
+    out.copy_values_from(*this);
     return out;
   }
 
   /// The tensors of a model with this config, in a fixed order.
-  static std::vector<TensorSpec> schema(const BertConfig& c, const HeadSpec& heads) {
-    const std::int64_t H = c.hidden_size;
-    std::vector<TensorSpec> s;
-    auto add = [&](std::string n, std::vector<std::int64_t> shape) { s.push_back({std::move(n), std::move(shape), 0}); };
-    add("embeddings.word_embeddings.weight", {c.vocab_size, H});
-    add("embeddings.position_embeddings.weight", {c.max_position_embeddings, H});
-    add("embeddings.token_type_embeddings.weight", {c.type_vocab_size, H});
-    add("embeddings.LayerNorm.weight", {H});
-    add("embeddings.LayerNorm.bias", {H});
-    for (int l = 0; l < c.num_hidden_layers; ++l) {
-      const std::string p = "encoder.layer." + std::to_string(l) + ".";
-      const std::int64_t a = static_cast<std::int64_t>(c.layer_heads(l)) * c.head_dim();
-      const std::int64_t I = c.layer_intermediate(l);
-      for (const char* qkv : {"query", "key", "value"}) {
-        add(p + "attention.self." + qkv + ".weight", {a, H});
-        add(p + "attention.self." + qkv + ".bias", {a});
-      }
-      add(p + "attention.output.dense.weight", {H, a});
-      add(p + "attention.output.dense.bias", {H});
-      add(p + "attention.output.LayerNorm.weight", {H});
-      add(p + "attention.output.LayerNorm.bias", {H});
-      add(p + "intermediate.dense.weight", {I, H});
-      add(p + "intermediate.dense.bias", {I});
-      add(p + "output.dense.weight", {H, I});
-      add(p + "output.dense.bias", {H});
-      add(p + "output.LayerNorm.weight", {H});
-      add(p + "output.LayerNorm.bias", {H});
-    }
-    if (heads.pooler) {
-      add("pooler.dense.weight", {H, H});
-      add("pooler.dense.bias", {H});
-    }
-    if (heads.num_labels > 0) {
-      add("classifier.weight", {heads.num_labels, H});
-      add("classifier.bias", {heads.num_labels});
-    }
-    if (heads.mlm) {
-      add("cls.predictions.transform.dense.weight", {H, H});
-      add("cls.predictions.transform.dense.bias", {H});
-      add("cls.predictions.transform.LayerNorm.weight", {H});
-      add("cls.predictions.transform.LayerNorm.bias", {H});
-      add("cls.predictions.bias", {c.vocab_size});
-    }
+  static Schema schema(const BertConfig& c, const HeadSpec& heads) {
+    Schema s;
+    const int H = c.hidden_size;
+    layers::Embeddings<T>::declare(s, "embeddings.", embedding_shape(c));
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      layers::EncoderLayer<T>::declare(s, "encoder.layer." + std::to_string(l) + ".", layer_shape(c, l));
+    if (heads.pooler) layers::Pooler<T>::declare(s, "pooler.", H);
+    if (heads.num_labels > 0) layers::Classifier<T>::declare(s, "classifier.", H, heads.num_labels);
+    if (heads.mlm) layers::MlmHead<T>::declare(s, "cls.predictions.", H, c.vocab_size);
+    return s;
+  }
+  static layers::EmbeddingShape embedding_shape(const BertConfig& c) {
+    return {c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.hidden_size, c.layer_norm_eps, 0};
+  }
+  static layers::EncoderLayerShape layer_shape(const BertConfig& c, int l) {
+    layers::EncoderLayerShape s;
+    s.attention = {c.hidden_size, c.layer_heads(l), c.head_dim()};
+    s.ffn = {c.hidden_size, c.layer_intermediate(l), c.hidden_act};
+    s.eps = c.layer_norm_eps;
     return s;
   }
 
   const BertConfig& config() const { return config_; }
   const HeadSpec& heads() const { return heads_; }
-  const std::vector<TensorSpec>& specs() const { return specs_; }
-  bool has(const std::string& name) const { return index_.count(name) != 0; }
-  const TensorSpec& spec(const std::string& name) const {
-    auto it = index_.find(name);
-    DYNABERT_REQUIRE(it != index_.end(), InputError, "model has no tensor '", name, "'");
-    return specs_[it->second];
-  }
-  T* tensor(const std::string& name) { return data_.data() + spec(name).offset; }
-  const T* tensor(const std::string& name) const { return data_.data() + spec(name).offset; }
-  AlignedBuffer<T>& buffer() { return data_; }
-  const AlignedBuffer<T>& buffer() const { return data_; }
-  std::size_t num_parameters() const {
-    std::size_t n = 0;
-    for (auto& s : specs_) n += s.numel();
-    return n;
-  }
+  using ParameterSet<T>::specs;
+  using ParameterSet<T>::has;
+  using ParameterSet<T>::spec;
+  using ParameterSet<T>::tensor;
+  using ParameterSet<T>::buffer;
 
-  /// Typed views of layer l.
+  /// Typed views of layer l (mutable: counts as a change).
   LayerParams<T> layer(int l) {
-    const std::string p = "encoder.layer." + std::to_string(l) + ".";
-    auto t = [&](const char* n) { return tensor(p + n); };
-    return {t("attention.self.query.weight"), t("attention.self.query.bias"),
-            t("attention.self.key.weight"),   t("attention.self.key.bias"),
-            t("attention.self.value.weight"), t("attention.self.value.bias"),
-            t("attention.output.dense.weight"), t("attention.output.dense.bias"),
-            t("attention.output.LayerNorm.weight"), t("attention.output.LayerNorm.bias"),
-            t("intermediate.dense.weight"), t("intermediate.dense.bias"),
-            t("output.dense.weight"), t("output.dense.bias"),
-            t("output.LayerNorm.weight"), t("output.LayerNorm.bias")};
+    this->touch();
+    return layer_of<T>(*this, l);
   }
-  LayerParams<const T> layer(int l) const {
-    auto p = const_cast<BertWeights*>(this)->layer(l);
-    return {p.q_w, p.q_b, p.k_w, p.k_b, p.v_w, p.v_b, p.o_w, p.o_b, p.ln1_g, p.ln1_b,
-            p.i_w, p.i_b, p.f_w, p.f_b, p.ln2_g, p.ln2_b};
-  }
+  LayerParams<const T> layer(int l) const { return layer_of<const T>(*this, l); }
 
   /// Hugging Face-style initialisation: weights ~ N(0, stddev), biases 0, LayerNorm 1/0.
   /// `perturb_all` also randomises biases and LayerNorm parameters (tests use it so that a
@@ -184,8 +121,9 @@ class BertWeights {
   void init_random(std::uint64_t seed, double stddev = 0.02, bool perturb_all = false) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> nd(0.0, stddev);
-    for (auto& s : specs_) {
-      T* p = data_.data() + s.offset;
+    T* base = buffer().data();
+    for (auto& s : specs()) {
+      T* p = base + s.offset;
       const bool is_ln = s.name.find("LayerNorm") != std::string::npos;
       const bool is_bias = s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0;
       for (std::size_t i = 0; i < s.numel(); ++i) {
@@ -200,7 +138,8 @@ class BertWeights {
   /// tensors present. Every tensor of the schema must be present with exactly its shape.
   static BertWeights load(const std::string& path) {
     io::CheckpointReader r(path);
-    return load(r, r.config());
+    DYNABERT_REQUIRE(!r.folder().empty(), FormatError, path, ": a single safetensors file has no config.json; load a folder");
+    return load(r, BertConfig::from_file((std::filesystem::path(r.folder()) / "config.json").string()));
   }
   /// Loads from a reader with an explicit config.
   static BertWeights load(const io::CheckpointReader& r, BertConfig config) {
@@ -217,14 +156,15 @@ class BertWeights {
                        heads.num_labels, " rows");
     }
     BertWeights w(std::move(config), heads);
-    for (auto& s : w.specs_) {
+    T* base = w.buffer().data();
+    for (auto& s : w.specs()) {
       DYNABERT_REQUIRE(r.contains(s.name), FormatError,
                        r.folder().empty() ? std::string("checkpoint") : r.folder(), ": tensor '", s.name,
                        "' is missing");
       const auto& info = r.info(s.name);
       DYNABERT_REQUIRE(info.shape == s.shape, FormatError, r.file_name(s.name), ": tensor '", s.name,
                        "' has shape ", shape_str(info.shape), " but config.json implies ", shape_str(s.shape));
-      r.read(s.name, w.data_.data() + s.offset, s.numel());
+      r.read(s.name, base + s.offset, s.numel());
     }
     return w;
   }
@@ -237,9 +177,9 @@ class BertWeights {
     std::filesystem::create_directories(folder);
     io::SafetensorsWriter w;
     const bool prefixed = heads_.num_labels > 0 || heads_.mlm;
-    for (auto& s : specs_) {
+    for (auto& s : specs()) {
       const bool top = s.name.rfind("classifier.", 0) == 0 || s.name.rfind("cls.", 0) == 0;
-      w.add((prefixed && !top ? "bert." : "") + s.name, s.shape, data_.data() + s.offset);
+      w.add((prefixed && !top ? "bert." : "") + s.name, s.shape, this->data() + s.offset);
     }
     w.add_metadata("format", "pt");
     for (auto& [k, v] : metadata) w.add_metadata(k, v);
@@ -256,11 +196,31 @@ class BertWeights {
   }
 
  private:
+  template <class P, class Self>
+  static LayerParams<P> layer_of(Self& self, int l) {
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    auto t = [&](const char* n) { return self.view(p + n); };
+    return {t("attention.self.query.weight"), t("attention.self.query.bias"),
+            t("attention.self.key.weight"),   t("attention.self.key.bias"),
+            t("attention.self.value.weight"), t("attention.self.value.bias"),
+            t("attention.output.dense.weight"), t("attention.output.dense.bias"),
+            t("attention.output.LayerNorm.weight"), t("attention.output.LayerNorm.bias"),
+            t("intermediate.dense.weight"), t("intermediate.dense.bias"),
+            t("output.dense.weight"), t("output.dense.bias"),
+            t("output.LayerNorm.weight"), t("output.LayerNorm.bias")};
+  }
+  /// `c` validated, with placeholder label names when the heads ask for more labels than it names.
+  static const BertConfig& prepared(BertConfig& c, const HeadSpec& heads) {
+    c.validate();
+    if (heads.num_labels > 0 && c.num_labels() != heads.num_labels) {
+      c.id2label.clear();
+      for (int i = 0; i < heads.num_labels; ++i) c.id2label.push_back("LABEL_" + std::to_string(i));
+    }
+    return c;
+  }
+
   BertConfig config_;
   HeadSpec heads_;
-  std::vector<TensorSpec> specs_;
-  std::map<std::string, std::size_t> index_;
-  AlignedBuffer<T> data_;
 };
 
 }  // namespace dynabert

@@ -20,8 +20,6 @@
 
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/json.hpp"
-#include "dynabert/text/tokenizer.hpp"
-#include "dynabert/train/data.hpp"
 
 namespace dynabert::text {
 
@@ -180,20 +178,6 @@ inline Split split(std::size_t n, double train_fraction, double dev_fraction, st
   s.dev.assign(idx.begin() + ntr, idx.begin() + ntr + ndev);
   s.test.assign(idx.begin() + ntr + ndev, idx.end());
   return s;
-}
-
-/// Tokenises examples (selected by `which`, all when empty) into a training dataset.
-inline train::Dataset to_dataset(const BertTokenizer& tok, const std::vector<LabelledText>& data,
-                                 const std::vector<std::size_t>& which = {}, int max_length = 128) {
-  train::Dataset out;
-  auto add = [&](const LabelledText& t) {
-    const auto e = t.text_b.empty() ? tok.encode(t.text, std::nullopt, max_length)
-                                    : tok.encode(t.text, std::string_view(t.text_b), max_length);
-    out.push_back({e.ids, e.type_ids, t.label, t.target});
-  };
-  if (which.empty()) for (auto& t : data) add(t);
-  else for (auto i : which) add(data.at(i));
-  return out;
 }
 
 }  // namespace dynabert::text

@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <optional>
+#include <string_view>
 #include <random>
 #include <vector>
 
 #include "dynabert/core/error.hpp"
-#include "dynabert/model/bert.hpp"
+#include "dynabert/layers/batch.hpp"
 
 namespace dynabert::train {
 
@@ -36,13 +38,21 @@ struct Batch {
   }
 };
 
-/// Builds a batch from examples idx[begin, end).
-inline Batch make_batch(const Dataset& data, const std::vector<std::size_t>& idx, std::size_t begin, std::size_t end,
-                        int pad_id = 0) {
-  Batch b;
+/// Fills `b` with examples idx[begin, end), reusing its arrays (no allocation once they have held
+/// a batch as large).
+inline void make_batch(Batch& b, const Dataset& data, const std::vector<std::size_t>& idx, std::size_t begin,
+                       std::size_t end, int pad_id = 0) {
+  DYNABERT_REQUIRE(begin < end && end <= idx.size(), InputError, "batch [", begin, ", ", end, ") of ", idx.size(), " indices");
   b.B = static_cast<int>(end - begin);
+  b.S = 0;
+  b.lengths.clear();
+  b.labels.clear();
+  b.targets.clear();
   for (std::size_t i = begin; i < end; ++i) {
+    DYNABERT_REQUIRE(idx[i] < data.size(), InputError, "example index ", idx[i], " of a dataset of ", data.size());
     DYNABERT_REQUIRE(!data[idx[i]].ids.empty(), InputError, "example ", idx[i], " has no tokens");
+    DYNABERT_REQUIRE(data[idx[i]].types.empty() || data[idx[i]].types.size() == data[idx[i]].ids.size(), InputError,
+                     "example ", idx[i], " has ", data[idx[i]].types.size(), " token types for ", data[idx[i]].ids.size(), " tokens");
     b.S = std::max<int>(b.S, static_cast<int>(data[idx[i]].ids.size()));
   }
   b.ids.assign(static_cast<std::size_t>(b.B) * b.S, pad_id);
@@ -56,6 +66,13 @@ inline Batch make_batch(const Dataset& data, const std::vector<std::size_t>& idx
     b.labels.push_back(e.label);
     b.targets.push_back(e.target);
   }
+}
+
+/// A new batch of examples idx[begin, end).
+inline Batch make_batch(const Dataset& data, const std::vector<std::size_t>& idx, std::size_t begin, std::size_t end,
+                        int pad_id = 0) {
+  Batch b;
+  make_batch(b, data, idx, begin, end, pad_id);
   return b;
 }
 
@@ -78,6 +95,24 @@ inline std::vector<std::vector<std::size_t>> epoch_batches(const Dataset& data, 
     batches.emplace_back(idx.begin() + i, idx.begin() + std::min(idx.size(), i + batch_size));
   if (shuffle && by_length) std::shuffle(batches.begin(), batches.end(), rng);
   return batches;
+}
+
+/// Tokenises labelled texts (anything with text, text_b, label and target fields, e.g.
+/// text::LabelledText), selected by `which` (all when empty), into a training dataset.
+template <class Tokenizer, class Texts>
+Dataset to_dataset(const Tokenizer& tok, const Texts& data, const std::vector<std::size_t>& which = {}, int max_length = 128) {
+  Dataset out;
+  auto add = [&](const auto& t) {
+    const auto e = t.text_b.empty() ? tok.encode(t.text, std::nullopt, max_length)
+                                    : tok.encode(t.text, std::string_view(t.text_b), max_length);
+    out.push_back({e.ids, e.type_ids, t.label, t.target});
+  };
+  if (which.empty()) for (auto& t : data) add(t);
+  else for (auto i : which) {
+      DYNABERT_REQUIRE(i < data.size(), InputError, "example index ", i, " of ", data.size());
+      add(data[i]);
+    }
+  return out;
 }
 
 }  // namespace dynabert::train

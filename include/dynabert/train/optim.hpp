@@ -10,7 +10,8 @@
 
 #include "dynabert/core/aligned.hpp"
 #include "dynabert/core/simd.hpp"
-#include "dynabert/model/weights.hpp"
+#include "dynabert/core/parallel.hpp"
+#include "dynabert/core/params.hpp"
 
 namespace dynabert::train {
 
@@ -30,11 +31,12 @@ inline bool decays(const std::string& name) {
   return !(ends(".bias") || ends("LayerNorm.weight") || ends("LayerNorm.bias"));
 }
 
-/// AdamW state (first and second moments, step count) over a BertWeights layout.
+/// AdamW state (first and second moments, step count) over a ParameterSet layout (BertWeights or
+/// a user model's own set).
 template <class T>
 class AdamW {
  public:
-  AdamW(const BertWeights<T>& params, AdamWConfig cfg) : cfg_(cfg), m_(params.buffer().size(), true), v_(params.buffer().size(), true) {
+  AdamW(const ParameterSet<T>& params, AdamWConfig cfg) : cfg_(cfg), m_(params.buffer().size(), true), v_(params.buffer().size(), true) {
     for (auto& s : params.specs()) decay_.push_back(decays(s.name));
   }
   const AdamWConfig& config() const { return cfg_; }
@@ -45,18 +47,30 @@ class AdamW {
   const AlignedBuffer<T>& second_moment() const { return v_; }
   void set_step_count(long s) { step_ = s; }
 
-  /// One update of `params` with `grads` at learning rate `lr`.
-  void step(BertWeights<T>& params, const BertWeights<T>& grads, double lr) {
+  /// One update of `params` with `grads` at learning rate `lr` (element-wise: the same bits for
+  /// any thread count).
+  void step(ParameterSet<T>& params, const ParameterSet<T>& grads, double lr, const Threads& threads = Threads()) {
+    DYNABERT_REQUIRE(params.buffer().size() == m_.size() && grads.buffer().size() == m_.size(), InputError,
+                     "AdamW: parameters or gradients of another layout");
     ++step_;
     const double b1 = cfg_.beta1, b2 = cfg_.beta2;
     double step_size = lr;
     if (cfg_.correct_bias) step_size *= std::sqrt(1.0 - std::pow(b2, step_)) / (1.0 - std::pow(b1, step_));
     const auto& specs = params.specs();
-    for (std::size_t t = 0; t < specs.size(); ++t) {
+    T* p = params.buffer().data();
+    const T* g = grads.buffer().data();
+    // tensors in chunks of at most 64 K values, spread over the threads
+    constexpr std::size_t kChunk = 65536;
+    work_.clear();
+    for (std::size_t t = 0; t < specs.size(); ++t)
+      for (std::size_t o = 0; o < specs[t].numel(); o += kChunk) work_.push_back({t, o});
+    threads.for_each(static_cast<long>(work_.size()), [&](long w, int) {
+      const auto [t, o] = work_[static_cast<std::size_t>(w)];
       const auto& s = specs[t];
-      update(params.buffer().data() + s.offset, grads.buffer().data() + s.offset, m_.data() + s.offset,
-             v_.data() + s.offset, s.numel(), step_size, cfg_.weight_decay > 0.0 && decay_[t] ? lr * cfg_.weight_decay : 0.0);
-    }
+      const std::size_t at = s.offset + o;
+      update(p + at, g + at, m_.data() + at, v_.data() + at, std::min(kChunk, s.numel() - o), step_size,
+             cfg_.weight_decay > 0.0 && decay_[t] ? lr * cfg_.weight_decay : 0.0);
+    });
   }
 
  private:
@@ -92,25 +106,36 @@ class AdamW {
   AdamWConfig cfg_;
   AlignedBuffer<T> m_, v_;
   std::vector<bool> decay_;
+  std::vector<std::pair<std::size_t, std::size_t>> work_;  ///< (tensor, offset) chunks, reused
   long step_ = 0;
 };
 
 /// Scales all gradients so that their global L2 norm is at most max_norm (torch's
 /// clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1). Returns the norm before.
+/// The sum of squares runs per tensor, tensors added in order: the same bits for any thread count.
 template <class T>
-double clip_grad_norm(BertWeights<T>& grads, double max_norm) {
+double clip_grad_norm(ParameterSet<T>& grads, double max_norm, const Threads& threads = Threads()) {
+  const auto& specs = grads.specs();
+  const T* base = grads.data();
+  thread_local std::vector<double> part;
+  part.assign(specs.size(), 0.0);
+  threads.for_each(static_cast<long>(specs.size()), [&](long t, int) {
+    const T* g = base + specs[t].offset;
+    double sq = 0;
+    for (std::size_t i = 0; i < specs[t].numel(); ++i) sq += static_cast<double>(g[i]) * g[i];
+    part[static_cast<std::size_t>(t)] = sq;
+  });
   double sq = 0;
-  for (auto& s : grads.specs()) {
-    const T* g = grads.buffer().data() + s.offset;
-    for (std::size_t i = 0; i < s.numel(); ++i) sq += static_cast<double>(g[i]) * g[i];
-  }
+  for (double v : part) sq += v;
   const double norm = std::sqrt(sq);
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0)
-    for (auto& s : grads.specs()) {
-      T* g = grads.buffer().data() + s.offset;
-      for (std::size_t i = 0; i < s.numel(); ++i) g[i] = static_cast<T>(g[i] * coef);
-    }
+  if (coef < 1.0) {
+    T* w = grads.buffer().data();
+    threads.for_each(static_cast<long>(specs.size()), [&](long t, int) {
+      T* g = w + specs[t].offset;
+      for (std::size_t i = 0; i < specs[t].numel(); ++i) g[i] = static_cast<T>(g[i] * coef);
+    });
+  }
   return norm;
 }
 

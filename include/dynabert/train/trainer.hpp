@@ -19,6 +19,7 @@
 // previous checkpoint readable; resuming reproduces the uninterrupted run bit for bit.
 #pragma once
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -69,6 +70,10 @@ struct TrainerConfig {
   bool batch_by_length = true;
   long eval_every = 0;  ///< steps between evaluations (0: at the end of each epoch)
   long max_total_steps = 0;  ///< > 0: the run (and its learning-rate schedule) ends there, before `epochs`
+  /// Pack the tokens of each padded batch (no rows for padding; the hidden-state loss then covers
+  /// the real tokens only). Off: the padded layout, with the hidden-state MSE over every position of
+  /// the batch as the reference code computes it.
+  bool pack_tokens = true;
   MlmConfig mlm{};           ///< masking of kPretrainMlm
   /// When set (and a dev set is given), the weights with the best sum over cells of the first
   /// metric (accuracy; Pearson for regression) are written to this folder (HF layout).
@@ -115,6 +120,12 @@ class Trainer {
       DYNABERT_REQUIRE(s_.params().heads().num_labels > 0, InputError, "training needs a classification or regression head");
     std::sort(cfg_.widths.rbegin(), cfg_.widths.rend());
     std::sort(cfg_.depths.rbegin(), cfg_.depths.rend());
+    for (const Cell& c : cells()) {
+      nets_.push_back(SubNetwork::dynabert(s_.config(), c.width, c.depth));
+      same_width_nets_.push_back(SubNetwork::dynabert(s_.config(), c.width, 1.0));
+      teacher_idx_.push_back(nets_.back().teacher_state_indices(s_.config()));
+    }
+    full_ = SubNetwork::full(s_.config());
   }
 
   const TrainerConfig& config() const { return cfg_; }
@@ -138,23 +149,31 @@ class Trainer {
   /// if given. Stops early after `max_steps` steps of this call when > 0.
   void fit(const Dataset& train, const Dataset* dev = nullptr, long max_steps = 0) {
     DYNABERT_REQUIRE(!train.empty(), InputError, "empty training set");
+    DYNABERT_REQUIRE(cfg_.batch_size >= 1, InputError, "batch size must be >= 1, got ", cfg_.batch_size);
     const long per_epoch = static_cast<long>((train.size() + cfg_.batch_size - 1) / cfg_.batch_size);
     const long total = cfg_.max_total_steps > 0 ? std::min(per_epoch * cfg_.epochs, cfg_.max_total_steps) : per_epoch * cfg_.epochs;
     const long warmup = static_cast<long>(cfg_.warmup_ratio * total);
+    std::size_t longest = 1;
+    for (const auto& e : train) longest = std::max(longest, e.ids.size());
+    s_.reserve(cfg_.batch_size, static_cast<int>(longest));
+    if (t_) t_->reserve(cfg_.batch_size, static_cast<int>(longest));
     const auto start = std::chrono::steady_clock::now();
-    long done_here = 0, examples = 0;
+    long done_here = 0, examples = 0, epoch_cached = -1;
     while (step_ < total && (max_steps <= 0 || done_here < max_steps)) {
       const int epoch = static_cast<int>(step_ / per_epoch);
-      const auto batches = epoch_batches(train, cfg_.batch_size, cfg_.seed, epoch, cfg_.batch_by_length);
-      const auto& idx = batches[static_cast<std::size_t>(step_ % per_epoch)];
-      const Batch b = make_batch(train, idx, 0, idx.size(), s_.config().pad_token_id);
-      Progress p = train_step(b);
+      if (epoch != epoch_cached) {  // the order of an epoch is a function of (seed, epoch)
+        order_ = epoch_batches(train, cfg_.batch_size, cfg_.seed, epoch, cfg_.batch_by_length);
+        epoch_cached = epoch;
+      }
+      const auto& idx = order_[static_cast<std::size_t>(step_ % per_epoch)];
+      make_batch(batch_, train, idx, 0, idx.size(), s_.config().pad_token_id);
+      Progress& p = train_step(batch_);
       const double lr = cfg_.adam.lr * linear_schedule(step_, warmup, total);
-      p.grad_norm = clip_grad_norm(s_.grads(), cfg_.max_grad_norm);
-      opt_.step(s_.params(), s_.grads(), lr);
+      p.grad_norm = clip_grad_norm(s_.grads(), cfg_.max_grad_norm, s_.threads());
+      opt_.step(s_.params(), s_.grads(), lr, s_.threads());
       ++step_;
       ++done_here;
-      examples += b.B;
+      examples += batch_.B;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       p.step = step_; p.total_steps = total; p.epoch = epoch; p.lr = lr;
       p.examples_per_second = examples / std::max(secs, 1e-9);
@@ -169,75 +188,81 @@ class Trainer {
     }
   }
 
-  /// Gradients of one batch over the phase's cells (zeroes them first). Returns the losses.
-  Progress train_step(const Batch& b) {
+  /// Gradients of one batch over the phase's cells (zeroes them first). Returns the losses (a
+  /// reference to the trainer's own record, valid until the next step).
+  Progress& train_step(const Batch& b) {
     s_.zero_grad();
-    Progress p;
+    Progress& p = progress_;
+    p.cell_losses.clear();
+    p.loss = 0;
     if (cfg_.phase == Phase::kPretrainMlm) {
       const double loss = mlm_step(b, true);
       p.cell_losses.push_back(loss);
       p.loss = loss;
       return p;
     }
-    const auto& cfg = s_.config();
     const int C = s_.params().heads().num_labels;
     const bool regression = C == 1;
     const Inputs in = b.inputs();
-    ForwardMode train_mode{true, &rng_};
+    const ForwardMode train_mode{true, &rng_, cfg_.pack_tokens};
     const bool distill = cfg_.phase == Phase::kWidth || cfg_.phase == Phase::kWidthDepth;
-    if (distill && !cfg_.teacher_same_width) t_->forward(in, SubNetwork::full(cfg), tcache_, {});
-    for (const Cell& cell : cells()) {
-      const auto net = SubNetwork::dynabert(cfg, cell.width, cell.depth);
+    if (distill && !cfg_.teacher_same_width) teacher_forward(in, full_);
+    for (std::size_t ci = 0; ci < nets_.size(); ++ci) {
+      const SubNetwork& net = nets_[ci];
       s_.forward(in, net, scache_, train_mode);
-      std::vector<T> dlogits(scache_.logits.size(), T(0));
-      std::vector<std::vector<T>> dstates;
+      const std::size_t nl = scache_.logits.size();
+      T* dlogits = dlogits_.ensure(nl);
+      std::fill(dlogits, dlogits + nl, T(0));
+      ds_.clear();
       double loss = 0;
       if (distill) {
-        if (cfg_.teacher_same_width) {
-          t_->forward(in, SubNetwork::dynabert(cfg, cell.width, 1.0), tcache_, {});
-        }
+        if (cfg_.teacher_same_width) teacher_forward(in, same_width_nets_[ci]);
         if (!regression)
-          loss += cfg_.lambda1 * soft_cross_entropy(scache_.logits.data(), tcache_.logits.data(), b.B, C, dlogits.data(),
+          loss += cfg_.lambda1 * soft_cross_entropy(scache_.logits.data(), tlogits_.data(), b.B, C, dlogits,
                                                     static_cast<T>(cfg_.temperature), static_cast<T>(cfg_.lambda1));
-        const auto tidx = net.teacher_state_indices(cfg);
-        dstates.resize(scache_.states.size());
-        for (std::size_t j = 0; j < scache_.states.size(); ++j) {
+        const std::size_t L = scache_.states.size();
+        if (dstates_.size() < L) dstates_.resize(std::max<std::size_t>(L, s_.config().num_hidden_layers + 1));
+        const auto& tidx = teacher_idx_[ci];  // student state j <-> teacher state (kept layers + [L])[j]
+        for (std::size_t j = 0; j < L; ++j) {
           const auto& st = scache_.states[j];
-          dstates[j].assign(st.size(), T(0));
-          loss += cfg_.lambda2 * mse(st.data(), tcache_.states[tidx[j]].data(), static_cast<long>(st.size()), dstates[j].data(),
-                                     static_cast<T>(cfg_.lambda2));
+          const std::size_t tj = static_cast<std::size_t>(tidx[j]);
+          T* d = dstates_[j].ensure(st.size());
+          std::fill(d, d + st.size(), T(0));
+          loss += cfg_.lambda2 * mse(st.data(), tstates_[tj].data(), static_cast<long>(st.size()), d, static_cast<T>(cfg_.lambda2));
+          ds_.push_back(d);
         }
       } else if (regression) {
-        std::vector<T> tg(b.targets.begin(), b.targets.end());
-        loss = mse(scache_.logits.data(), tg.data(), b.B, dlogits.data());
+        T* tg = targets_.ensure(static_cast<std::size_t>(b.B));
+        for (int i = 0; i < b.B; ++i) tg[i] = static_cast<T>(b.targets[static_cast<std::size_t>(i)]);
+        loss = mse(scache_.logits.data(), tg, b.B, dlogits);
       } else {
-        loss = cross_entropy(scache_.logits.data(), b.labels.data(), b.B, C, dlogits.data());
+        loss = cross_entropy(scache_.logits.data(), b.labels.data(), b.B, C, dlogits);
       }
-      std::vector<const T*> ds;
-      for (auto& d : dstates) ds.push_back(d.data());
-      s_.backward(scache_, dlogits.data(), ds);
+      s_.backward(scache_, dlogits, ds_);
       p.cell_losses.push_back(loss);
       p.loss += loss;
     }
     return p;
   }
 
-  /// Metrics of `student` on `data` at each cell (evaluation mode).
+  /// Metrics of `student` on `data` at each cell (evaluation mode, on the serving forward).
   std::vector<CellMetrics> evaluate(const Dataset& data, const std::vector<Cell>& cells, int batch_size = 32) const {
     std::vector<CellMetrics> out;
     const int C = s_.params().heads().num_labels;
-    TrainCache<T> c;
+    const auto batches = epoch_batches(data, batch_size, 0, 0, false, false);
+    Batch b;
+    std::vector<T> logits;
     for (const Cell& cell : cells) {
       const auto net = SubNetwork::dynabert(s_.config(), cell.width, cell.depth);
       std::vector<int> pred, gold;
       std::vector<double> rp, rg;
-      const auto batches = epoch_batches(data, batch_size, 0, 0, false, false);
       for (const auto& idx : batches) {
-        const Batch b = make_batch(data, idx, 0, idx.size(), s_.config().pad_token_id);
-        s_.forward(b.inputs(), net, c, {});
+        make_batch(b, data, idx, 0, idx.size(), s_.config().pad_token_id);
+        logits.resize(static_cast<std::size_t>(b.B) * C);
+        s_.infer(b.inputs(), net, true, logits.data());
         for (int i = 0; i < b.B; ++i) {
-          if (C == 1) { rp.push_back(static_cast<double>(c.logits[i])); rg.push_back(b.targets[i]); continue; }
-          const T* l = c.logits.data() + static_cast<long>(i) * C;
+          if (C == 1) { rp.push_back(static_cast<double>(logits[i])); rg.push_back(b.targets[i]); continue; }
+          const T* l = logits.data() + static_cast<long>(i) * C;
           pred.push_back(static_cast<int>(std::max_element(l, l + C) - l));
           gold.push_back(b.labels[i]);
         }
@@ -258,7 +283,7 @@ class Trainer {
       std::vector<std::int32_t> labels;
       const long n = mask_tokens(b, labels, cfg_.mlm, s_.config().vocab_size, rng);
       if (n == 0) continue;
-      s_.forward(b.inputs(), SubNetwork::full(s_.config()), scache_, {}, false);
+      s_.forward(b.inputs(), full_, scache_, ForwardMode{false, nullptr, cfg_.pack_tokens}, false);
       std::vector<T> d_last;
       std::vector<std::int32_t> predicted;
       loss += static_cast<double>(s_.mlm_loss(scache_, labels.data(), d_last, T(1), &predicted, false)) * n;
@@ -325,19 +350,31 @@ class Trainer {
  private:
   /// MLM loss of one batch (masked with the run's generator); gradients accumulate when `train`.
   double mlm_step(const Batch& clean, bool train) {
-    Batch b = clean;
-    std::vector<std::int32_t> labels;
-    mask_tokens(b, labels, cfg_.mlm, s_.config().vocab_size, rng_);
-    ForwardMode mode{train, &rng_};
-    s_.forward(b.inputs(), SubNetwork::full(s_.config()), scache_, mode, false);
-    std::vector<T> d_last;
-    const double loss = static_cast<double>(s_.mlm_loss(scache_, labels.data(), d_last));
-    if (train && !d_last.empty()) {
-      std::vector<const T*> ds(scache_.states.size(), nullptr);
-      ds.back() = d_last.data();
-      s_.backward(scache_, nullptr, ds);
+    mlm_batch_ = clean;  // copy-assignment reuses the arrays' capacity
+    mask_tokens(mlm_batch_, mlm_labels_, cfg_.mlm, s_.config().vocab_size, rng_);
+    const ForwardMode mode{train, &rng_, cfg_.pack_tokens};
+    s_.forward(mlm_batch_.inputs(), full_, scache_, mode, false);
+    std::fill(d_last_.begin(), d_last_.end(), T(0));
+    const double loss = static_cast<double>(s_.mlm_loss(scache_, mlm_labels_.data(), d_last_));
+    if (train && !d_last_.empty()) {
+      ds_.assign(scache_.states.size(), nullptr);
+      ds_.back() = d_last_.data();
+      s_.backward(scache_, nullptr, ds_);
     }
     return loss;
+  }
+
+  /// The teacher's logits and every hidden state on `in` (serving forward, same token layout as
+  /// the student's).
+  void teacher_forward(const Inputs& in, const SubNetwork& net) {
+    const int C = t_->params().heads().num_labels;
+    const std::size_t L = static_cast<std::size_t>(t_->config().num_hidden_layers) + 1;
+    if (tstates_.size() < L) tstates_.resize(L);
+    t_->infer(in, net, cfg_.pack_tokens, C > 0 ? tlogits_.ensure(static_cast<std::size_t>(in.batch) * C) : nullptr,
+              [&](std::size_t j, const T* hidden, const BatchLayout& lay) {
+                const std::size_t n = static_cast<std::size_t>(lay.rows) * t_->config().hidden_size;
+                std::memcpy(tstates_[j].ensure(n), hidden, n * sizeof(T));
+              });
   }
 
   /// Keeps the best weights by DynaBERT's rule: the sum over cells of the first metric.
@@ -367,7 +404,19 @@ class Trainer {
   std::mt19937_64 rng_;
   long step_ = 0;
   double best_ = -std::numeric_limits<double>::infinity();
-  mutable TrainCache<T> scache_, tcache_;
+  // reused between steps (no allocation once they have seen the largest batch)
+  std::vector<SubNetwork> nets_, same_width_nets_;
+  std::vector<std::vector<int>> teacher_idx_;
+  SubNetwork full_;
+  std::vector<std::vector<std::size_t>> order_;
+  Batch batch_, mlm_batch_;
+  std::vector<std::int32_t> mlm_labels_;
+  std::vector<T> d_last_;
+  TrainCache<T> scache_;
+  std::vector<AlignedBuffer<T>> tstates_, dstates_;
+  AlignedBuffer<T> tlogits_, dlogits_, targets_;
+  std::vector<const T*> ds_;
+  Progress progress_;
 };
 
 }  // namespace dynabert::train

@@ -1,0 +1,414 @@
+// SelfAttention<T, kHeadDim>: BERT's multi-head self-attention with its output projection,
+// y = (softmax(Q K^T / sqrt(d) + mask) V, per head, times the head's gate) W_o^T + b_o (+ residual),
+// at any prefix of heads.
+//
+// Q, K and V are one fused GEMM whose weight rows are interleaved per head ([q_h | k_h | v_h] for
+// h = 0, 1, ...), so the first h heads are the first 3 h d rows: a width is a prefix of the packed
+// panels. Attention runs as (sequence, head) tasks on the same packed GEMM: S = Q K^T with the
+// scale in the epilogue, masked softmax, then context = P V with the gate in the epilogue. Keys
+// past a sequence's last attended token are skipped (their probability is exactly 0 with BERT's
+// -10000 additive mask); masked holes inside use the additive mask. With packed tokens each
+// sequence's rows start at its row offset.
+//
+//   forward (inference)  writes qkv and ctx into the caller's buffers, stores nothing;
+//   forward (training)   keeps qkv, the probabilities and the context in the cache, with dropout
+//                        on the probabilities (mask by (task, query position, key)), so the mask
+//                        does not depend on the layout;
+//   backward             per task: dV = g Pd^T dC, dP = g dC V^T (x mask), dS = softmax'(dP),
+//                        dQ = dS K, dK = dS^T Q, all on the packed GEMM; then the fused Q/K/V and
+//                        output products. d(gate) per head (DynaBERT's head importance) is summed
+//                        per task and then in task order: bitwise the same for any thread count.
+#pragma once
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "dynabert/core/params.hpp"
+#include "dynabert/kernels/dropout.hpp"
+#include "dynabert/kernels/gemm.hpp"
+#include "dynabert/kernels/ops.hpp"
+#include "dynabert/layers/batch.hpp"
+#include "dynabert/layers/context.hpp"
+#include "dynabert/layers/linear.hpp"
+
+namespace dynabert::layers {
+
+/// Attention parameters (P = const T) or gradients (P = T), Hugging Face layout: Q, K, V [a, H]
+/// with rows head-major (a = heads x head_dim), output [H, a].
+template <class P>
+struct AttentionTensors {
+  P *q_w = nullptr, *q_b = nullptr, *k_w = nullptr, *k_b = nullptr, *v_w = nullptr, *v_b = nullptr;
+  P *o_w = nullptr, *o_b = nullptr;
+};
+
+/// Sizes of an attention block: hidden size, stored heads, head size.
+struct AttentionShape {
+  int hidden = 0, heads = 0, head_dim = 0;
+};
+
+/// Where an attention call keeps its intermediates.
+template <class T>
+struct AttentionBuffers {
+  T* qkv = nullptr;  ///< [rows, >= 3 a] fused projections
+  long ld_qkv = 0;
+  T* ctx = nullptr;  ///< [rows, >= a] context, the output projection's input
+  long ld_ctx = 0;
+  T* scratch = nullptr;  ///< per worker: scratch_size() values each
+  std::size_t scratch_stride = 0;
+};
+
+/// What an attention block's backward needs.
+template <class T>
+struct AttentionCache {
+  AlignedBuffer<T> qkv;          ///< [rows, 3a]
+  AlignedBuffer<T> probs;        ///< per task: query rows x key_end softmax outputs
+  AlignedBuffer<long> prob_off;  ///< [tasks + 1]
+  AlignedBuffer<T> ctx;          ///< [rows, a], gated
+  AlignedBuffer<T> ctx_raw;      ///< [rows, a], before the gates (only with gates)
+  AlignedBuffer<float> gates;    ///< [heads] gates used, empty without
+  kernels::DropoutKey drop;
+  int heads = 0, rows = 0;
+};
+
+template <class T, int kHeadDim = 0>
+class SelfAttention {
+ public:
+  using Params = AttentionTensors<const T>;
+  using Grads = AttentionTensors<T>;
+  using Cache = AttentionCache<T>;
+
+  SelfAttention() = default;
+  SelfAttention(const AttentionShape& s, Params p) : s_(s), p_(p) {
+    DYNABERT_REQUIRE(s.heads >= 1 && s.head_dim >= 1 && s.hidden >= 1, InputError, "attention needs positive sizes");
+    DYNABERT_REQUIRE(kHeadDim == 0 || kHeadDim == s.head_dim, InputError, "attention compiled for head size ", kHeadDim,
+                     ", bound to ", s.head_dim);
+  }
+  /// Declares the Hugging Face tensors of a layer under `prefix` ("encoder.layer.3.").
+  static void declare(Schema& sc, const std::string& prefix, const AttentionShape& s) {
+    const std::int64_t a = static_cast<std::int64_t>(s.heads) * s.head_dim, H = s.hidden;
+    for (const char* part : {"query", "key", "value"}) {
+      sc.add(prefix + "attention.self." + part + ".weight", {a, H});
+      sc.add(prefix + "attention.self." + part + ".bias", {a});
+    }
+    sc.add(prefix + "attention.output.dense.weight", {H, a});
+    sc.add(prefix + "attention.output.dense.bias", {H});
+  }
+  template <class Set>
+  static auto tensors(Set& set, const std::string& prefix) {
+    using P = std::remove_reference_t<decltype(*set.view(""))>;
+    AttentionTensors<P> t;
+    t.q_w = set.view(prefix + "attention.self.query.weight");
+    t.q_b = set.view(prefix + "attention.self.query.bias");
+    t.k_w = set.view(prefix + "attention.self.key.weight");
+    t.k_b = set.view(prefix + "attention.self.key.bias");
+    t.v_w = set.view(prefix + "attention.self.value.weight");
+    t.v_b = set.view(prefix + "attention.self.value.bias");
+    t.o_w = set.view(prefix + "attention.output.dense.weight");
+    t.o_b = set.view(prefix + "attention.output.dense.bias");
+    return t;
+  }
+  void bind(Params p) { p_ = p; }
+  const AttentionShape& shape() const { return s_; }
+  int head_dim() const { return kHeadDim > 0 ? kHeadDim : s_.head_dim; }
+
+  /// (Re)prepares the weights from the bound parameters; with `backward`, also for dx = dy W.
+  void pack(bool backward) {
+    const int dh = head_dim(), nh = s_.heads, H = s_.hidden;
+    qkv_.pack_fused_qkv(p_.q_w, p_.k_w, p_.v_w, p_.q_b, p_.k_b, p_.v_b, nh, dh, H, backward);
+    o_.pack(p_.o_w, H, nh * dh, static_cast<long>(nh) * dh, backward);
+  }
+  /// Drops the views of the weight matrices (serving keeps only the packed copies; float).
+  void forget_matrices() {
+    p_.q_w = p_.k_w = p_.v_w = p_.o_w = nullptr;
+    qkv_.forget_source();
+    o_.forget_source();
+  }
+  std::size_t bytes() const { return qkv_.bytes() + o_.bytes() + sizeof(T) * static_cast<std::size_t>(s_.hidden); }
+
+  /// Per-worker scratch (values of T) for sequences up to S tokens and heads of size dh.
+  static std::size_t scratch_size(int S, int head_dim, bool training) {
+    const std::size_t s = static_cast<std::size_t>(S), dh = static_cast<std::size_t>(head_dim);
+    if constexpr (ops::kFast<T>) {
+      const std::size_t pk = round_up(kernels::packed_size(S, static_cast<int>(dh)), 16),
+                        pv = round_up(kernels::packed_size(static_cast<int>(dh), S), 16), ss = round_up(s * s, 16);
+      return training ? 2 * ss + pk + 3 * pv : pk + ss + pv;
+    } else {
+      return training ? 2 * s * s : s * s;
+    }
+  }
+
+  /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache.
+  void forward(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
+               const AttentionBuffers<T>& buf, const Compute& c) const {
+    run(y, x, residual, lay, heads, gates, buf, c, nullptr, kernels::DropoutKey{});
+  }
+  /// Training: the same, keeping what the backward needs in `cache`, with dropout on the
+  /// probabilities. buf.qkv and buf.ctx are ignored (the cache holds them).
+  void forward(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
+               const kernels::DropoutKey& drop, Cache& cache, const AttentionBuffers<T>& buf, const Compute& c) const {
+    const int a = heads * head_dim();
+    AttentionBuffers<T> b = buf;
+    b.qkv = cache.qkv.ensure(static_cast<std::size_t>(lay.rows) * 3 * a);
+    b.ld_qkv = 3L * a;
+    b.ctx = cache.ctx.ensure(static_cast<std::size_t>(lay.rows) * a);
+    b.ld_ctx = a;
+    cache.heads = heads;
+    cache.rows = lay.rows;
+    cache.drop = drop;
+    if (gates) std::memcpy(cache.gates.ensure(static_cast<std::size_t>(heads)), gates, sizeof(float) * heads);
+    else cache.gates.ensure(0);
+    long* off = cache.prob_off.ensure(static_cast<std::size_t>(lay.batch) * heads + 1);
+    long total = 0;
+    for (int bq = 0; bq < lay.batch; ++bq)
+      for (int h = 0; h < heads; ++h) {
+        off[bq * heads + h] = total;
+        total += static_cast<long>(lay.query_rows(bq)) * lay.key_end[bq];
+      }
+    off[lay.batch * heads] = total;
+    cache.probs.ensure(static_cast<std::size_t>(total));
+    if (gates) cache.ctx_raw.ensure(static_cast<std::size_t>(lay.rows) * a);
+    run(y, x, residual, lay, heads, gates, b, c, &cache, drop);
+  }
+
+  /// Gradients from dy [rows, H]: dx [rows, H] += d(input), grads +=, d_gates[h] += d(loss) /
+  /// d(gate of head h) when not null. x is the forward's input. `buf.scratch` must hold the
+  /// training scratch; d_ctx [rows, a] and d_qkv [rows, 3a] are taken from the train scratch.
+  void backward(T* dx, const T* dy, const T* x, const BatchLayout& lay, const Cache& cache, Grads g, T* d_gates,
+                const AttentionBuffers<T>& buf, const Compute& c) const {
+    const int dh = head_dim(), nh = cache.heads, a = nh * dh, H = s_.hidden, rows = cache.rows;
+    const long A = static_cast<long>(s_.heads) * dh;  // stored width (row stride of W_o)
+    // output projection: d_ctx = dy W_o[:, :a], dW_o[:, :a] += dy^T ctx, db_o += sum dy
+    T* d_ctx = c.train->tmp<T>(0, static_cast<std::size_t>(rows) * a);
+    std::fill(d_ctx, d_ctx + static_cast<std::size_t>(rows) * a, T(0));
+    o_.backward_input(d_ctx, a, dy, H, rows, H, a, c);
+    linear_backward_weight(g.o_w, A, g.o_b, dy, H, cache.ctx.data(), a, rows, H, a, c);
+    // attention tasks: d_qkv (every element written exactly once, except keys never attended)
+    T* dqkv = c.train->tmp<T>(1, static_cast<std::size_t>(rows) * 3 * a);
+    std::fill(dqkv, dqkv + static_cast<std::size_t>(rows) * 3 * a, T(0));
+    const long tasks = static_cast<long>(lay.batch) * nh;
+    T* gate_part = d_gates ? c.train->partials<T>(static_cast<std::size_t>(tasks)) : nullptr;
+    const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+    c.th().for_each(tasks, [&](long task, int worker) {
+      backward_task(task, worker, dqkv, d_ctx, lay, cache, gate_part, scale, buf, c);
+    });
+    if (d_gates)
+      for (long t = 0; t < tasks; ++t) d_gates[t % nh] += gate_part[t];
+    // fused Q/K/V: dx += dqkv W_qkv, dW and db through a fused temporary, then de-interleaved
+    qkv_.backward_input(dx, H, dqkv, 3L * a, rows, 3 * a, H, c);
+    T* dwf = c.train->tmp<T>(0, static_cast<std::size_t>(3) * a * H + 3 * a);  // d_ctx is no longer needed
+    std::fill(dwf, dwf + static_cast<std::size_t>(3) * a * H + 3 * a, T(0));
+    T* dbf = dwf + static_cast<std::size_t>(3) * a * H;
+    linear_backward_weight(dwf, H, dbf, dqkv, 3L * a, x, H, rows, 3 * a, H, c);
+    for (int h = 0; h < nh; ++h)
+      for (int part = 0; part < 3; ++part) {
+        T* gw = part == 0 ? g.q_w : part == 1 ? g.k_w : g.v_w;
+        T* gb = part == 0 ? g.q_b : part == 1 ? g.k_b : g.v_b;
+        for (int r = 0; r < dh; ++r) {
+          const long src = (static_cast<long>(h) * 3 + part) * dh + r, dst = static_cast<long>(h) * dh + r;
+          ops::add(gw + dst * H, dwf + src * H, static_cast<std::size_t>(H));
+          gb[dst] += dbf[src];
+        }
+      }
+  }
+
+ private:
+  void run(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
+           const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop) const {
+    const int dh = head_dim(), a = heads * dh, H = s_.hidden;
+    DYNABERT_REQUIRE(heads >= 1 && heads <= s_.heads, InputError, "attention: ", heads, " heads of ", s_.heads);
+    LinearEpilogue<T> eq;  // the fused bias is the Linear's own
+    qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
+    const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+    c.th().for_each(static_cast<long>(lay.batch) * heads, [&](long task, int worker) {
+      forward_task(task, worker, heads, gates, lay, buf, scale, cache, drop, c);
+    });
+    LinearEpilogue<T> eo;
+    eo.bias = p_.o_b;
+    eo.residual = residual;
+    eo.ld_residual = H;
+    o_.forward(y, H, buf.ctx, buf.ld_ctx, lay.rows, H, a, eo, c);
+  }
+
+  void forward_task(long task, int worker, int heads, const float* gates, const BatchLayout& lay,
+                    const AttentionBuffers<T>& buf, T scale, Cache* cache, const kernels::DropoutKey& drop,
+                    const Compute& c) const {
+    (void)c;
+    const int dh = head_dim();
+    const int b = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
+    const int kend = lay.key_end[b], nq = lay.query_rows(b), S = lay.seq;
+    const float* bias = lay.has_holes[b] ? lay.mask_bias + static_cast<long>(b) * S : nullptr;
+    const long r0 = lay.row_off[b], ldq = buf.ld_qkv;
+    const T* q = buf.qkv + r0 * ldq + static_cast<long>(h) * 3 * dh;
+    const T* k = q + dh;
+    const T* v = q + 2 * dh;
+    const T gate = gates ? static_cast<T>(gates[h]) : T(1);
+    T* ctx = buf.ctx + r0 * buf.ld_ctx + static_cast<long>(h) * dh;
+    T* raw = cache && gates ? cache->ctx_raw.data() + r0 * static_cast<long>(heads) * dh + static_cast<long>(h) * dh : nullptr;
+    const long ld_raw = static_cast<long>(heads) * dh;
+    T* P = cache ? cache->probs.data() + cache->prob_off[task] : nullptr;
+    const kernels::DropoutKey key = drop.derive(static_cast<std::uint32_t>(task));
+    T* scratch = buf.scratch + static_cast<std::size_t>(worker) * buf.scratch_stride;
+    if constexpr (ops::kFast<T>) {
+      const std::size_t lim = static_cast<std::size_t>(S);
+      float* packk = scratch;
+      float* scores = packk + round_up(kernels::packed_size(static_cast<int>(lim), dh), 16);
+      float* packv = scores + round_up(lim * lim, 16);
+      float* gsc = c.gemm_scratch + static_cast<std::size_t>(worker) * kernels::gemm_scratch_floats();
+      const auto kv = kernels::pack_nk(packk, k, kend, dh, ldq);
+      kernels::Epilogue ep_s;
+      ep_s.alpha = scale;
+      kernels::gemm(scores, kend, q, ldq, nq, kv, kend, dh, ep_s, gsc);
+      for (int i = 0; i < nq; ++i) kernels::softmax_row(scores + static_cast<long>(i) * kend, kend, 1.0f, bias);
+      if (P) std::memcpy(P, scores, sizeof(float) * static_cast<std::size_t>(nq) * kend);
+      if (key.active())
+        for (int i = 0; i < nq; ++i)
+          kernels::dropout_multiply(scores + static_cast<long>(i) * kend, static_cast<std::size_t>(kend), key,
+                                    static_cast<std::uint32_t>(i) * static_cast<std::uint32_t>(S));
+      const auto vv = kernels::pack_kn(packv, v, kend, dh, ldq);
+      kernels::Epilogue ep_c;
+      if (raw) {  // training with gates: the context before the gate is kept for d(gate)
+        kernels::gemm(raw, ld_raw, scores, kend, nq, vv, dh, kend, ep_c, gsc);
+        for (int i = 0; i < nq; ++i)
+          for (int d = 0; d < dh; ++d) ctx[static_cast<long>(i) * buf.ld_ctx + d] = gate * raw[static_cast<long>(i) * ld_raw + d];
+      } else {
+        ep_c.alpha = gate;
+        kernels::gemm(ctx, buf.ld_ctx, scores, kend, nq, vv, dh, kend, ep_c, gsc);
+      }
+    } else {
+      T* p = scratch;
+      for (int i = 0; i < nq; ++i) {
+        T* row = p + static_cast<long>(i) * kend;
+        for (int j = 0; j < kend; ++j) {
+          T acc = 0;
+          for (int d = 0; d < dh; ++d) acc += q[i * ldq + d] * k[j * ldq + d];
+          row[j] = acc;
+        }
+        ops::softmax_row(row, kend, scale, bias);
+        if (P) std::memcpy(P + static_cast<long>(i) * kend, row, sizeof(T) * kend);
+        if (key.active())
+          ops::dropout_multiply(row, static_cast<std::size_t>(kend), key, static_cast<std::uint32_t>(i) * static_cast<std::uint32_t>(S));
+        for (int d = 0; d < dh; ++d) {
+          T acc = 0;
+          for (int j = 0; j < kend; ++j) acc += row[j] * v[j * ldq + d];
+          if (raw) {
+            raw[static_cast<long>(i) * ld_raw + d] = acc;
+            ctx[static_cast<long>(i) * buf.ld_ctx + d] = gate * acc;
+          } else {
+            ctx[static_cast<long>(i) * buf.ld_ctx + d] = acc * gate;
+          }
+        }
+      }
+    }
+  }
+
+  void backward_task(long task, int worker, T* dqkv, const T* d_ctx, const BatchLayout& lay, const Cache& cache, T* gate_part,
+                     T scale, const AttentionBuffers<T>& buf, const Compute& c) const {
+    (void)c;
+    const int dh = head_dim(), nh = cache.heads, a = nh * dh;
+    const int b = static_cast<int>(task / nh), h = static_cast<int>(task % nh);
+    const int kend = lay.key_end[b], nq = lay.query_rows(b), S = lay.seq;
+    const long r0 = lay.row_off[b], ldq = 3L * a;
+    const T* q = cache.qkv.data() + r0 * ldq + static_cast<long>(h) * 3 * dh;
+    const T* k = q + dh;
+    const T* v = q + 2 * dh;
+    T* dq = dqkv + r0 * ldq + static_cast<long>(h) * 3 * dh;
+    T* dk = dq + dh;
+    T* dv = dq + 2 * dh;
+    const T* dC = d_ctx + r0 * a + static_cast<long>(h) * dh;
+    const T gate = cache.gates.size() ? static_cast<T>(cache.gates[h]) : T(1);
+    const T* P = cache.probs.data() + cache.prob_off[task];
+    const kernels::DropoutKey key = cache.drop.derive(static_cast<std::uint32_t>(task));
+    const std::size_t n2 = static_cast<std::size_t>(nq) * kend;
+    T* scratch = buf.scratch + static_cast<std::size_t>(worker) * buf.scratch_stride;
+    // d(gate) = sum(dC * (Pd V)): the context before the gate
+    if (gate_part) {
+      const T* raw = cache.gates.size() ? cache.ctx_raw.data() : cache.ctx.data();
+      T s = 0;
+      for (int i = 0; i < nq; ++i)
+        for (int d = 0; d < dh; ++d) s += dC[static_cast<long>(i) * a + d] * raw[(r0 + i) * static_cast<long>(a) + h * dh + d];
+      gate_part[task] = s;
+    }
+    if constexpr (ops::kFast<T>) {
+      const std::size_t lim = static_cast<std::size_t>(S), ss = round_up(lim * lim, 16);
+      float* Pd = scratch;
+      float* dP = Pd + ss;
+      float* pk = dP + ss;  // V for dC V^T: [kend, dh] as n x k
+      float* p1 = pk + round_up(kernels::packed_size(static_cast<int>(lim), dh), 16);
+      const std::size_t pvs = round_up(kernels::packed_size(dh, static_cast<int>(lim)), 16);
+      float* p2 = p1 + pvs;
+      float* p3 = p2 + pvs;
+      float* gsc = c.gemm_scratch + static_cast<std::size_t>(worker) * kernels::gemm_scratch_floats();
+      const float* Pdrop = P;
+      if (key.active()) {
+        std::memcpy(Pd, P, sizeof(float) * n2);
+        for (int i = 0; i < nq; ++i)
+          kernels::dropout_multiply(Pd + static_cast<long>(i) * kend, static_cast<std::size_t>(kend), key,
+                                    static_cast<std::uint32_t>(i) * static_cast<std::uint32_t>(S));
+        Pdrop = Pd;
+      }
+      // dV = gate * Pd^T dC   ([kend, dh]; A = Pd read transposed, B' = dC^T)
+      const auto bdc = kernels::pack_kn(p1, dC, nq, dh, a);
+      kernels::Epilogue eg;
+      eg.alpha = gate;
+      kernels::gemm(dv, ldq, Pdrop, kend, kend, bdc, dh, nq, eg, gsc, Threads(), /*a_trans=*/true);
+      // dP = gate * dC V^T, then the dropout mask
+      const auto bv = kernels::pack_nk(pk, v, kend, dh, ldq);
+      kernels::gemm(dP, kend, dC, a, nq, bv, kend, dh, eg, gsc);
+      for (int i = 0; i < nq; ++i) {
+        float* row = dP + static_cast<long>(i) * kend;
+        if (key.active())
+          kernels::dropout_multiply(row, static_cast<std::size_t>(kend), key, static_cast<std::uint32_t>(i) * static_cast<std::uint32_t>(S));
+        kernels::softmax_backward_row(row, P + static_cast<long>(i) * kend, kend, scale);
+      }
+      // dQ = dS K ([nq, dh]; B' = K^T), dK = dS^T Q ([kend, dh]; A = dS read transposed, B' = Q^T)
+      const auto bk = kernels::pack_kn(p2, k, kend, dh, ldq);
+      kernels::gemm(dq, ldq, dP, kend, nq, bk, dh, kend, kernels::Epilogue{}, gsc);
+      const auto bq = kernels::pack_kn(p3, q, nq, dh, ldq);
+      kernels::gemm(dk, ldq, dP, kend, kend, bq, dh, nq, kernels::Epilogue{}, gsc, Threads(), /*a_trans=*/true);
+    } else {
+      T* Pd = scratch;
+      T* dP = Pd + static_cast<std::size_t>(S) * S;
+      std::memcpy(Pd, P, sizeof(T) * n2);
+      if (key.active())
+        for (int i = 0; i < nq; ++i)
+          ops::dropout_multiply(Pd + static_cast<long>(i) * kend, static_cast<std::size_t>(kend), key,
+                                static_cast<std::uint32_t>(i) * static_cast<std::uint32_t>(S));
+      for (int j = 0; j < kend; ++j)
+        for (int d = 0; d < dh; ++d) {
+          T acc = 0;
+          for (int i = 0; i < nq; ++i) acc += Pd[static_cast<long>(i) * kend + j] * dC[static_cast<long>(i) * a + d];
+          dv[j * ldq + d] = gate * acc;
+        }
+      for (int i = 0; i < nq; ++i) {
+        T* row = dP + static_cast<long>(i) * kend;
+        for (int j = 0; j < kend; ++j) {
+          T acc = 0;
+          for (int d = 0; d < dh; ++d) acc += dC[static_cast<long>(i) * a + d] * v[j * ldq + d];
+          row[j] = gate * acc;
+        }
+        if (key.active())
+          ops::dropout_multiply(row, static_cast<std::size_t>(kend), key, static_cast<std::uint32_t>(i) * static_cast<std::uint32_t>(S));
+        ops::softmax_backward_row(row, P + static_cast<long>(i) * kend, kend, scale);
+      }
+      for (int i = 0; i < nq; ++i)
+        for (int d = 0; d < dh; ++d) {
+          T acc = 0;
+          for (int j = 0; j < kend; ++j) acc += dP[static_cast<long>(i) * kend + j] * k[j * ldq + d];
+          dq[i * ldq + d] = acc;
+        }
+      for (int j = 0; j < kend; ++j)
+        for (int d = 0; d < dh; ++d) {
+          T acc = 0;
+          for (int i = 0; i < nq; ++i) acc += dP[static_cast<long>(i) * kend + j] * q[i * ldq + d];
+          dk[j * ldq + d] = acc;
+        }
+    }
+  }
+
+  AttentionShape s_;
+  Params p_;
+  Linear<T> qkv_, o_;
+};
+
+}  // namespace dynabert::layers
