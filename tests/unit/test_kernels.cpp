@@ -81,7 +81,7 @@ BOOST_AUTO_TEST_CASE(gemm_transposed_a_and_accumulate_match_reference) {
     ep.accumulate = true;
     ep.bias = trial % 2 ? bias.data() : nullptr;
     auto c = c0, cref = c0;
-    kernels::gemm(c.data(), N, at.data(), lda_t, M, pw.view(), N, K, ep, scratch.data(), Threads(trial % 3 ? 1 : 2), true);
+    kernels::gemm<true>(c.data(), N, at.data(), lda_t, M, pw.view(), N, K, ep, scratch.data(), Threads(trial % 3 ? 1 : 2));
     // oracle in double: the float reference's own rounding over K terms would blur the check
     std::vector<double> ad(a.begin(), a.end()), wd(w.begin(), w.end()), prod(M * N), bd(bias.begin(), bias.end());
     kernels::reference::linear(prod.data(), N, ad.data(), K, wd.data(), K, M, N, K, ep.bias ? bd.data() : nullptr);
@@ -249,8 +249,8 @@ BOOST_AUTO_TEST_CASE(gemm_large_m_row_split_matches_reference) {
       ep.act = trial % 2 ? Activation::kGeluErf : Activation::kNone;
     }
     auto c = c0, cref = c0;
-    kernels::gemm(c.data(), N, trans ? at.data() : a.data(), trans ? M : K, M, pw.view(), N, K, ep, scratch.data(),
-                  trial < 3 ? two : three, trans);
+    if (trans) kernels::gemm<true>(c.data(), N, at.data(), M, M, pw.view(), N, K, ep, scratch.data(), trial < 3 ? two : three);
+    else kernels::gemm(c.data(), N, a.data(), K, M, pw.view(), N, K, ep, scratch.data(), trial < 3 ? two : three);
     kernels::reference::linear(cref.data(), N, a.data(), K, w.data(), K, M, N, K, ep.bias, ep.residual, N, ep.act, 1.0f);
     if (accumulate)
       for (std::size_t i = 0; i < cref.size(); ++i) cref[i] += c0[i];

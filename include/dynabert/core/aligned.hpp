@@ -1,6 +1,7 @@
 // Owning, 64-byte aligned, non-initialising buffers. Every weight and workspace buffer uses
 // these, so SIMD loads of packed panels are aligned and no hidden reallocation happens.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,12 @@
 namespace dynabert {
 
 inline constexpr std::size_t kAlignment = 64;
+
+/// Allocations made by every AlignedBuffer so far (tests check that hot paths make none).
+inline std::atomic<long>& aligned_allocations() {
+  static std::atomic<long> n{0};
+  return n;
+}
 
 /// An array of trivially copyable T aligned to kAlignment. Size is set at construction, by
 /// `resize` (which discards contents) or by `ensure` (grow-only: reallocates only when the new size
@@ -47,6 +54,7 @@ class AlignedBuffer {
     std::size_t bytes = (n * sizeof(T) + kAlignment - 1) / kAlignment * kAlignment;
     data_ = static_cast<T*>(std::aligned_alloc(kAlignment, bytes));
     if (!data_) throw std::bad_alloc();
+    aligned_allocations().fetch_add(1, std::memory_order_relaxed);
     size_ = capacity_ = n;
     if (zero) std::memset(static_cast<void*>(data_), 0, bytes);
   }

@@ -191,10 +191,14 @@ inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool tr
   }
 }
 
-/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc. A is a packed sliver (element
-/// (i, k) at a[k * MR + i]) or, with kDirect, read in place (a[i * lda + k]). Only the first
-/// n_valid columns of C are written.
-template <int MR, bool kDirect>
+/// How the register tile reads A: a packed sliver (element (i, k) at a[k * MR + i]), in place
+/// row-major (a[i * lda + k]) or in place transposed (A^T row-major: a[k * lda + i], the 14
+/// values of one k side by side).
+enum class AMode { kPacked, kRows, kColumns };
+
+/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc. Only the first n_valid
+/// columns of C are written.
+template <int MR, AMode kMode>
 inline void micro_kernel(int kc, const float* __restrict a, long lda, const float* __restrict b, float* __restrict c,
                          long ldc, int n_valid, bool accumulate, const float* prefetch) {
   using B = simd::Batch;
@@ -215,7 +219,7 @@ inline void micro_kernel(int kc, const float* __restrict a, long lda, const floa
     for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const B ai(kDirect ? a[i * lda + k] : a[k * MR + i]);
+      const B ai(kMode == AMode::kRows ? a[i * lda + k] : kMode == AMode::kColumns ? a[k * lda + i] : a[k * MR + i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
@@ -279,34 +283,39 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
 
 using MicroKernel = void (*)(int, const float*, long, const float*, float*, long, int, bool, const float*);
 
-template <bool kDirect, int... I>
+template <AMode kMode, int... I>
 constexpr std::array<MicroKernel, sizeof...(I)> make_kernel_table(std::integer_sequence<int, I...>) {
-  return {&micro_kernel<I + 1, kDirect>...};
+  return {&micro_kernel<I + 1, kMode>...};
 }
 /// micro_kernel<mr> for mr = 1..kMR (tail tiles use the exact row count, wasting no FMA). A
 /// function template, so that the kernels are compiled only by programs that multiply.
-template <bool kDirect>
+template <AMode kMode>
 inline MicroKernel micro_kernel_for(int mr) {
-  static constexpr auto table = make_kernel_table<kDirect>(std::make_integer_sequence<int, GemmShape::kMR>{});
+  static constexpr auto table = make_kernel_table<kMode>(std::make_integer_sequence<int, GemmShape::kMR>{});
   return table[mr - 1];
 }
 
-/// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K.
-template <int = 0>
+/// One thread's share: panels [p0, p1) of C = A * B^T over all of M and K. With kTrans, `a`
+/// holds A^T.
+template <bool kTrans>
 inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n, int k,
-                        const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
+                        const Epilogue& ep, float* scratch, int p0, int p1) {
   constexpr int MR = GemmShape::kMR, KC = GemmShape::kKC, MC = GemmShape::kMC;
+  constexpr bool a_trans = kTrans;
   // A is read in place when its rows do not alias in L1 (a stride that is a multiple of 4 KB
-  // would put all MR rows in one cache set); else packed into slivers.
-  const bool direct = DYNABERT_GEMM_DIRECT && !a_trans && (lda * 4) % 4096 != 0;
+  // would put all MR rows in one cache set); else packed into slivers. A transposed A is read in
+  // place too (each k reads MR neighbouring values of one row of A^T).
+  const bool direct = DYNABERT_GEMM_DIRECT && (kTrans || (lda * 4) % 4096 != 0);
   const bool epilogue = !ep.trivial();
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = std::min(KC, k - pc);
     const bool first = pc == 0, last = pc + kc == k;
     for (int ic = 0; ic < M; ic += MC) {
       const int mc = std::min(MC, M - ic);
-      if (a_trans) pack_a(scratch, a + pc * lda + ic, lda, mc, kc, true);
-      else if (!direct) pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
+      if (!direct) {
+        if (a_trans) pack_a(scratch, a + pc * lda + ic, lda, mc, kc, true);
+        else pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
+      }
       for (int p = p0; p < p1; ++p) {
         const float* bp = B.micro_panel(pc, p);
         const float* next = p + 1 < p1 ? B.micro_panel(pc, p + 1) : nullptr;
@@ -326,11 +335,13 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
               for (int j = 0; j < nv; j += 64 / static_cast<int>(sizeof(float)))
                 __builtin_prefetch(ep.residual + (ic + i0 + i) * ep.ld_residual + col0 + j, 0, 2);
           const float* pf = i0 == 0 ? next : nullptr;
-          if (direct)
-            micro_kernel_for<true>(mr)(kc, a + (ic + i0) * lda + pc, lda, bp, ctile, ldc, nv, !first || ep.accumulate, pf);
+          const bool acc = !first || ep.accumulate;
+          if (!direct)
+            micro_kernel_for<AMode::kPacked>(mr)(kc, scratch + static_cast<long>(i0) * kc, 0, bp, ctile, ldc, nv, acc, pf);
+          else if constexpr (kTrans)
+            micro_kernel_for<AMode::kColumns>(mr)(kc, a + pc * lda + ic + i0, lda, bp, ctile, ldc, nv, acc, pf);
           else
-            micro_kernel_for<false>(mr)(kc, scratch + static_cast<long>(i0) * kc, 0, bp, ctile, ldc, nv,
-                                        !first || ep.accumulate, pf);
+            micro_kernel_for<AMode::kRows>(mr)(kc, a + (ic + i0) * lda + pc, lda, bp, ctile, ldc, nv, acc, pf);
           if (last && epilogue) apply_epilogue(ctile, ldc, mr, nv, ic + i0, col0, ep);
         }
       }
@@ -339,29 +350,32 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
 }
 
 /// Rows [m0, m0 + M) at a time: C's rows of one chunk stay in cache across the K blocks.
-template <int = 0>
+template <bool kTrans>
 inline void gemm_panels_chunked(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n, int k,
-                                const Epilogue& ep, float* scratch, int p0, int p1, bool a_trans) {
+                                const Epilogue& ep, float* scratch, int p0, int p1) {
+  constexpr bool a_trans = kTrans;
   constexpr int kChunk = GemmShape::kMChunk;
   for (int m0 = 0; m0 < M; m0 += kChunk) {
     Epilogue e = ep;
     if (e.residual) e.residual += static_cast<long>(m0) * e.ld_residual;
     if (e.pre_activation) e.pre_activation += static_cast<long>(m0) * e.ld_pre_activation;
-    gemm_panels(c + static_cast<long>(m0) * ldc, ldc, a_trans ? a + m0 : a + static_cast<long>(m0) * lda, lda,
-                std::min(kChunk, M - m0), B, n, k, e, scratch, p0, p1, a_trans);
+    gemm_panels<kTrans>(c + static_cast<long>(m0) * ldc, ldc, a_trans ? a + m0 : a + static_cast<long>(m0) * lda, lda,
+                        std::min(kChunk, M - m0), B, n, k, e, scratch, p0, p1);
   }
 }
 
 }  // namespace detail
 
 /// C[M, n] = epilogue(A[M, k] * W[:n, :k]^T) with W packed in `B` (n <= B.n, k <= B.k).
-/// `scratch` holds threads.count() * gemm_scratch_floats() floats. Threads split the panels.
-/// With `a_trans`, `a` holds A^T ([k, M], row stride lda).
-/// A function template (instantiated by programs that call it, not by including the header).
-template <int = 0>
-inline void gemm(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n,
-                 int k, const Epilogue& ep, float* scratch, const Threads& threads = Threads(),
-                 bool a_trans = false) {
+/// `scratch` holds threads.count() * gemm_scratch_floats() floats. Threads split the panels (or
+/// the rows when there are many); every element is computed the same way for any thread count.
+/// With kTransA (gemm<true>), `a` holds A^T ([k, M], row stride lda). A function template:
+/// instantiated by programs that call it (and the transposed kernels only by those that call
+/// gemm<true>), not by including the header.
+template <bool kTransA = false>
+inline void gemm(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n, int k,
+                 const Epilogue& ep, float* scratch, const Threads& threads = Threads()) {
+  constexpr bool a_trans = kTransA;
   DYNABERT_REQUIRE(n >= 0 && n <= B.n && k >= 0 && k <= B.k, InputError, "gemm: active ", n, "x", k,
                    " exceeds packed ", B.n, "x", B.k);
   DYNABERT_REQUIRE(!ep.accumulate || (ep.alpha == 1.0f && ep.act == Activation::kNone), InputError,
@@ -390,16 +404,14 @@ inline void gemm(float* c, long ldc, const float* a, long lda, int M, const Pack
       Epilogue e = ep;
       if (e.residual) e.residual += m0 * e.ld_residual;
       if (e.pre_activation) e.pre_activation += m0 * e.ld_pre_activation;
-      detail::gemm_panels_chunked(c + m0 * ldc, ldc, a_trans ? a + m0 : a + m0 * lda, lda, static_cast<int>(m1 - m0), B, n,
-                                  k, e, scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(), 0, panels,
-                                  a_trans);
+      detail::gemm_panels_chunked<a_trans>(c + m0 * ldc, ldc, a_trans ? a + m0 : a + m0 * lda, lda, static_cast<int>(m1 - m0), B, n,
+                                   k, e, scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(), 0, panels);
     });
     return;
   }
   threads.for_chunks(panels, [&](int worker, long p0, long p1) {
-    detail::gemm_panels_chunked(c, ldc, a, lda, M, B, n, k, ep,
-                        scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(),
-                        static_cast<int>(p0), static_cast<int>(p1), a_trans);
+    detail::gemm_panels_chunked<a_trans>(c, ldc, a, lda, M, B, n, k, ep, scratch + static_cast<std::size_t>(worker) * gemm_scratch_floats(),
+                                 static_cast<int>(p0), static_cast<int>(p1));
   });
 }
 

@@ -351,7 +351,7 @@ class SelfAttention {
       const auto bdc = kernels::pack_kn(p1, dC, nq, dh, a);
       kernels::Epilogue eg;
       eg.alpha = gate;
-      kernels::gemm(dv, ldq, Pdrop, kend, kend, bdc, dh, nq, eg, gsc, Threads(), /*a_trans=*/true);
+      kernels::gemm<true>(dv, ldq, Pdrop, kend, kend, bdc, dh, nq, eg, gsc);
       // dP = gate * dC V^T, then the dropout mask
       const auto bv = kernels::pack_nk(pk, v, kend, dh, ldq);
       kernels::gemm(dP, kend, dC, a, nq, bv, kend, dh, eg, gsc);
@@ -365,7 +365,7 @@ class SelfAttention {
       const auto bk = kernels::pack_kn(p2, k, kend, dh, ldq);
       kernels::gemm(dq, ldq, dP, kend, nq, bk, dh, kend, kernels::Epilogue{}, gsc);
       const auto bq = kernels::pack_kn(p3, q, nq, dh, ldq);
-      kernels::gemm(dk, ldq, dP, kend, kend, bq, dh, nq, kernels::Epilogue{}, gsc, Threads(), /*a_trans=*/true);
+      kernels::gemm<true>(dk, ldq, dP, kend, kend, bq, dh, nq, kernels::Epilogue{}, gsc);
     } else {
       T* Pd = scratch;
       T* dP = Pd + static_cast<std::size_t>(S) * S;

@@ -106,15 +106,17 @@ class FeedForward {
   /// dx [rows, H] += d(input) from dy [rows, H]; grads +=. x is the forward's input.
   void backward(T* dx, const T* dy, const T* x, const Cache& cache, Grads gr, const Compute& c) const {
     const int rows = cache.rows, f = cache.neurons, H = s_.hidden, I = s_.intermediate;
-    T* dg = c.train->tmp<T>(0, static_cast<std::size_t>(rows) * f);
-    std::fill(dg, dg + static_cast<std::size_t>(rows) * f, T(0));
-    out_.backward_input(dg, f, dy, H, rows, H, f, c);
+    const long ld = padded_ld(f);  // dg is read in place by dx += dg W1
+    T* dg = c.train->tmp<T>(0, static_cast<std::size_t>(rows) * ld);
+    std::fill(dg, dg + static_cast<std::size_t>(rows) * ld, T(0));
+    out_.backward_input(dg, ld, dy, H, rows, H, f, c);
     linear_backward_weight(gr.out_w, I, gr.out_b, dy, H, cache.g.data(), cache.ld_g, rows, H, f, c);
     c.th().for_chunks(rows, [&](int, long lo, long hi) {
-      ops::activation_backward(dg + lo * f, cache.u.data() + lo * f, static_cast<std::size_t>((hi - lo) * f), s_.act);
+      for (long r = lo; r < hi; ++r)
+        ops::activation_backward(dg + r * ld, cache.u.data() + r * f, static_cast<std::size_t>(f), s_.act);
     });
-    in_.backward_input(dx, H, dg, f, rows, f, H, c);
-    linear_backward_weight(gr.in_w, H, gr.in_b, dg, f, x, H, rows, f, H, c);
+    in_.backward_input(dx, H, dg, ld, rows, f, H, c);
+    linear_backward_weight(gr.in_w, H, gr.in_b, dg, ld, x, H, rows, f, H, c);
   }
 
  private:

@@ -187,7 +187,7 @@ void linear_backward_weight(T* dw, long lddw, T* db, const T* dy, long lddy, con
       const auto B = kernels::pack_kn(c.train->pack.ensure(kernels::packed_size(k, M)), x, M, k, ldx);
       kernels::Epilogue acc;
       acc.accumulate = true;
-      kernels::gemm(dw, lddw, dy, lddy, n, B, k, M, acc, c.gemm_scratch, c.th(), /*a_trans=*/true);
+      kernels::gemm<true>(dw, lddw, dy, lddy, n, B, k, M, acc, c.gemm_scratch, c.th());
     }
   } else {
     if (k > 0) kernels::reference::linear_backward_weight(dw, lddw, dy, lddy, x, ldx, M, n, k);

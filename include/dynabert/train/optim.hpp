@@ -110,6 +110,17 @@ class AdamW {
   long step_ = 0;
 };
 
+/// sum of x[i]^2 in double, over 8 independent partial sums (added in a fixed order).
+template <class T>
+double sum_of_squares(const T* x, std::size_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+  for (int j = 0; i < n; ++i, ++j) acc[j] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /// Scales all gradients so that their global L2 norm is at most max_norm (torch's
 /// clip_grad_norm_: coefficient max_norm / (norm + 1e-6) when below 1). Returns the norm before.
 /// The sum of squares runs per tensor, tensors added in order: the same bits for any thread count.
@@ -117,13 +128,11 @@ template <class T>
 double clip_grad_norm(ParameterSet<T>& grads, double max_norm, const Threads& threads = Threads()) {
   const auto& specs = grads.specs();
   const T* base = grads.data();
-  thread_local std::vector<double> part;
+  thread_local std::vector<double> part;  // the calling thread's; workers write through `out`
   part.assign(specs.size(), 0.0);
+  double* out = part.data();
   threads.for_each(static_cast<long>(specs.size()), [&](long t, int) {
-    const T* g = base + specs[t].offset;
-    double sq = 0;
-    for (std::size_t i = 0; i < specs[t].numel(); ++i) sq += static_cast<double>(g[i]) * g[i];
-    part[static_cast<std::size_t>(t)] = sq;
+    out[t] = sum_of_squares(base + specs[t].offset, specs[t].numel());
   });
   double sq = 0;
   for (double v : part) sq += v;
