@@ -31,6 +31,17 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     namespace fs = std::filesystem;
+    {  // the output must not be, contain or lie inside the input
+      const auto in = fs::weakly_canonical(fs::absolute(model_dir)), out = fs::weakly_canonical(fs::absolute(out_dir));
+      auto inside = [](const fs::path& a, const fs::path& b) {  // a is b or below b
+        auto ai = a.begin(), bi = b.begin();
+        for (; bi != b.end() && !bi->empty(); ++ai, ++bi)
+          if (ai == a.end() || *ai != *bi) return false;
+        return true;
+      };
+      DYNABERT_REQUIRE(!inside(out, in) && !inside(in, out), InputError, "--out ", out_dir, " overlaps --model ", model_dir,
+                       ": write the exported cell to a folder of its own");
+    }
     const auto w = BertWeights<float>::load(model_dir);
     const auto& cfg = w.config();
     SubNetwork net;
@@ -52,16 +63,28 @@ int main(int argc, char** argv) {
       what = "width " + std::to_string(width) + ", depth " + std::to_string(depth);
     }
     const auto small = extract_subnetwork(w, net);
-    small.save(out_dir, {{"dynabert_exported_from", fs::absolute(model_dir).string()}, {"dynabert_subnetwork", what}});
+    // written whole into a temporary folder, then renamed: a folder named --out is always complete
+    const std::string tmp = out_dir + ".tmp";
+    fs::remove_all(tmp);
+    small.save(tmp, {{"dynabert_exported_from", fs::absolute(model_dir).string()}, {"dynabert_subnetwork", what}});
     for (const char* f : {"vocab.txt", "tokenizer_config.json"})
-      if (fs::exists(fs::path(model_dir) / f))
-        fs::copy_file(fs::path(model_dir) / f, fs::path(out_dir) / f, fs::copy_options::overwrite_existing);
+      if (fs::exists(fs::path(model_dir) / f)) {
+        std::error_code ec;
+        fs::copy_file(fs::path(model_dir) / f, fs::path(tmp) / f, fs::copy_options::overwrite_existing, ec);
+        DYNABERT_REQUIRE(!ec, IoError, (fs::path(tmp) / f).string(), ": cannot copy (", ec.message(), ")");
+        io::sync_path((fs::path(tmp) / f).string());
+      }
+    if (fs::exists(out_dir)) {
+      DYNABERT_REQUIRE(fs::is_directory(out_dir), InputError, "--out ", out_dir, " exists and is not a folder");
+      fs::remove_all(out_dir);
+    }
+    io::publish_folder(tmp, out_dir);
     const auto src_bytes = fs::file_size(fs::path(model_dir) / "model.safetensors");
     const auto out_bytes = fs::file_size(fs::path(out_dir) / "model.safetensors");
     std::printf("exported %s: %d of %d layers, %zu of %zu parameters (%.1f %%), model.safetensors %.2f MB (source %.2f MB)\n",
                 what.c_str(), net.depth(), cfg.num_hidden_layers, small.num_parameters(), w.num_parameters(),
                 100.0 * small.num_parameters() / w.num_parameters(), out_bytes / 1e6, src_bytes / 1e6);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }

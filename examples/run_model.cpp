@@ -27,47 +27,55 @@ struct Batch {
   std::vector<std::int32_t> ids, types, mask;
 };
 
-std::vector<std::vector<long>> rows_of(const nlohmann::json& j, const std::string& what, const std::string& file) {
+/// Rows of a JSON list of integer lists; every row non-empty and at most `max_len` long, the
+/// whole at most `max_tokens` values (checked before anything is padded or allocated).
+std::vector<std::vector<long>> rows_of(const nlohmann::json& j, const std::string& what, const std::string& file, long max_len,
+                                       long max_tokens) {
   DYNABERT_REQUIRE(j.is_array() && !j.empty(), FormatError, file, ": ", what, " must be a non-empty list of lists");
-  std::vector<std::vector<long>> rows;
+  long total = 0;
   for (std::size_t b = 0; b < j.size(); ++b) {
     DYNABERT_REQUIRE(j[b].is_array(), FormatError, file, ": ", what, "[", b, "] is not a list");
+    DYNABERT_REQUIRE(!j[b].empty(), InputError, file, ": ", what, "[", b, "] is empty");
+    DYNABERT_REQUIRE(static_cast<long>(j[b].size()) <= max_len, InputError, file, ": ", what, "[", b, "] has ", j[b].size(),
+                     " tokens; the model takes at most ", max_len);
+    total += static_cast<long>(j[b].size());
+  }
+  DYNABERT_REQUIRE(static_cast<long>(j.size()) * max_len <= max_tokens || total <= max_tokens, InputError, file, ": ", j.size(),
+                   " sequences are more than one call takes");
+  std::vector<std::vector<long>> rows;
+  for (std::size_t b = 0; b < j.size(); ++b) {
     std::vector<long> r;
-    for (auto& v : j[b]) {
-      DYNABERT_REQUIRE(v.is_number_integer(), FormatError, file, ": ", what, "[", b, "] holds a non-integer");
-      r.push_back(v.get<long>());
-    }
-    DYNABERT_REQUIRE(!r.empty(), InputError, file, ": ", what, "[", b, "] is empty");
+    for (std::size_t s = 0; s < j[b].size(); ++s)
+      r.push_back(io::json_int(j[b][s], file, what + "[" + std::to_string(b) + "][" + std::to_string(s) + "]"));
     rows.push_back(std::move(r));
   }
   return rows;
 }
 
-Batch read_inputs(const std::string& file, int pad_id) {
-  std::ifstream f(file);
-  DYNABERT_REQUIRE(f.good(), FormatError, file, ": cannot open");
-  nlohmann::json j;
-  try { j = nlohmann::json::parse(f); } catch (const std::exception& e) {
-    raise<FormatError>(file, ": not valid JSON (", e.what(), ")");
-  }
+/// The inputs file: ragged lists of ids (right-padded with pad_id, masked) or an object with
+/// input_ids, token_type_ids, attention_mask. Sizes are checked against the model before the
+/// padded batch is allocated.
+Batch read_inputs(const std::string& file, int pad_id, int max_len) {
+  const nlohmann::json j = io::read_json_file(file);
   const nlohmann::json ids_json = j.is_object() ? j.value("input_ids", nlohmann::json()) : j;
-  auto ids = rows_of(ids_json, "input_ids", file);
+  constexpr long kMaxTokens = 1L << 22;
+  auto ids = rows_of(ids_json, "input_ids", file, max_len, kMaxTokens);
   Batch b;
   b.B = static_cast<int>(ids.size());
   for (auto& r : ids) b.S = std::max<int>(b.S, static_cast<int>(r.size()));
+  DYNABERT_REQUIRE(static_cast<long>(b.B) * b.S <= kMaxTokens, InputError, file, ": ", b.B, " x ", b.S,
+                   " padded tokens are more than one call takes (", kMaxTokens, ")");
   b.ids.assign(static_cast<std::size_t>(b.B) * b.S, pad_id);
   b.types.assign(b.ids.size(), 0);
   b.mask.assign(b.ids.size(), 0);
   for (int i = 0; i < b.B; ++i)
     for (std::size_t s = 0; s < ids[i].size(); ++s) {
-      const long v = ids[i][s];
-      DYNABERT_REQUIRE(v >= INT32_MIN && v <= INT32_MAX, InputError, file, ": input_ids[", i, "][", s, "] = ", v, " is out of range");
-      b.ids[i * b.S + s] = static_cast<std::int32_t>(v);
+      b.ids[i * b.S + s] = static_cast<std::int32_t>(ids[i][s]);
       b.mask[i * b.S + s] = 1;
     }
   auto fill = [&](const char* key, std::vector<std::int32_t>& dst) {
     if (!j.is_object() || !j.contains(key)) return;
-    auto rows = rows_of(j[key], key, file);
+    auto rows = rows_of(j[key], key, file, max_len, kMaxTokens);
     DYNABERT_REQUIRE(rows.size() == ids.size(), InputError, file, ": ", key, " has ", rows.size(), " rows for ", ids.size(), " sequences");
     for (int i = 0; i < b.B; ++i) {
       DYNABERT_REQUIRE(rows[i].size() == ids[i].size(), InputError, file, ": ", key, "[", i, "] has ", rows[i].size(),
@@ -106,13 +114,13 @@ int main(int argc, char** argv) {
   app.add_option("--inputs", inputs_file, "JSON file of token-id sequences");
   app.add_option("--width", width, "width multiplier m_w in (0, 1]");
   app.add_option("--depth", depth, "depth multiplier m_d in (0, 1]");
-  app.add_option("--threads", threads, "threads")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "threads")->check(CLI::Range(1, Threads::kMaxThreads));
   app.add_option("--output", output_file, "write logits and hidden states to this .safetensors file");
   app.add_flag("--grid", grid, "time all 12 DynaBERT cells (widths 1, .75, .5, .25 x depths 1, .75, .5)");
-  app.add_option("--repeat", repeat, "time this many calls and print the median");
+  app.add_option("--repeat", repeat, "time this many calls and print the median")->check(CLI::Range(0, 1000000));
   app.add_option("--generate", generate_dir, "write a randomly initialised checkpoint to this folder and exit");
   app.add_option("--preset", preset_name, "size of the generated model: tiny, small or base");
-  app.add_option("--labels", labels, "classifier outputs of the generated model");
+  app.add_option("--labels", labels, "classifier outputs of the generated model (0: none)")->check(CLI::Range(0, BertConfig::kMaxLabels));
   app.add_option("--seed", seed, "seed of the generated model");
   CLI11_PARSE(app, argc, argv);
 
@@ -129,7 +137,7 @@ int main(int argc, char** argv) {
     ElasticBert<float> model(BertWeights<float>::load(model_dir));
     const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     const auto& cfg = model.config();
-    Batch batch = read_inputs(inputs_file, cfg.pad_token_id);
+    Batch batch = read_inputs(inputs_file, cfg.pad_token_id, cfg.max_position_embeddings);
     Threads th(threads);
     auto ws = model.make_workspace({batch.B, batch.S, threads});
     Inputs in;
@@ -193,8 +201,12 @@ int main(int argc, char** argv) {
       std::printf("  -> %s\n", cfg.id2label.empty() ? std::to_string(best).c_str() : cfg.id2label[best].c_str());
     }
     if (C == 0 && model.has_pooler())
-      for (int b = 0; b < batch.B; ++b) std::printf("sequence %d pooled[0..3]: %.6f %.6f %.6f %.6f\n", b, pooled[b * cfg.hidden_size],
-                                                    pooled[b * cfg.hidden_size + 1], pooled[b * cfg.hidden_size + 2], pooled[b * cfg.hidden_size + 3]);
+      for (int b = 0; b < batch.B; ++b) {
+        const int shown = std::min(4, cfg.hidden_size);
+        std::printf("sequence %d pooled[0..%d]:", b, shown - 1);
+        for (int i = 0; i < shown; ++i) std::printf(" %.6f", pooled[static_cast<std::size_t>(b) * cfg.hidden_size + i]);
+        std::printf("\n");
+      }
     if (repeat > 0) std::printf("median of %d calls: %.3f ms\n", repeat, time_cell(net, repeat));
     if (!output_file.empty()) {
       io::SafetensorsWriter w;
@@ -205,7 +217,7 @@ int main(int argc, char** argv) {
       w.write(output_file);
       std::printf("wrote %s\n", output_file.c_str());
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's (memory, ...)
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }

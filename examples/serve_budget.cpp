@@ -9,6 +9,7 @@
 // The grid is the checkpoint's "dynabert_grid" metadata (examples/train_dynabert.cpp writes it)
 // or a JSON file [{"width":1,"depth":1,"accuracy":0.93}, ...].
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -26,17 +27,23 @@ int main(int argc, char** argv) {
   std::string model_dir, vocab_dir, grid_file, log_file;
   double budget_ms = 0, width = 1.0, depth = 1.0;
   int threads = 1, max_len = 128, reps = 3;
+  std::size_t max_line = 1 << 20;
+  bool probabilities = false;
   app.add_option("--model", model_dir, "checkpoint folder")->required();
   app.add_option("--vocab", vocab_dir, "folder with vocab.txt (default: the model folder)");
-  app.add_option("--budget-ms", budget_ms, "latency budget per call in ms (0: run the fixed --width/--depth cell)");
+  auto* budget = app.add_option("--budget-ms", budget_ms, "latency budget per call in ms (without it: the fixed --width/--depth cell)")
+                     ->check(CLI::PositiveNumber);
   app.add_option("--width", width, "fixed cell width (without --budget-ms)");
   app.add_option("--depth", depth, "fixed cell depth (without --budget-ms)");
-  app.add_option("--threads", threads)->check(CLI::PositiveNumber);
-  app.add_option("--max-len", max_len, "tokens per text (longer texts are truncated)");
+  app.add_option("--threads", threads)->check(CLI::Range(1, Threads::kMaxThreads));
+  app.add_option("--max-len", max_len, "tokens per text (longer texts are truncated)")->check(CLI::Range(3, 1 << 20));
+  app.add_option("--max-line-bytes", max_line, "longest line read; a longer one is reported and skipped")->check(CLI::Range(1, 1 << 30));
+  app.add_flag("--probabilities", probabilities, "also print the softmax probability of every label");
   app.add_option("--grid", grid_file, "accuracy grid JSON (default: the checkpoint's metadata)");
-  app.add_option("--calibration-reps", reps, "timed calls per cell and size at start-up");
+  app.add_option("--calibration-reps", reps, "timed calls per cell and size at start-up")->check(CLI::Range(1, 10000));
   app.add_option("--log", log_file, "write one CSV row per call here");
   CLI11_PARSE(app, argc, argv);
+  if (budget->count() == 0) budget_ms = 0;
   try {
     const auto tok = text::BertTokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);
     SessionOptions opt;
@@ -76,13 +83,40 @@ int main(int argc, char** argv) {
     Outputs o;
     o.logits = logits.data();
     const auto start = std::chrono::steady_clock::now();
+    // Lines are read with a cap (a stream without newlines cannot grow memory without end); a line
+    // that cannot be classified is reported on stderr with its number and the rest go on.
     std::string line;
-    for (long n = 0; std::getline(std::cin, line); ++n) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) {
-        std::printf("-\t(empty line)\n");
+    long n = 0, bad = 0;
+    auto next_line = [&](std::string& out) {  // false at the end; a too long line is cut and flagged
+      out.clear();
+      bool too_long = false;
+      int ch;
+      while ((ch = std::cin.get()) != EOF && ch != '\n') {
+        if (out.size() < max_line) out.push_back(static_cast<char>(ch));
+        else too_long = true;
+      }
+      if (ch == EOF && out.empty() && !too_long) return 0;
+      return too_long ? 2 : 1;
+    };
+    std::vector<float> probs(logits.size());
+    for (int got; (got = next_line(line)) != 0; ++n) {
+      auto report = [&](const std::string& why) {
+        std::fprintf(stderr, "line %ld: %s\n", n + 1, why.c_str());
+        std::printf("-\t(line %ld not classified: %s)\n", n + 1, why.c_str());
         std::fflush(stdout);
+        ++bad;
+      };
+      if (got == 2) { report("longer than " + std::to_string(max_line) + " bytes (--max-line-bytes)"); continue; }
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.find('\0') != std::string::npos) { report("holds a NUL byte"); continue; }
+      std::vector<std::int32_t> pieces;
+      try {
+        pieces = tok.tokenize(line);
+      } catch (const Error& e) {
+        report(e.what());
         continue;
       }
+      if (pieces.empty()) { report("no token (empty, white space or control characters only)"); continue; }
       const auto e = tok.encode(line, std::nullopt, max_len);
       Inputs in;
       in.input_ids = e.ids.data(); in.token_type_ids = e.type_ids.data(); in.batch = 1;
@@ -98,8 +132,18 @@ int main(int argc, char** argv) {
       }
       const int best = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       const std::string label = best < static_cast<int>(cfg.id2label.size()) ? cfg.id2label[best] : std::to_string(best);
-      std::printf("%s\twidth %.2f depth %.2f\t%.2f ms%s\n", label.c_str(), r.cell.width, r.cell.depth, r.measured_ms,
+      std::printf("%s\twidth %.2f depth %.2f\t%.2f ms%s", label.c_str(), r.cell.width, r.cell.depth, r.measured_ms,
                   budget_ms > 0 && r.measured_ms > budget_ms ? "\tover budget" : "");
+      if (probabilities) {
+        const float mx = *std::max_element(logits.begin(), logits.end());
+        double sum = 0;
+        for (std::size_t c = 0; c < logits.size(); ++c) sum += probs[c] = std::exp(logits[c] - mx);
+        for (std::size_t c = 0; c < logits.size(); ++c) {
+          const std::string name = c < cfg.id2label.size() ? cfg.id2label[c] : std::to_string(c);
+          std::printf("\t%s=%.4f", name.c_str(), probs[c] / sum);
+        }
+      }
+      std::printf("\n");
       std::fflush(stdout);
       if (log.is_open()) {
         const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -107,7 +151,8 @@ int main(int argc, char** argv) {
             << r.measured_ms << ',' << label << '\n';
       }
     }
-  } catch (const Error& e) {
+    if (bad) std::fprintf(stderr, "%ld of %ld lines not classified\n", bad, n);
+  } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }

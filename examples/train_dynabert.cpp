@@ -98,40 +98,63 @@ double median_latency_ms(const ElasticBert<float>& m, const SubNetwork& net, con
 
 int main(int argc, char** argv) {
   CLI::App app{"DynaBERT end to end on real text: pretraining, teacher, importance, rewiring, stages 1 and 2, the grid"};
-  std::string data = ".data", out = "out/sentiment", init_dir, task = "sentiment", pretrain_corpus = "brown,mail";
+  std::string data = ".data", out, init_dir, task = "sentiment", pretrain_corpus = "brown,mail";
   int layers = 4, hidden = 128, heads = 4, ffn = 512, batch = 32, max_len = 0, threads = 2;
   int teacher_epochs = 6, stage1_epochs = 3, stage2_epochs = 3, final_epochs = 0, pretrain_batch = 32, pretrain_len = 128;
   long pretrain_steps = 0, checkpoint_every = 100;
   double lr = 1e-3, distill_lr = 5e-4, pretrain_lr = 1e-3;
   std::uint64_t seed = 42;
-  bool ablations = true, fresh = false;
+  bool ablations = true, fresh = false, deterministic = false;
+  // a learning rate: finite and positive
+  const CLI::Validator rate([](std::string& v) {
+    try {
+      const double x = std::stod(v);
+      if (std::isfinite(x) && x > 0) return std::string();
+    } catch (...) {}
+    return "must be a finite positive number, got " + v;
+  }, "RATE");
   app.add_option("--task", task, "sentiment (UCI sentences) or spam (SpamAssassin mails)")->check(CLI::IsMember({"sentiment", "spam"}));
   app.add_option("--data", data, "folder filled by scripts/fetch-data.sh");
-  app.add_option("--out", out, "output folder (its state/ subfolder holds the resumable checkpoints)");
-  app.add_option("--layers", layers);
-  app.add_option("--hidden", hidden);
-  app.add_option("--heads", heads);
-  app.add_option("--ffn", ffn);
-  app.add_option("--batch", batch);
-  app.add_option("--max-len", max_len, "tokens per example (default: 64 for sentiment, 128 for spam)");
-  app.add_option("--threads", threads);
+  app.add_option("--out", out, "output folder (its state/ subfolder holds the resumable checkpoints)")->required();
+  app.add_option("--layers", layers)->check(CLI::Range(1, 48));
+  app.add_option("--hidden", hidden)->check(CLI::Range(1, 8192));
+  app.add_option("--heads", heads)->check(CLI::Range(1, 256));
+  app.add_option("--ffn", ffn)->check(CLI::Range(1, 65536));
+  app.add_option("--batch", batch)->check(CLI::Range(1, 65536));
+  app.add_option("--max-len", max_len, "tokens per example (default: 64 for sentiment, 128 for spam)")->check(CLI::Range(0, 4096));
+  app.add_option("--threads", threads)->check(CLI::Range(1, 256));
   app.add_option("--pretrain-steps", pretrain_steps, "MLM pretraining steps before the teacher (0: none)");
   app.add_option("--pretrain-corpus", pretrain_corpus, "comma-separated: brown, mail (the spam training split's mails)");
-  app.add_option("--pretrain-lr", pretrain_lr);
-  app.add_option("--pretrain-batch", pretrain_batch);
-  app.add_option("--pretrain-max-len", pretrain_len);
-  app.add_option("--teacher-epochs", teacher_epochs);
-  app.add_option("--stage1-epochs", stage1_epochs);
-  app.add_option("--stage2-epochs", stage2_epochs);
-  app.add_option("--final-epochs", final_epochs, "final fine-tuning of every cell on the task loss (0: none)");
-  app.add_option("--lr", lr, "teacher learning rate");
-  app.add_option("--distill-lr", distill_lr, "learning rate of stages 1 and 2 (and the final fine-tuning)");
+  app.add_option("--pretrain-lr", pretrain_lr)->check(rate);
+  app.add_option("--pretrain-batch", pretrain_batch)->check(CLI::Range(1, 65536));
+  app.add_option("--pretrain-max-len", pretrain_len)->check(CLI::Range(3, 4096));
+  app.add_option("--teacher-epochs", teacher_epochs)->check(CLI::Range(1, 100000));
+  app.add_option("--stage1-epochs", stage1_epochs)->check(CLI::Range(1, 100000));
+  app.add_option("--stage2-epochs", stage2_epochs)->check(CLI::Range(1, 100000));
+  app.add_option("--final-epochs", final_epochs, "final fine-tuning of every cell on the task loss (0: none)")->check(CLI::Range(0, 100000));
+  app.add_option("--lr", lr, "teacher learning rate")->check(rate);
+  app.add_option("--distill-lr", distill_lr, "learning rate of stages 1 and 2 (and the final fine-tuning)")->check(rate);
   app.add_option("--seed", seed);
-  app.add_option("--checkpoint-every", checkpoint_every, "steps between resumable checkpoints (0: phase ends only)");
+  app.add_option("--checkpoint-every", checkpoint_every, "steps between resumable checkpoints (0: phase ends only)")
+      ->check(CLI::Range(0L, 1L << 40));
+  app.add_flag("--deterministic", deterministic,
+               "measure no latency: results and checkpoints are then the same bytes for the same options");
   app.add_flag("--fresh", fresh, "discard the checkpoints of an earlier run in --out/state");
   app.add_flag("!--no-ablations", ablations, "skip the no-rewiring and trained-directly ablations");
   app.add_option("--init", init_dir, "start the teacher from this Hugging Face checkpoint folder instead of random weights");
   app.set_config("--config", "", "read any of these options from a TOML/INI file (key = value)");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
+  for (int i = 1; i + 1 < argc; ++i)  // a --config that is not text is refused before CLI11 reads it
+    if (std::string(argv[i]) == "--config") {
+      std::ifstream f(argv[i + 1], std::ios::binary);
+      std::string head(4096, '\0');
+      f.read(head.data(), static_cast<std::streamsize>(head.size()));
+      head.resize(static_cast<std::size_t>(f.gcount()));
+      if (!f.bad() && head.find('\0') != std::string::npos) {
+        std::fprintf(stderr, "error: --config %s is not a text file\n", argv[i + 1]);
+        return 2;
+      }
+    }
   CLI11_PARSE(app, argc, argv);
   if (max_len <= 0) max_len = task == "spam" ? 128 : 64;
   try {
@@ -139,7 +162,8 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::string state = out + "/state";
     if (fresh) fs::remove_all(state);
-    fs::create_directories(state);
+    if (fs::exists(state + "/run.txt")) std::fprintf(stderr, "resuming the run in %s (--fresh starts over)\n", out.c_str());
+    io::create_folders(state);
     {  // checkpoints are only reused by the same run: everything that changes the weights must match
       std::ostringstream fp;
       fp << "task=" << task << " data=" << fs::absolute(data).string() << " init=" << init_dir << " layers=" << layers
@@ -323,7 +347,7 @@ int main(int argc, char** argv) {
       }
     }
     const ElasticBert<float> engine(student.params());
-    fs::create_directories(out);
+    io::create_folders(out);
     std::ostringstream md, csv;
     md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy | macro-F1 |"
           " teacher's cell, no DynaBERT | DynaBERT without rewiring | same size trained directly |\n"
@@ -333,7 +357,7 @@ int main(int argc, char** argv) {
     double mean_dyn = 0, mean_base = 0, mean_nr = 0, mean_direct = 0;
     for (std::size_t i = 0; i < cells.size(); ++i) {
       const auto net = SubNetwork::dynabert(cfg, cells[i].width, cells[i].depth);
-      const double ms = median_latency_ms(engine, net, test_set, 101);
+      const double ms = deterministic ? NAN : median_latency_ms(engine, net, test_set, 101);
       const double params = net.encoder_params(cfg) / 1e6, gf = net.encoder_flops(cfg, 32) / 1e9;
       char line[320];
       std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.4f |\n", cells[i].width,
@@ -346,7 +370,8 @@ int main(int argc, char** argv) {
       mean_nr += no_rewire[i] / cells.size();
       mean_direct += direct[i] / cells.size();
       grid.push_back({{"width", cells[i].width}, {"depth", cells[i].depth}, {"accuracy", dyn[i].metrics.accuracy},
-                      {"macro_f1", dyn[i].metrics.macro_f1}, {"latency_ms", ms}});
+                      {"macro_f1", dyn[i].metrics.macro_f1}});
+      if (!deterministic) grid.back()["latency_ms"] = ms;
       mean_dyn += dyn[i].metrics.accuracy / cells.size();
       mean_base += base[i].metrics.accuracy / cells.size();
     }
@@ -362,11 +387,13 @@ int main(int argc, char** argv) {
     summary << "Task " << task << ", pretraining: " << pretrain_note << ". Teacher (full size) test accuracy " << teacher_m.accuracy
             << " (macro-F1 " << teacher_m.macro_f1 << "); DynaBERT full-size cell " << dyn[0].metrics.accuracy
             << "; mean over the 12 cells: DynaBERT " << mean_dyn << ", teacher's sub-networks without DynaBERT " << mean_base
-            << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct << "; DynaBERT mean macro-F1 " << mean_f1 << ". " << train_set.size() << " training sentences, " << secs << " s on " << threads << " thread(s).\n";
+            << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct << "; DynaBERT mean macro-F1 " << mean_f1 << ". " << train_set.size() << " training sentences";
+    if (deterministic) summary << " (--deterministic: no latency or time measured).\n";
+    else summary << ", " << secs << " s on " << threads << " thread(s).\n";
     io::write_atomically(out + "/results.md", [&](std::ofstream& f) { f << md.str() << "\n" << summary.str(); });
     io::write_atomically(out + "/results.csv", [&](std::ofstream& f) { f << csv.str(); });
     std::printf("%s\n%s", md.str().c_str(), summary.str().c_str());
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }

@@ -18,6 +18,6 @@ ctest --preset dev -j "$jobs"
 
 if ((all)); then
   cmake --preset asan
-  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model test_train test_text
+  cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model test_blocks test_train test_text
   ctest --preset asan -R '^test_' -j "$jobs"
 fi

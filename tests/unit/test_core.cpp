@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <dynabert/dynabert.hpp>
 
@@ -149,6 +150,18 @@ BOOST_AUTO_TEST_CASE(rejects_inconsistent_configs) {
   TempDir d;
   { std::ofstream(d / "config.json") << "{ not json"; }
   BOOST_TEST(has(error_of([&] { BertConfig::from_file(d / "config.json"); }), "not valid JSON"));
+  // integers are never narrowed, and sizes are bounded before anything is allocated
+  auto cfg = [](const std::string& j) { return error_of([&] { BertConfig::from_json(nlohmann::json::parse(j)); }); };
+  BOOST_TEST(has(cfg(R"({"num_labels": 2147483647})"), "num_labels' = 2147483647 is outside 0..65536"));
+  BOOST_TEST(has(cfg(R"({"num_labels": 4294967298})"), "is outside"));
+  BOOST_TEST(has(cfg(R"({"vocab_size": 1099511628288})"), "'vocab_size' = 1099511628288 is outside"));
+  BOOST_TEST(has(cfg(R"({"vocab_size": 2147483647})"), "is outside 1..16777216"));
+  BOOST_TEST(has(cfg(R"({"hidden_size": 0})"), "is outside 1.."));
+  BOOST_TEST(has(cfg(R"({"pruned_heads": {"x": [0]}})"), "is not a layer number"));
+  BOOST_TEST(has(cfg(R"({"id2label": {"0": "a", "7": "b"}})"), "is not an id in 0..1"));
+  { std::ofstream(d / "deep.json") << std::string(100000, '[') << std::string(100000, ']'); }
+  BOOST_TEST(has(error_of([&] { io::read_json_file(d / "deep.json"); }), "nests deeper than 32"));
+  BOOST_TEST(has(error_of([&] { io::read_json_file(d.path.string()); }), "is a folder"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -223,6 +236,14 @@ BOOST_AUTO_TEST_CASE(each_malformed_file_is_named) {
        "negative"},
       {"reversed offsets", R"({"t":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", std::string(8, '\0'), -1,
        "reversed"},
+      // element counts that would wrap in 64 bits
+      {"count wraps (2^32 x 2^30)", R"({"t":{"dtype":"F32","shape":[4294967296,1073741824],"data_offsets":[0,0]}})", "", -1,
+       "overflows"},
+      {"count wraps (2^62 + 1)", R"({"t":{"dtype":"F32","shape":[4611686018427387905],"data_offsets":[0,4]}})",
+       std::string(4, '\0'), -1, "overflows"},
+      {"count wraps (2^63 + 1, 2)", R"({"t":{"dtype":"F32","shape":[9223372036854775809,2],"data_offsets":[0,0]}})", "", -1,
+       "overflows"},
+      {"nested too deep", "{\"t\":" + std::string(5000, '[') + std::string(5000, ']') + "}", "", -1, "nests deeper"},
   };
   for (auto& c : cases) {
     write_raw(p, c.header, c.data, c.len);
@@ -323,6 +344,22 @@ BOOST_AUTO_TEST_CASE(missing_and_misshapen_tensors_are_named) {
   std::ofstream(d / "empty/pytorch_model.bin") << "x";
   BOOST_TEST(has(error_of([&] { io::CheckpointReader r(d / "empty"); }), "convert_hf.py"));
   BOOST_TEST(has(error_of([&] { io::CheckpointReader r(d / "nowhere"); }), "no such file"));
+  // A config.json that claims a huge vocabulary fails on the shapes, before allocating anything.
+  cfg["intermediate_size"] = 32;
+  cfg["vocab_size"] = 6000000;
+  std::ofstream(d / "ok/config.json") << cfg.dump();
+  const long before = aligned_allocations().load();
+  e = error_of([&] { BertWeights<float>::load(d / "ok"); });
+  BOOST_TEST(has(e, "word_embeddings.weight' has shape [50, 16] but config.json implies [6000000, 16]"), e);
+  BOOST_TEST(aligned_allocations().load() == before);
+  // NaN or infinity in a weight: named at load.
+  w.tensor("encoder.layer.1.output.dense.bias")[3] = std::numeric_limits<float>::quiet_NaN();
+  w.save(d / "nan");
+  e = error_of([&] { BertWeights<float>::load(d / "nan"); });
+  BOOST_TEST(has(e, "'encoder.layer.1.output.dense.bias' holds nan at element 3"), e);
+  // An output folder that cannot be made: a named IoError, not a filesystem exception.
+  { std::ofstream(d / "a_file") << "x"; }
+  BOOST_TEST(has(error_of([&] { w.save(d / "a_file/sub"); }), "cannot create the folder"));
 }
 
 BOOST_AUTO_TEST_CASE(pruned_heads_change_layer_shapes) {

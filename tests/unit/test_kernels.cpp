@@ -277,3 +277,128 @@ BOOST_AUTO_TEST_CASE(gemm_in_place_and_packed_a_agree_with_reference) {
     BOOST_TEST(gemm_err(c.data(), cref.data(), c.size(), K) < 1e-5, "lda " << lda << " M " << M << " K " << K);
   }
 }
+
+// ---- the training row kernels against their twins ------------------------------------------------
+#include <dynabert/kernels/dropout.hpp>
+
+BOOST_AUTO_TEST_CASE(cached_layernorm_and_its_backward_match_reference) {
+  std::mt19937 g(21);
+  for (int H : {1, 5, 16, 33, 256, 768}) {
+    auto x = randn(H, g, 2.0f), gm = randn(H, g), bt = randn(H, g), dy = randn(H, g);
+    for (auto& v : x) v += 3.0f;
+    std::vector<float> y(H), y2(H), xh(H), xh_ref(H), yr(H);
+    float rs = 0, rs_ref = 0;
+    kernels::layernorm_row_cached(y.data(), xh.data(), &rs, x.data(), gm.data(), bt.data(), H, 1e-12);
+    kernels::layernorm_row(y2.data(), x.data(), gm.data(), bt.data(), H, 1e-12);
+    BOOST_TEST(std::memcmp(y.data(), y2.data(), 4 * H) == 0, "cached and plain LayerNorm differ at H " << H);
+    kernels::reference::layernorm_row_cached(yr.data(), xh_ref.data(), &rs_ref, x.data(), gm.data(), bt.data(), H, 1e-12);
+    BOOST_TEST(max_rel(xh.data(), xh_ref.data(), H) < 2e-5);
+    BOOST_TEST(std::abs(rs - rs_ref) < 2e-5 * std::abs(rs_ref));
+    std::vector<float> dx(H, 0.5f), dx_ref(H, 0.5f), dg(H, 0.1f), dg_ref(H, 0.1f), db(H, 0.2f), db_ref(H, 0.2f);
+    kernels::layernorm_backward_row(dx.data(), dy.data(), xh_ref.data(), rs_ref, gm.data(), dg.data(), db.data(), H);
+    kernels::reference::layernorm_backward_row(dx_ref.data(), dy.data(), xh_ref.data(), rs_ref, gm.data(), dg_ref.data(),
+                                               db_ref.data(), H);
+    BOOST_TEST(max_rel(dx.data(), dx_ref.data(), H) < 2e-4, "H " << H);
+    BOOST_TEST(max_rel(dg.data(), dg_ref.data(), H) < 1e-5);
+    BOOST_TEST(max_rel(db.data(), db_ref.data(), H) < 1e-6);
+    if (H >= 5) {  // the reference backward against central differences (double)
+      std::vector<double> xd(x.begin(), x.end()), gd(gm.begin(), gm.end()), bd(bt.begin(), bt.end()), r(H), yd(H), xhd(H);
+      for (int i = 0; i < H; ++i) r[i] = std::sin(1.0 + i);
+      auto scalar = [&] {
+        double rsd;
+        kernels::reference::layernorm_row_cached(yd.data(), xhd.data(), &rsd, xd.data(), gd.data(), bd.data(), H, 1e-12);
+        double s = 0;
+        for (int i = 0; i < H; ++i) s += r[i] * yd[i];
+        return s;
+      };
+      scalar();
+      double rsd;
+      kernels::reference::layernorm_row_cached(yd.data(), xhd.data(), &rsd, xd.data(), gd.data(), bd.data(), H, 1e-12);
+      std::vector<double> ddx(H, 0.0);
+      kernels::reference::layernorm_backward_row(ddx.data(), r.data(), xhd.data(), rsd, gd.data(), static_cast<double*>(nullptr),
+                                                 static_cast<double*>(nullptr), H);
+      for (int i = 0; i < H; i += 2) {
+        const double old = xd[i];
+        xd[i] = old + 1e-6; const double up = scalar();
+        xd[i] = old - 1e-6; const double down = scalar();
+        xd[i] = old;
+        BOOST_TEST(std::abs((up - down) / 2e-6 - ddx[i]) < 1e-6 * (1 + std::abs(ddx[i])), "H " << H << " i " << i);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(softmax_backward_and_column_sums_match_reference) {
+  std::mt19937 g(22);
+  for (int n = 1; n < 150; n += 7) {
+    auto p = randn(n, g, 3.0f), d = randn(n, g);
+    kernels::reference::softmax_row(p.data(), n, 1.0f, static_cast<const float*>(nullptr));
+    auto fast = d, ref = d;
+    kernels::softmax_backward_row(fast.data(), p.data(), n, 0.125f);
+    kernels::reference::softmax_backward_row(ref.data(), p.data(), n, 0.125f);
+    BOOST_TEST(max_rel(fast.data(), ref.data(), n) < 1e-5, "n " << n);
+  }
+  for (int n : {1, 15, 16, 64, 65, 200})
+    for (long M : {1L, 3L, 70L}) {
+      const long ld = n + 3;
+      auto dy = randn(static_cast<int>(M * ld), g);
+      auto fast = randn(n, g), ref = fast;
+      kernels::add_column_sums(fast.data(), dy.data(), M, n, ld);
+      kernels::reference::add_column_sums(ref.data(), dy.data(), M, n, ld);
+      BOOST_TEST(max_rel(fast.data(), ref.data(), n) < 1e-5, "n " << n << " M " << M);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(dropout_simd_and_scalar_masks_are_identical) {
+  std::mt19937 g(23);
+  for (double p : {0.1, 0.25, 0.5, 0.9}) {
+    const auto key = kernels::DropoutKey::make(p, (static_cast<std::uint64_t>(g()) << 32) | g());
+    for (std::size_t n : {1ul, 15ul, 16ul, 17ul, 1000ul}) {
+      std::vector<float> x(n, 1.0f), y(n, 1.0f);
+      kernels::dropout_multiply(x.data(), n, key, 12345);
+      kernels::reference::dropout_multiply(y.data(), n, key, 12345u);
+      BOOST_TEST(std::memcmp(x.data(), y.data(), 4 * n) == 0, "p " << p << " n " << n);
+    }
+    // the mask of an element depends on its index only: any split of a range gives the same mask
+    std::vector<float> whole(300, 1.0f), parts(300, 1.0f);
+    kernels::dropout_multiply(whole.data(), 300, key, 7);
+    kernels::dropout_multiply(parts.data(), 113, key, 7);
+    kernels::dropout_multiply(parts.data() + 113, 187, key, 7 + 113);
+    BOOST_TEST(std::memcmp(whole.data(), parts.data(), 1200) == 0);
+    // the kept fraction and the scale
+    std::vector<float> big(200000, 1.0f);
+    kernels::dropout_multiply(big.data(), big.size(), key, 0);
+    long kept = 0;
+    for (float v : big) {
+      BOOST_TEST_REQUIRE((v == 0.0f || std::abs(v - 1.0 / (1.0 - p)) < 1e-6));
+      kept += v != 0.0f;
+    }
+    BOOST_TEST(std::abs(static_cast<double>(kept) / big.size() - (1.0 - p)) < 0.006, "p " << p);
+    // derived keys (one per attention task) differ
+    std::vector<float> a(64, 1.0f), b(64, 1.0f);
+    kernels::dropout_multiply(a.data(), 64, key.derive(0), 0);
+    kernels::dropout_multiply(b.data(), 64, key.derive(1), 0);
+    BOOST_TEST(std::memcmp(a.data(), b.data(), 256) != 0);
+  }
+  const kernels::DropoutKey off = kernels::DropoutKey::make(0.0, 1);
+  std::vector<float> x(10, 2.0f);
+  kernels::dropout_multiply(x.data(), 10, off, 0);
+  BOOST_TEST(std::all_of(x.begin(), x.end(), [](float v) { return v == 2.0f; }));
+}
+
+BOOST_AUTO_TEST_CASE(elementwise_kernels_do_not_depend_on_the_split) {
+  // a value's bits do not depend on where an array is cut (threads split rows anywhere)
+  std::mt19937 g(24);
+  auto x = randn(203, g, 3.0f), d = randn(203, g);
+  for (auto act : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh}) {
+    std::vector<float> whole(203), parts(203), dw = d, dp = d;
+    kernels::activation(whole.data(), x.data(), 203, act);
+    kernels::activation(parts.data(), x.data(), 37, act);
+    kernels::activation(parts.data() + 37, x.data() + 37, 166, act);
+    BOOST_TEST(std::memcmp(whole.data(), parts.data(), 4 * 203) == 0, to_string(act));
+    kernels::activation_backward(dw.data(), x.data(), 203, act);
+    kernels::activation_backward(dp.data(), x.data(), 5, act);
+    kernels::activation_backward(dp.data() + 5, x.data() + 5, 198, act);
+    BOOST_TEST(std::memcmp(dw.data(), dp.data(), 4 * 203) == 0, to_string(act));
+  }
+}

@@ -631,6 +631,70 @@ BOOST_AUTO_TEST_CASE(resumed_training_is_bit_identical) {
   fs::remove_all(dir);
 }
 
+BOOST_AUTO_TEST_CASE(checkpoints_survive_resaving_and_fall_back_and_name_bad_state) {
+  namespace fs = std::filesystem;
+  const auto data = synthetic(40, 5);
+  TrainableBert<float> teacher(small_model(8));
+  TrainerConfig cfg;
+  cfg.phase = Phase::kWidth; cfg.epochs = 1; cfg.batch_size = 8; cfg.seed = 3;
+  const fs::path dir = fs::temp_directory_path() / ("dynabert_ckpt_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  TrainableBert<float> a(small_model(9));
+  Trainer<float> ta(a, &teacher, cfg);
+  ta.fit(data);  // 5 steps: the phase ends
+  ta.save_checkpoint(dir.string());
+  // resuming a finished phase and saving again at the same step (the old protocol deleted the
+  // folder `latest` named before renaming the new one into place)
+  TrainableBert<float> b(small_model(10));
+  Trainer<float> tb(b, &teacher, cfg);
+  tb.load_checkpoint(dir.string());
+  tb.fit(data);
+  tb.save_checkpoint(dir.string());
+  std::string latest;
+  std::ifstream(dir / "latest") >> latest;
+  BOOST_TEST(latest == "step-5.1");
+  BOOST_TEST(!fs::exists(dir / "step-5"));  // the older one is gone once latest names the new one
+  TrainableBert<float> c(small_model(11));
+  Trainer<float> tc(c, &teacher, cfg);
+  tc.load_checkpoint(dir.string());
+  BOOST_TEST(tc.step() == 5);
+  BOOST_TEST(std::memcmp(a.params().buffer().data(), c.params().buffer().data(), a.params().buffer().size() * 4) == 0);
+  // `latest` naming nothing (a kill between the rename and the pointer switch of another
+  // protocol): the newest complete checkpoint is used; orphans of killed writers are removed
+  { std::ofstream(dir / "latest") << "step-99\n"; }
+  fs::create_directories(dir / "step-7.tmp");
+  { std::ofstream(dir / "latest.tmp.12345") << "x"; }
+  Trainer<float> td(c, &teacher, cfg);
+  td.load_checkpoint(dir.string());
+  BOOST_TEST(td.step() == 5);
+  td.save_checkpoint(dir.string());
+  BOOST_TEST(!fs::exists(dir / "step-7.tmp"));
+  BOOST_TEST(!fs::exists(dir / "latest.tmp.12345"));
+  // a state file with a missing key or a value of the wrong type: a named FormatError
+  std::ifstream(dir / "latest") >> latest;
+  const fs::path state = dir / latest / "trainer_state.json";
+  auto j = nlohmann::json::parse(std::ifstream(state));
+  auto broken = [&](const nlohmann::json& v) {
+    { std::ofstream(state) << v.dump(); }
+    Trainer<float> te(c, &teacher, cfg);
+    try {
+      te.load_checkpoint(dir.string());
+    } catch (const FormatError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no FormatError>");
+  };
+  auto missing = j;
+  missing.erase("adam_step");
+  BOOST_TEST(broken(missing).find("field 'adam_step' is missing") != std::string::npos, broken(missing));
+  auto wrong = j;
+  wrong["step"] = "five";
+  BOOST_TEST(broken(wrong).find("step must be an integer") != std::string::npos, broken(wrong));
+  BOOST_TEST(broken(nlohmann::json::array()).find("expected a JSON object") != std::string::npos);
+  fs::remove_all(dir);
+  BOOST_CHECK_THROW(tc.load_checkpoint(dir.string()), FormatError);
+}
+
 BOOST_AUTO_TEST_CASE(metrics_match_hand_computed_values) {
   const auto m = classification_metrics({1, 1, 0, 0, 1, 0}, {1, 0, 0, 0, 1, 1}, 2);
   BOOST_TEST(std::abs(m.accuracy - 4.0 / 6) < 1e-12);

@@ -27,6 +27,13 @@ class FormatError : public Error {
   using Error::Error;
 };
 
+/// The file system refused: a folder that cannot be created, a full or read-only disk, a rename
+/// that failed. Nothing is left half-written when this is thrown.
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 template <class... Args>
 std::string concat(Args&&... args) {

@@ -17,12 +17,14 @@ namespace dynabert {
 /// How many threads a call may use, and where they come from.
 class Threads {
  public:
+  /// Most threads one Threads object may ask for.
+  static constexpr int kMaxThreads = 1024;
   /// Single-threaded: everything runs on the calling thread, TBB is not touched.
   Threads() = default;
 
   /// `n` threads in an arena owned by this object (n == 1 runs on the calling thread).
   explicit Threads(int n) : count_(n) {
-    DYNABERT_REQUIRE(n >= 1, InputError, "thread count must be >= 1, got ", n);
+    DYNABERT_REQUIRE(n >= 1 && n <= kMaxThreads, InputError, "thread count must be in 1..", kMaxThreads, ", got ", n);
     if (n > 1) {
       owned_ = std::make_shared<tbb::task_arena>(n);
       arena_ = owned_.get();

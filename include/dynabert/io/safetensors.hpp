@@ -21,6 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/io/files.hpp"
+#include "dynabert/io/json.hpp"
 
 namespace dynabert::io {
 
@@ -72,12 +74,10 @@ struct TensorInfo {
   int elem_size = 4;
   std::vector<std::int64_t> shape;
   std::uint64_t begin = 0, end = 0;  ///< byte offsets within the data buffer
-  std::uint64_t numel() const {
-    std::uint64_t n = 1;
-    for (auto d : shape) n *= static_cast<std::uint64_t>(d);
-    return n;
-  }
+  std::uint64_t count = 1;           ///< element count (checked against overflow when parsed)
+  std::uint64_t numel() const { return count; }
 };
+
 
 /// A validated safetensors file; tensors are read on demand.
 class SafetensorsFile {
@@ -168,12 +168,15 @@ class SafetensorsFile {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(header, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& v) {
+        if (depth > kJsonMaxDepth) raise<FormatError>(path_, ": header nests deeper than ", kJsonMaxDepth, " levels");
         if (ev == nlohmann::json::parse_event_t::key && depth == 1 && v.is_string()) {
           const auto k = v.get<std::string>();
           if (!seen.insert(k).second && dup.empty()) dup = k;
         }
         return true;
       });
+    } catch (const FormatError&) {
+      throw;
     } catch (const std::exception& e) {
       raise<FormatError>(path_, ": header is not valid JSON (", e.what(), ")");
     }
@@ -207,7 +210,13 @@ class SafetensorsFile {
       for (auto& d : v["shape"]) {
         DYNABERT_REQUIRE(d.is_number_unsigned() || (d.is_number_integer() && d.get<std::int64_t>() >= 0),
                          FormatError, path_, ": tensor '", name, "': shape has a negative or non-integer dimension");
-        t.shape.push_back(d.get<std::int64_t>());
+        const std::uint64_t dim = d.get<std::uint64_t>();
+        // element counts stay below 2^60, so that counts x element sizes cannot wrap
+        constexpr std::uint64_t kMaxCount = 1ull << 60;
+        DYNABERT_REQUIRE(dim <= kMaxCount && (dim == 0 || t.count <= kMaxCount / dim), FormatError, path_, ": tensor '", name,
+                         "': shape ", v["shape"].dump(), " overflows (more than 2^60 elements)");
+        t.count *= dim;
+        t.shape.push_back(static_cast<std::int64_t>(dim));
       }
       DYNABERT_REQUIRE(v.contains("data_offsets") && v["data_offsets"].is_array() &&
                            v["data_offsets"].size() == 2 && v["data_offsets"][0].is_number_unsigned() &&
@@ -251,27 +260,6 @@ class SafetensorsFile {
   std::map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;
 };
-
-/// Writes `bytes` to `path` through a temporary file and an atomic rename.
-template <class WriteFn>
-void write_atomically(const std::string& path, WriteFn&& write) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    DYNABERT_REQUIRE(out.good(), FormatError, tmp, ": cannot create");
-    write(out);
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      std::remove(tmp.c_str());
-      raise<FormatError>(tmp, ": write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    raise<FormatError>(path, ": cannot rename ", tmp, " into place");
-  }
-}
 
 /// Collects F32 tensors (by pointer: they must stay alive until write) and string metadata.
 class SafetensorsWriter {

@@ -198,53 +198,6 @@ enum class AMode { kPacked, kRows, kColumns };
 
 /// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc. Only the first n_valid
 /// columns of C are written.
-template <int MR, AMode kMode>
-inline void micro_kernel(int kc, const float* __restrict a, long lda, const float* __restrict b, float* __restrict c,
-                         long ldc, int n_valid, bool accumulate, const float* prefetch) {
-  using B = simd::Batch;
-  constexpr int L = simd::kLanes;
-  constexpr int NV = GemmShape::kNV;
-  B acc[MR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
-  for (int k = 0; k < kc; ++k) {
-    if (prefetch) {  // pull the next micro-panel towards L1 while this one computes
-      __builtin_prefetch(prefetch + k * kNR, 0, 3);
-      __builtin_prefetch(prefetch + k * kNR + 16, 0, 3);
-    }
-    B bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const B ai(kMode == AMode::kRows ? a[i * lda + k] : kMode == AMode::kColumns ? a[k * lda + i] : a[k * MR + i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
-    }
-  }
-  if (n_valid == kNR) {
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        float* p = c + i * ldc + v * L;
-        (accumulate ? acc[i][v] + B::load_unaligned(p) : acc[i][v]).store_unaligned(p);
-      }
-    return;
-  }
-  alignas(64) float tmp[kNR];
-  for (int i = 0; i < MR; ++i) {
-    float* crow = c + i * ldc;
-    for (int v = 0; v < NV; ++v) acc[i][v].store_aligned(tmp + v * L);
-    if (accumulate)
-      for (int j = 0; j < n_valid; ++j) crow[j] = tmp[j] + crow[j];
-    else
-      std::memcpy(crow, tmp, sizeof(float) * n_valid);
-  }
-}
-
 /// The epilogue on a finished tile of C (rows x cols at row0, col0 of the whole product): read
 /// back from L1 once, in SIMD (a partial last vector goes through a padded copy, so every column
 /// gets the same arithmetic).
@@ -281,7 +234,75 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
   }
 }
 
-using MicroKernel = void (*)(int, const float*, long, const float*, float*, long, int, bool, const float*);
+template <int MR, AMode kMode>
+inline void micro_kernel(int kc, const float* __restrict a, long lda, const float* __restrict b, float* __restrict c,
+                         long ldc, int n_valid, bool accumulate, const float* prefetch, const Epilogue* ep, long row0,
+                         long col0) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  constexpr int NV = GemmShape::kNV;
+  B acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
+  for (int k = 0; k < kc; ++k) {
+    if (prefetch) {  // pull the next micro-panel towards L1 while this one computes
+      __builtin_prefetch(prefetch + k * kNR, 0, 3);
+      __builtin_prefetch(prefetch + k * kNR + 16, 0, 3);
+    }
+    B bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const B ai(kMode == AMode::kRows ? a[i * lda + k] : kMode == AMode::kColumns ? a[k * lda + i] : a[k * MR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
+    }
+  }
+  if (n_valid == kNR) {
+    // full tile: scale, bias, pre-activation and residual in registers; an activation (FFN-in,
+    // pooler) afterwards on the stored rows, in the same SIMD arithmetic as everywhere
+    const bool act = ep && ep->act != Activation::kNone;
+    for (int i = 0; i < MR; ++i) {
+      float* crow = c + i * ldc;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        B r = accumulate ? acc[i][v] + B::load_unaligned(crow + v * L) : acc[i][v];
+        if (ep) {
+          if (ep->alpha != 1.0f) r *= B(ep->alpha);
+          if (ep->bias) r += B::load_unaligned(ep->bias + col0 + v * L);
+          if (ep->pre_activation) r.store_unaligned(ep->pre_activation + (row0 + i) * ep->ld_pre_activation + col0 + v * L);
+          if (!act && ep->residual) r += B::load_unaligned(ep->residual + (row0 + i) * ep->ld_residual + col0 + v * L);
+        }
+        r.store_unaligned(crow + v * L);
+      }
+      if (act) {
+        kernels::activation(crow, crow, kNR, ep->act);
+        if (ep->residual) {
+          const float* rr = ep->residual + (row0 + i) * ep->ld_residual + col0;
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) (B::load_unaligned(crow + v * L) + B::load_unaligned(rr + v * L)).store_unaligned(crow + v * L);
+        }
+      }
+    }
+    return;
+  }
+  alignas(64) float tmp[kNR];
+  for (int i = 0; i < MR; ++i) {
+    float* crow = c + i * ldc;
+    for (int v = 0; v < NV; ++v) acc[i][v].store_aligned(tmp + v * L);
+    if (accumulate)
+      for (int j = 0; j < n_valid; ++j) crow[j] = tmp[j] + crow[j];
+    else
+      std::memcpy(crow, tmp, sizeof(float) * n_valid);
+  }
+  if (ep) apply_epilogue(c, ldc, MR, n_valid, row0, col0, *ep);  // a partial tile: the generic pass
+}
+
+using MicroKernel = void (*)(int, const float*, long, const float*, float*, long, int, bool, const float*,
+                             const Epilogue*, long, long);
 
 template <AMode kMode, int... I>
 constexpr std::array<MicroKernel, sizeof...(I)> make_kernel_table(std::integer_sequence<int, I...>) {
@@ -336,13 +357,14 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
                 __builtin_prefetch(ep.residual + (ic + i0 + i) * ep.ld_residual + col0 + j, 0, 2);
           const float* pf = i0 == 0 ? next : nullptr;
           const bool acc = !first || ep.accumulate;
+          const Epilogue* e = last && epilogue ? &ep : nullptr;
           if (!direct)
-            micro_kernel_for<AMode::kPacked>(mr)(kc, scratch + static_cast<long>(i0) * kc, 0, bp, ctile, ldc, nv, acc, pf);
+            micro_kernel_for<AMode::kPacked>(mr)(kc, scratch + static_cast<long>(i0) * kc, 0, bp, ctile, ldc, nv, acc, pf, e,
+                                                 ic + i0, col0);
           else if constexpr (kTrans)
-            micro_kernel_for<AMode::kColumns>(mr)(kc, a + pc * lda + ic + i0, lda, bp, ctile, ldc, nv, acc, pf);
+            micro_kernel_for<AMode::kColumns>(mr)(kc, a + pc * lda + ic + i0, lda, bp, ctile, ldc, nv, acc, pf, e, ic + i0, col0);
           else
-            micro_kernel_for<AMode::kRows>(mr)(kc, a + (ic + i0) * lda + pc, lda, bp, ctile, ldc, nv, acc, pf);
-          if (last && epilogue) apply_epilogue(ctile, ldc, mr, nv, ic + i0, col0, ep);
+            micro_kernel_for<AMode::kRows>(mr)(kc, a + (ic + i0) * lda + pc, lda, bp, ctile, ldc, nv, acc, pf, e, ic + i0, col0);
         }
       }
     }

@@ -10,6 +10,7 @@
 //   backward  ds = LN'(dy); d_residual += ds; d_a = ds * dropout mask; dgamma, dbeta += (in fixed
 //             row chunks: bitwise the same for any thread count).
 #pragma once
+#include <type_traits>
 #include <algorithm>
 #include <string>
 
@@ -26,6 +27,9 @@ template <class P>
 struct NormTensors {
   P* gamma = nullptr;
   P* beta = nullptr;
+  /// Mutable views convert to read-only ones.
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator NormTensors<const Q>() const { return {gamma, beta}; }
 };
 
 /// The dropout multiplier of element (row r, column j) of a [rows, H] activation: indexed by the

@@ -40,6 +40,8 @@ template <class P>
 struct AttentionTensors {
   P *q_w = nullptr, *q_b = nullptr, *k_w = nullptr, *k_b = nullptr, *v_w = nullptr, *v_b = nullptr;
   P *o_w = nullptr, *o_b = nullptr;
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator AttentionTensors<const Q>() const { return {q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b}; }
 };
 
 /// Sizes of an attention block: hidden size, stored heads, head size.

@@ -8,6 +8,7 @@
 //                        used (in row order: deterministic), and into gamma / beta.
 // A model without token types binds a null type table.
 #pragma once
+#include <type_traits>
 #include <cstdint>
 #include <string>
 
@@ -26,6 +27,8 @@ struct EmbeddingTensors {
   P* position = nullptr;    ///< [positions, H]
   P* token_type = nullptr;  ///< [types, H], or null (no token types)
   NormTensors<P> norm;
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator EmbeddingTensors<const Q>() const { return {word, position, token_type, norm}; }
 };
 
 /// Sizes of an embedding block.

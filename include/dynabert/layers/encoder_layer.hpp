@@ -8,6 +8,7 @@
 //                        probabilities; in evaluation mode it computes bitwise what inference does;
 //   backward             the blocks' backwards in reverse.
 #pragma once
+#include <type_traits>
 #include <string>
 
 #include "dynabert/core/params.hpp"
@@ -25,6 +26,8 @@ struct EncoderLayerTensors {
   NormTensors<P> norm1;
   FeedForwardTensors<P> ffn;
   NormTensors<P> norm2;
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator EncoderLayerTensors<const Q>() const { return {attention, norm1, ffn, norm2}; }
 };
 
 struct EncoderLayerShape {

@@ -8,6 +8,7 @@
 //                        the activation g, the second product's input;
 //   backward             dg = dy W2, du = dg act'(u), dx += du W1; dW1, db1, dW2, db2 +=.
 #pragma once
+#include <type_traits>
 #include <string>
 
 #include "dynabert/core/params.hpp"
@@ -22,6 +23,8 @@ namespace dynabert::layers {
 template <class P>
 struct FeedForwardTensors {
   P *in_w = nullptr, *in_b = nullptr, *out_w = nullptr, *out_b = nullptr;
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator FeedForwardTensors<const Q>() const { return {in_w, in_b, out_w, out_b}; }
 };
 
 struct FeedForwardShape {

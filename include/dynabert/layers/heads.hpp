@@ -5,6 +5,7 @@
 //  - MlmHead<T>:    BertForMaskedLM's prediction head on selected rows: dense, activation,
 //                   LayerNorm, then the decoder tied to the word embeddings plus its own bias.
 #pragma once
+#include <type_traits>
 #include <cstring>
 #include <string>
 
@@ -22,6 +23,8 @@ template <class P>
 struct DenseTensors {
   P* w = nullptr;
   P* b = nullptr;
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator DenseTensors<const Q>() const { return {w, b}; }
 };
 
 template <class Set>
@@ -170,6 +173,8 @@ struct MlmTensors {
   NormTensors<P> norm;
   P* decoder_bias = nullptr;  ///< [vocab]
   P* decoder = nullptr;       ///< [vocab, H]: the word embeddings
+  template <class Q = P, class = std::enable_if_t<!std::is_const_v<Q>>>
+  operator MlmTensors<const Q>() const { return {transform, norm, decoder_bias, decoder}; }
 };
 
 template <class T>

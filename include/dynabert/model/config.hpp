@@ -18,7 +18,11 @@
 namespace dynabert {
 
 /// Architecture of a BERT encoder (the fields of Hugging Face's BertConfig that matter here).
+/// config.json values outside the kMax* limits are refused when read (they exceed any model a
+/// machine could hold, and would otherwise decide allocations before a tensor is checked).
 struct BertConfig {
+  static constexpr int kMaxVocab = 1 << 24, kMaxHidden = 1 << 16, kMaxLayers = 1024, kMaxHeads = 4096,
+                       kMaxIntermediate = 1 << 20, kMaxPositions = 1 << 20, kMaxTypes = 1 << 16, kMaxLabels = 1 << 16;
   int vocab_size = 30522;
   int hidden_size = 768;
   int num_hidden_layers = 12;
@@ -101,25 +105,24 @@ struct BertConfig {
   static BertConfig from_json(const nlohmann::json& j, const std::string& source = "config.json") {
     DYNABERT_REQUIRE(j.is_object(), FormatError, source, ": top level is not a JSON object");
     BertConfig c;
-    auto get_int = [&](const char* key, int& out) {
+    // every integer is range-checked: no silent narrowing, and sizes a machine could hold
+    auto get_int = [&](const char* key, int& out, long long lo, long long hi) {
       if (!j.contains(key)) return;
-      DYNABERT_REQUIRE(j[key].is_number_integer(), FormatError, source, ": field '", key,
-                       "' must be an integer");
-      out = j[key].get<int>();
+      out = static_cast<int>(io::json_int(j[key], source, std::string("field '") + key + "'", lo, hi));
     };
     auto get_double = [&](const char* key, double& out) {
       if (!j.contains(key) || j[key].is_null()) return;
       DYNABERT_REQUIRE(j[key].is_number(), FormatError, source, ": field '", key, "' must be a number");
       out = j[key].get<double>();
     };
-    get_int("vocab_size", c.vocab_size);
-    get_int("hidden_size", c.hidden_size);
-    get_int("num_hidden_layers", c.num_hidden_layers);
-    get_int("num_attention_heads", c.num_attention_heads);
-    get_int("intermediate_size", c.intermediate_size);
-    get_int("max_position_embeddings", c.max_position_embeddings);
-    get_int("type_vocab_size", c.type_vocab_size);
-    if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) get_int("pad_token_id", c.pad_token_id);
+    get_int("vocab_size", c.vocab_size, 1, kMaxVocab);
+    get_int("hidden_size", c.hidden_size, 1, kMaxHidden);
+    get_int("num_hidden_layers", c.num_hidden_layers, 1, kMaxLayers);
+    get_int("num_attention_heads", c.num_attention_heads, 1, kMaxHeads);
+    get_int("intermediate_size", c.intermediate_size, 1, kMaxIntermediate);
+    get_int("max_position_embeddings", c.max_position_embeddings, 1, kMaxPositions);
+    get_int("type_vocab_size", c.type_vocab_size, 1, kMaxTypes);
+    if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) get_int("pad_token_id", c.pad_token_id, 0, kMaxVocab - 1);
     get_double("layer_norm_eps", c.layer_norm_eps);
     get_double("hidden_dropout_prob", c.hidden_dropout_prob);
     get_double("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
@@ -134,6 +137,8 @@ struct BertConfig {
     if (j.contains("id2label")) {
       const auto& m = j["id2label"];
       DYNABERT_REQUIRE(m.is_object(), FormatError, source, ": id2label must be an object");
+      DYNABERT_REQUIRE(m.size() <= static_cast<std::size_t>(kMaxLabels), FormatError, source, ": id2label has ", m.size(),
+                       " labels; at most ", kMaxLabels);
       c.id2label.assign(m.size(), "");
       for (auto it = m.begin(); it != m.end(); ++it) {
         int id = -1;
@@ -144,7 +149,7 @@ struct BertConfig {
       }
     } else if (j.contains("num_labels")) {
       int n = 0;
-      get_int("num_labels", n);
+      get_int("num_labels", n, 0, kMaxLabels);
       for (int i = 0; i < n; ++i) c.id2label.push_back("LABEL_" + std::to_string(i));
     }
     if (j.contains("pruned_heads") && !j["pruned_heads"].is_null()) {
@@ -153,12 +158,11 @@ struct BertConfig {
       for (auto it = m.begin(); it != m.end(); ++it) {
         int layer = -1;
         try { layer = std::stoi(it.key()); } catch (...) {}
+        DYNABERT_REQUIRE(layer >= 0 && std::to_string(layer) == it.key(), FormatError, source, ": pruned_heads key '", it.key(),
+                         "' is not a layer number");
         DYNABERT_REQUIRE(it.value().is_array(), FormatError, source, ": pruned_heads['", it.key(), "'] must be a list");
         std::vector<int> heads;
-        for (auto& h : it.value()) {
-          DYNABERT_REQUIRE(h.is_number_integer(), FormatError, source, ": pruned_heads['", it.key(), "'] holds a non-integer");
-          heads.push_back(h.get<int>());
-        }
+        for (auto& h : it.value()) heads.push_back(static_cast<int>(io::json_int(h, source, "pruned_heads['" + it.key() + "']", 0, kMaxHeads)));
         std::sort(heads.begin(), heads.end());
         if (!heads.empty()) c.pruned_heads[layer] = heads;
       }
@@ -166,10 +170,10 @@ struct BertConfig {
     if (j.contains("dynabert_intermediate_sizes")) {
       const auto& a = j["dynabert_intermediate_sizes"];
       DYNABERT_REQUIRE(a.is_array(), FormatError, source, ": dynabert_intermediate_sizes must be a list");
-      for (auto& v : a) {
-        DYNABERT_REQUIRE(v.is_number_integer(), FormatError, source, ": dynabert_intermediate_sizes holds a non-integer");
-        c.layer_intermediate_sizes.push_back(v.get<int>());
-      }
+      DYNABERT_REQUIRE(a.size() <= static_cast<std::size_t>(kMaxLayers), FormatError, source, ": dynabert_intermediate_sizes has ",
+                       a.size(), " entries");
+      for (auto& v : a)
+        c.layer_intermediate_sizes.push_back(static_cast<int>(io::json_int(v, source, "dynabert_intermediate_sizes[i]", 1, kMaxIntermediate)));
     }
     c.validate(source);
     return c;

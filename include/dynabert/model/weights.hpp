@@ -3,6 +3,7 @@
 // is the trainable / serialisable form; models bind their blocks to it (training) or pack the
 // linear weights from it (serving).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -155,16 +156,25 @@ class BertWeights : public ParameterSet<T> {
                        "config.json declares ", config.num_labels(), " labels but classifier.weight has ",
                        heads.num_labels, " rows");
     }
-    BertWeights w(std::move(config), heads);
-    T* base = w.buffer().data();
-    for (auto& s : w.specs()) {
+    // every tensor present with its shape before anything is allocated: a config.json that
+    // claims sizes its file does not hold fails here, cheaply
+    const Schema expected = schema(prepared(config, heads), heads);
+    for (auto& s : expected.specs()) {
       DYNABERT_REQUIRE(r.contains(s.name), FormatError,
                        r.folder().empty() ? std::string("checkpoint") : r.folder(), ": tensor '", s.name,
                        "' is missing");
       const auto& info = r.info(s.name);
       DYNABERT_REQUIRE(info.shape == s.shape, FormatError, r.file_name(s.name), ": tensor '", s.name,
                        "' has shape ", shape_str(info.shape), " but config.json implies ", shape_str(s.shape));
-      r.read(s.name, base + s.offset, s.numel());
+    }
+    BertWeights w(std::move(config), heads);
+    T* base = w.buffer().data();
+    for (auto& s : w.specs()) {
+      T* dst = base + s.offset;
+      r.read(s.name, dst, s.numel());
+      for (std::size_t i = 0; i < s.numel(); ++i)  // NaN or infinity: a broken file, never silent garbage
+        DYNABERT_REQUIRE(std::isfinite(static_cast<double>(dst[i])), FormatError, r.file_name(s.name), ": tensor '", s.name,
+                         "' holds ", static_cast<double>(dst[i]), " at element ", i);
     }
     return w;
   }
@@ -174,7 +184,7 @@ class BertWeights : public ParameterSet<T> {
   /// BertForMaskedLM layout; the head tensors "classifier.*" and "cls.*" stay unprefixed).
   void save(const std::string& folder, const std::map<std::string, std::string>& metadata = {}) const {
     static_assert(std::is_same_v<T, float>, "checkpoints are written in F32");
-    std::filesystem::create_directories(folder);
+    io::create_folders(folder);
     io::SafetensorsWriter w;
     const bool prefixed = heads_.num_labels > 0 || heads_.mlm;
     for (auto& s : specs()) {

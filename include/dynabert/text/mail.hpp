@@ -191,10 +191,21 @@ inline std::string decode_header(std::string_view v) {
   };
   while (i < v.size()) {
     if (v.compare(i, 2, "=?") == 0) {
-      const auto q1 = v.find('?', i + 2);
-      const auto q2 = q1 == std::string_view::npos ? q1 : v.find('?', q1 + 1);
-      const auto end = q2 == std::string_view::npos ? q2 : v.find("?=", q2 + 1);
-      if (end != std::string_view::npos && q2 == q1 + 2) {
+      // =?charset?B|Q?text?= : the charset is a short token and the text has neither '?' nor
+      // white space, so each scan stops early (linear time on any header)
+      constexpr std::size_t npos = std::string_view::npos;
+      auto scan = [&](std::size_t from, std::size_t limit) {  // position of the next '?', npos at space or limit
+        for (std::size_t j = from; j < v.size() && j < from + limit; ++j) {
+          if (v[j] == '?') return j;
+          if (std::isspace(static_cast<unsigned char>(v[j]))) return npos;
+        }
+        return npos;
+      };
+      const auto q1 = scan(i + 2, 64);
+      const auto q2 = q1 != npos && q1 + 2 < v.size() && v[q1 + 2] == '?' ? q1 + 2 : npos;
+      auto end = q2 == npos ? npos : scan(q2 + 1, v.size());
+      if (end != npos && (end + 1 >= v.size() || v[end + 1] != '=')) end = npos;
+      if (end != npos && q2 == q1 + 2) {
         std::string charset(v.substr(i + 2, q1 - i - 2));
         if (const auto star = charset.find('*'); star != std::string::npos) charset.resize(star);  // RFC 2231 language
         const char enc = static_cast<char>(std::toupper(static_cast<unsigned char>(v[q1 + 1])));

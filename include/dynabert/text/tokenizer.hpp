@@ -11,9 +11,12 @@
 // Special tokens written in the text ([CLS] [SEP] [PAD] [MASK] [UNK], exact case) are kept whole,
 // as Hugging Face does, before any of these steps.
 // Invalid UTF-8 bytes are replaced by U+FFFD, which step 1 drops (documented replacement; set
-// `strict_utf8` to get an InputError instead). Lowercasing uses utf8proc's simple (one code point)
-// case mapping, where Python's str.lower() uses the full one; the two differ only for a handful of
-// characters such as U+0130.
+// `strict_utf8` to get an InputError instead). Where Python's string rules differ from utf8proc's
+// defaults, the reference's are followed: lowercasing is str.lower()'s (full case mapping of
+// U+0130, the final sigma at the end of a word), and U+2028 / U+2029, which the cleaning keeps,
+// split words as str.split() does. Special tokens are recognised in the raw text, before cleaning
+// (so "[C\x00LS]" is not [CLS], as in the reference); text that is empty or only white space
+// tokenizes to nothing and encodes to [CLS] [SEP], as the reference does. Linear in the text.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -126,20 +129,28 @@ class BertTokenizer {
   /// written in the text are recognised.
   void tokenize(std::string_view text, std::vector<std::int32_t>& out) const {
     static constexpr std::string_view kSpecials[] = {"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"};
-    while (!text.empty()) {
-      std::size_t best = std::string_view::npos, len = 0;
-      int id = -1;
-      for (auto sp : kSpecials) {
-        const std::size_t at = text.find(sp);
-        const int sid = at == std::string_view::npos ? -1 : vocab_.find(sp);
-        if (sid >= 0 && at < best) { best = at; len = sp.size(); id = sid; }
-      }
-      if (id < 0) break;
-      tokenize_plain(text.substr(0, best), out);
-      out.push_back(id);
-      text.remove_prefix(best + len);
+    constexpr std::size_t kN = sizeof(kSpecials) / sizeof(kSpecials[0]), npos = std::string_view::npos;
+    // the next occurrence of each special token, searched again only once the text has moved
+    // past it: every character is scanned a bounded number of times (linear in the text)
+    std::size_t next[kN];
+    int ids[kN];
+    for (std::size_t k = 0; k < kN; ++k) {
+      ids[k] = vocab_.find(kSpecials[k]);
+      next[k] = ids[k] < 0 ? npos : text.find(kSpecials[k]);
     }
-    tokenize_plain(text, out);
+    std::size_t pos = 0;
+    while (true) {
+      std::size_t best = npos, k_best = 0;
+      for (std::size_t k = 0; k < kN; ++k) {
+        if (next[k] != npos && next[k] < pos) next[k] = text.find(kSpecials[k], pos);
+        if (next[k] < best) { best = next[k]; k_best = k; }
+      }
+      if (best == npos) break;
+      tokenize_plain(text.substr(pos, best - pos), out);
+      out.push_back(ids[k_best]);
+      pos = best + kSpecials[k_best].size();
+    }
+    tokenize_plain(text.substr(pos), out);
   }
 
   /// Steps 1-4 on text that holds no special token.
@@ -183,19 +194,17 @@ class BertTokenizer {
   }
 
   /// [CLS] a [SEP] (b [SEP]), truncated to max_length by removing tokens from the end of the
-  /// longer text first (Hugging Face's "longest_first"). Throws InputError for empty text or
-  /// max_length too small to hold the special tokens.
+  /// longer text first (Hugging Face's "longest_first"). Text with no token (empty, white space,
+  /// only control characters) encodes to [CLS] [SEP] as in the reference; callers that must
+  /// refuse it check tokenize() first. Throws InputError when max_length is too small to hold the
+  /// special tokens.
   Encoding encode(std::string_view a, std::optional<std::string_view> b = std::nullopt, int max_length = 128) const {
     const int specials = b ? 3 : 2;
     DYNABERT_REQUIRE(max_length >= specials + (b ? 2 : 1), InputError, "max_length ", max_length,
                      " cannot hold the special tokens and one token of each text");
     auto ta = tokenize(a);
-    DYNABERT_REQUIRE(!ta.empty(), InputError, "text is empty after tokenization: '", std::string(a.substr(0, 40)), "'");
     std::vector<std::int32_t> tb;
-    if (b) {
-      tb = tokenize(*b);
-      DYNABERT_REQUIRE(!tb.empty(), InputError, "second text is empty after tokenization");
-    }
+    if (b) tb = tokenize(*b);
     while (static_cast<int>(ta.size() + tb.size()) + specials > max_length) {
       if (tb.size() > ta.size()) tb.pop_back();
       else ta.pop_back();
@@ -267,7 +276,7 @@ class BertTokenizer {
       }
       const char32_t c = static_cast<char32_t>(cp);
       if (c == 0 || c == 0xFFFD || is_control(c)) continue;
-      if (is_whitespace(c)) {
+      if (is_whitespace(c) || c == 0x2028 || c == 0x2029) {  // Python's str.split() splits on both
         out.push_back(U' ');
       } else if (opt_.tokenize_chinese_chars && is_cjk(c)) {
         out.push_back(U' ');
@@ -279,16 +288,16 @@ class BertTokenizer {
     }
   }
 
-  /// Step 3 for one word: lowercase and strip accents (NFD, drop Mn).
+  /// Step 3 for one word: lowercase as Python's str.lower() does (full case mapping: U+0130
+  /// becomes i + U+0307; a capital sigma at the end of a word becomes the final sigma), then strip
+  /// accents (NFD, drop Mn).
   void normalize_word(const std::u32string& cps, std::size_t b, std::size_t e, std::u32string& word) const {
     word.clear();
     const bool strip = opt_.strip_accents.value_or(opt_.lower_case);
-    for (std::size_t i = b; i < e; ++i) {
-      utf8proc_int32_t c = static_cast<utf8proc_int32_t>(cps[i]);
-      if (opt_.lower_case) c = utf8proc_tolower(c);
+    auto emit = [&](utf8proc_int32_t c) {
       if (!strip || c < 0x80) {
         word.push_back(static_cast<char32_t>(c));
-        continue;
+        return;
       }
       utf8proc_int32_t buf[16];
       int last_boundclass = 0;
@@ -296,6 +305,51 @@ class BertTokenizer {
       for (utf8proc_ssize_t k = 0; k < (n > 0 ? std::min<utf8proc_ssize_t>(n, 16) : 0); ++k)
         if (utf8proc_category(buf[k]) != UTF8PROC_CATEGORY_MN) word.push_back(static_cast<char32_t>(buf[k]));
       if (n <= 0) word.push_back(static_cast<char32_t>(c));
+    };
+    for (std::size_t i = b; i < e; ++i) {
+      utf8proc_int32_t c = static_cast<utf8proc_int32_t>(cps[i]);
+      if (opt_.lower_case) {
+        if (c == 0x130) {  // LATIN CAPITAL LETTER I WITH DOT ABOVE: "i" + COMBINING DOT ABOVE
+          emit('i');
+          emit(0x307);
+          continue;
+        }
+        c = c == 0x3A3 ? (final_sigma(cps, b, e, i) ? 0x3C2 : 0x3C3) : utf8proc_tolower(c);
+      }
+      emit(c);
+    }
+  }
+
+  /// Python's Final_Sigma condition for cps[i] within the word [b, e): preceded by a cased letter
+  /// (case-ignorable characters skipped) and not followed by one.
+  static bool final_sigma(const std::u32string& cps, std::size_t b, std::size_t e, std::size_t i) {
+    std::size_t j = i;
+    while (j > b && case_ignorable(cps[j - 1])) --j;
+    if (j == b || !cased(cps[j - 1])) return false;
+    j = i + 1;
+    while (j < e && case_ignorable(cps[j])) ++j;
+    return j == e || !cased(cps[j]);
+  }
+  /// Unicode's Cased property: letters with case (Lu, Ll, Lt) and others that change under case
+  /// mapping.
+  static bool cased(char32_t c) {
+    const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+    if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT) return true;
+    const auto u = static_cast<utf8proc_int32_t>(c);
+    return utf8proc_tolower(u) != u || utf8proc_toupper(u) != u;
+  }
+  /// Unicode's Case_Ignorable property: Mn, Me, Cf, Lm, Sk and the word-break mid-letter,
+  /// mid-number-letter and single-quote characters.
+  static bool case_ignorable(char32_t c) {
+    switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
+      case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_LM:
+      case UTF8PROC_CATEGORY_SK: return true;
+      default: break;
+    }
+    switch (c) {
+      case 0x27: case 0x2E: case 0x3A: case 0xB7: case 0x387: case 0x5F4: case 0x2018: case 0x2019: case 0x2024:
+      case 0x2027: case 0xFE13: case 0xFE52: case 0xFE55: case 0xFF07: case 0xFF0E: case 0xFF1A: return true;
+      default: return false;
     }
   }
 

@@ -19,6 +19,7 @@
 // previous checkpoint readable; resuming reproduces the uninterrupted run bit for bit.
 #pragma once
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -29,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "dynabert/io/files.hpp"
 #include "dynabert/io/safetensors.hpp"
 #include "dynabert/io/json.hpp"
 #include "dynabert/train/data.hpp"
@@ -158,12 +160,14 @@ class Trainer {
     s_.reserve(cfg_.batch_size, static_cast<int>(longest));
     if (t_) t_->reserve(cfg_.batch_size, static_cast<int>(longest));
     const auto start = std::chrono::steady_clock::now();
-    long done_here = 0, examples = 0, epoch_cached = -1;
+    long done_here = 0, examples = 0;
     while (step_ < total && (max_steps <= 0 || done_here < max_steps)) {
       const int epoch = static_cast<int>(step_ / per_epoch);
-      if (epoch != epoch_cached) {  // the order of an epoch is a function of (seed, epoch)
+      if (epoch != order_epoch_ || order_data_ != &train || order_size_ != train.size()) {  // the order of an epoch is a function of (seed, epoch)
         order_ = epoch_batches(train, cfg_.batch_size, cfg_.seed, epoch, cfg_.batch_by_length);
-        epoch_cached = epoch;
+        order_epoch_ = epoch;
+        order_data_ = &train;
+        order_size_ = train.size();
       }
       const auto& idx = order_[static_cast<std::size_t>(step_ % per_epoch)];
       make_batch(batch_, train, idx, 0, idx.size(), s_.config().pad_token_id);
@@ -295,14 +299,20 @@ class Trainer {
     return {loss / count, static_cast<double>(right) / count};
   }
 
-  /// Writes a resumable checkpoint into `dir`/step-N and points `dir`/latest at it.
+  /// Writes a resumable checkpoint into a fresh folder `dir`/step-N (step-N.1, ... when that name
+  /// is taken) and points `dir`/latest at it. Crash-consistent at every step: the files are
+  /// written and synced in "<name>.tmp", the folder is renamed into place and synced, then `latest`
+  /// is replaced atomically, and only then are older checkpoints and orphans removed. A kill at
+  /// any point leaves `latest` naming a complete checkpoint (the old or the new one).
   void save_checkpoint(const std::string& dir) const {
     static_assert(std::is_same_v<T, float>, "training checkpoints are F32");
     namespace fs = std::filesystem;
-    const std::string name = "step-" + std::to_string(step_);
+    io::create_folders(dir);
+    std::string name = "step-" + std::to_string(step_);
+    for (int v = 1; fs::exists(fs::path(dir) / name); ++v) name = "step-" + std::to_string(step_) + "." + std::to_string(v);
     const fs::path final_dir = fs::path(dir) / name, tmp_dir = fs::path(dir) / (name + ".tmp");
     fs::remove_all(tmp_dir);
-    fs::create_directories(tmp_dir);
+    io::create_folders(tmp_dir.string());
     s_.params().save(tmp_dir.string(), {{"dynabert_phase", to_string(cfg_.phase)}, {"dynabert_step", std::to_string(step_)}});
     io::SafetensorsWriter opt;
     opt.add("adam.m", {static_cast<std::int64_t>(opt_.first_moment().size())}, opt_.first_moment().data());
@@ -314,37 +324,85 @@ class Trainer {
                             {"phase", to_string(cfg_.phase)}, {"seed", cfg_.seed}, {"batch_size", cfg_.batch_size},
                             {"epochs", cfg_.epochs}};
     io::write_atomically((tmp_dir / "trainer_state.json").string(), [&](std::ofstream& o) { o << state.dump(2); });
-    fs::remove_all(final_dir);
-    fs::rename(tmp_dir, final_dir);
+    io::publish_folder(tmp_dir.string(), final_dir.string());
     io::write_atomically((fs::path(dir) / "latest").string(), [&](std::ofstream& o) { o << name << "\n"; });
-    for (auto& e : fs::directory_iterator(dir))  // older checkpoints of this run
-      if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && e.path().filename() != name)
-        fs::remove_all(e.path());
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec))  // older checkpoints of this run, now unreferenced
+      if (e.is_directory(ec) && e.path().filename().string().rfind("step-", 0) == 0 && e.path().filename() != name &&
+          e.path().extension() != ".tmp")
+        fs::remove_all(e.path(), ec);
+    io::remove_orphans(dir);
   }
 
-  /// Restores weights, optimizer, step and generator from `dir` (its `latest` checkpoint).
+  /// Restores weights, optimizer, step and generator from `dir`: the checkpoint `latest` names,
+  /// or, when that is missing or incomplete, the newest complete one. FormatError naming the file
+  /// when a checkpoint is malformed or belongs to another run.
   void load_checkpoint(const std::string& dir) {
     static_assert(std::is_same_v<T, float>, "training checkpoints are F32");
     namespace fs = std::filesystem;
-    std::ifstream latest(fs::path(dir) / "latest");
-    std::string name;
-    DYNABERT_REQUIRE(latest >> name, FormatError, dir, ": no 'latest' checkpoint");
-    const fs::path ck = fs::path(dir) / name;
-    const nlohmann::json state = io::read_json_file((ck / "trainer_state.json").string());
-    DYNABERT_REQUIRE(state.value("phase", "") == to_string(cfg_.phase) && state.value("seed", 0ull) == cfg_.seed &&
-                         state.value("batch_size", 0) == cfg_.batch_size,
+    const fs::path ck = fs::path(dir) / checkpoint_name(dir);
+    const std::string sf = (ck / "trainer_state.json").string();
+    const nlohmann::json state = io::read_json_file(sf, 1 << 20);
+    DYNABERT_REQUIRE(io::json_field(state, "phase", sf).is_string() && io::json_field(state, "seed", sf).is_number_unsigned() && io::json_field(state, "rng", sf).is_string(), FormatError,
+                     sf, ": phase, seed and rng must be a string, an unsigned integer and a string");
+    const long long batch = io::json_int(io::json_field(state, "batch_size", sf), sf, "batch_size", 1, 1 << 30);
+    DYNABERT_REQUIRE(io::json_field(state, "phase", sf).get<std::string>() == to_string(cfg_.phase) && io::json_field(state, "seed", sf).get<std::uint64_t>() == cfg_.seed &&
+                         batch == cfg_.batch_size,
                      FormatError, ck.string(), ": checkpoint was written by a run with another phase, seed or batch size");
+    const long step = static_cast<long>(io::json_int(io::json_field(state, "step", sf), sf, "step", 0, std::numeric_limits<long long>::max()));
+    const long adam_step = static_cast<long>(io::json_int(io::json_field(state, "adam_step", sf), sf, "adam_step", 0, std::numeric_limits<long long>::max()));
+    std::mt19937_64 rng;
+    std::istringstream rs(io::json_field(state, "rng", sf).get<std::string>());
+    rs >> rng;
+    DYNABERT_REQUIRE(!rs.fail(), FormatError, sf, ": unreadable generator state");
     auto w = BertWeights<float>::load(ck.string());
-    DYNABERT_REQUIRE(w.buffer().size() == s_.params().buffer().size(), FormatError, ck.string(), ": model shape differs");
-    s_.params() = std::move(w);
+    DYNABERT_REQUIRE(w.same_layout(s_.params()), FormatError, ck.string(), ": model shape differs from the model being trained");
     io::SafetensorsFile opt((ck / "optimizer.safetensors").string());
+    for (const char* n : {"adam.m", "adam.v"})
+      DYNABERT_REQUIRE(opt.contains(n) && opt.info(n).numel() == opt_.first_moment().size(), FormatError, opt.path(),
+                       ": tensor '", n, "' is missing or has the wrong size");
+    // everything read and checked: now change the trainer
     opt.read("adam.m", opt_.first_moment().data(), opt_.first_moment().size());
     opt.read("adam.v", opt_.second_moment().data(), opt_.second_moment().size());
-    opt_.set_step_count(state["adam_step"].get<long>());
-    step_ = state["step"].get<long>();
-    std::istringstream rng(state["rng"].get<std::string>());
-    rng >> rng_;
-    DYNABERT_REQUIRE(!rng.fail(), FormatError, ck.string(), ": unreadable generator state");
+    s_.params() = std::move(w);
+    opt_.set_step_count(adam_step);
+    step_ = step;
+    rng_ = rng;
+  }
+
+  /// The checkpoint folder to resume from in `dir` (see load_checkpoint).
+  static std::string checkpoint_name(const std::string& dir) {
+    namespace fs = std::filesystem;
+    auto complete = [&](const std::string& n) {
+      std::error_code ec;
+      const fs::path p = fs::path(dir) / n;
+      return !n.empty() && n.find('/') == std::string::npos && n != "." && n != ".." &&
+             fs::is_regular_file(p / "trainer_state.json", ec) && fs::is_regular_file(p / "model.safetensors", ec) &&
+             fs::is_regular_file(p / "optimizer.safetensors", ec) && fs::is_regular_file(p / "config.json", ec);
+    };
+    std::string name;
+    {
+      std::ifstream latest(fs::path(dir) / "latest");
+      latest >> name;
+    }
+    if (complete(name)) return name;
+    // fall back to the newest complete checkpoint folder (step-N or step-N.v)
+    long best_step = -1, best_v = -1;
+    std::string best;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("step-", 0) != 0 || !complete(n)) continue;
+      long st = -1, v = 0;
+      if (std::sscanf(n.c_str(), "step-%ld.%ld", &st, &v) < 1) continue;
+      if (st > best_step || (st == best_step && v > best_v)) {
+        best_step = st;
+        best_v = v;
+        best = n;
+      }
+    }
+    DYNABERT_REQUIRE(!best.empty(), FormatError, dir, ": no complete checkpoint ('latest' names '", name, "')");
+    return best;
   }
 
  private:
@@ -391,9 +449,11 @@ class Trainer {
       s_.params().save(tmp.string(), {{"dynabert_phase", to_string(cfg_.phase)}, {"dynabert_step", std::to_string(step_)},
                                       {"dynabert_selection_score", std::to_string(score)}});
       fs::remove_all(old);
-      if (fs::exists(cfg_.best_dir)) fs::rename(cfg_.best_dir, old);
-      fs::rename(tmp, cfg_.best_dir);
-      fs::remove_all(old);
+      std::error_code ec;
+      if (fs::exists(cfg_.best_dir)) fs::rename(cfg_.best_dir, old, ec);
+      DYNABERT_REQUIRE(!ec, IoError, cfg_.best_dir, ": cannot move the previous best aside (", ec.message(), ")");
+      io::publish_folder(tmp.string(), cfg_.best_dir);
+      fs::remove_all(old, ec);
     }
   }
 
@@ -409,6 +469,9 @@ class Trainer {
   std::vector<std::vector<int>> teacher_idx_;
   SubNetwork full_;
   std::vector<std::vector<std::size_t>> order_;
+  long order_epoch_ = -1;
+  const Dataset* order_data_ = nullptr;
+  std::size_t order_size_ = 0;
   Batch batch_, mlm_batch_;
   std::vector<std::int32_t> mlm_labels_;
   std::vector<T> d_last_;

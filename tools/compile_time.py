@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""Compiler CPU time (user + sys) of the programs behind the header bars, at -O2 with the
+project's flags (-std=c++17 -march=native), each compiled `--reps` times (median):
+
+  - an empty main including <dynabert/inference.hpp>         (bar: 3 s)
+  - examples/embed_minimal.cpp: tokenizes, serves at two cells and under a budget   (bar: 8 s)
+  - tools/compile_time/trainer_program.cpp: runs the trainer  (bar: 20 s)
+  and, for information, the umbrella header and the example programs.
+
+    /usr/bin/python3 tools/compile_time.py [--reps 3] [--no-examples]
+
+Compiles with ccache disabled and writes objects to a temporary folder. Peak memory (max RSS) is
+reported too.
+"""
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cflags():
+    flags = ["-std=c++17", "-O2", "-march=native", "-DEIGEN_DONT_PARALLELIZE", f"-I{ROOT}/include"]
+    r = subprocess.run(["pkg-config", "--cflags", "libutf8proc"], capture_output=True, text=True)
+    return flags + r.stdout.split()
+
+
+def compile_once(src, out):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(["g++", *cflags(), "-c", src, "-o", out], capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        sys.exit(f"compile failed: {src}\n{r.stderr[:4000]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, after.ru_maxrss / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-examples", action="store_true")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="dynabert_ct_")
+    umbrella = os.path.join(tmp, "umbrella.cpp")
+    with open(umbrella, "w") as f:
+        f.write("#include <dynabert/dynabert.hpp>\nint main() { return 0; }\n")
+    probes = [("empty main + <dynabert/inference.hpp>", os.path.join(ROOT, "tools/compile_time/empty_inference.cpp"), 3.0),
+              ("host program (examples/embed_minimal.cpp)", os.path.join(ROOT, "examples/embed_minimal.cpp"), 8.0),
+              ("trainer program (tools/compile_time/trainer_program.cpp)", os.path.join(ROOT, "tools/compile_time/trainer_program.cpp"), 20.0),
+              ("empty main + <dynabert/dynabert.hpp>", umbrella, None)]
+    if not a.no_examples:
+        for ex in ("serve_budget.cpp", "train_dynabert.cpp", "run_model.cpp"):
+            probes.append((f"examples/{ex}", os.path.join(ROOT, "examples", ex), None))
+    print(f"| program | CPU s (median of {a.reps}) | max RSS MB | bar |")
+    print("|---|---:|---:|---|")
+    ok = True
+    for name, src, bar in probes:
+        runs = [compile_once(src, os.path.join(tmp, "o.o")) for _ in range(a.reps)]
+        cpu = statistics.median(r[0] for r in runs)
+        rss = max(r[1] for r in runs)
+        verdict = "" if bar is None else (f"{bar:g} s: met" if cpu <= bar else f"{bar:g} s: NOT met")
+        ok = ok and (bar is None or cpu <= bar)
+        print(f"| {name} | {cpu:.2f} | {rss:.0f} | {verdict} |", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
