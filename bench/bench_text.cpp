@@ -6,8 +6,8 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
-#include <nlohmann/json.hpp>
 
+#include <dynabert/text/datasets.hpp>
 #include <dynabert/text/tokenizer.hpp>
 
 namespace {
@@ -24,10 +24,9 @@ void BM_Tokenize(benchmark::State& st) {
   std::vector<std::string> texts;
   std::size_t bytes = 0;
   for (const char* f : {"amazon", "imdb", "yelp"}) {
-    const auto j = nlohmann::json::parse(std::ifstream(kData + "/sentiment/package/test/fixtures/" + f + ".json"));
-    for (auto& r : j)
-      if (r.contains("text") && r["text"].is_string() && !r["text"].get<std::string>().empty()) {
-        texts.push_back(r["text"].get<std::string>());
+    for (auto& r : dynabert::text::read_sentiment_json(kData + "/sentiment/package/test/fixtures/" + f + ".json"))
+      if (!r.text.empty()) {
+        texts.push_back(r.text);
         bytes += texts.back().size();
       }
   }

@@ -1,9 +1,7 @@
 # Finds dynabert's dependencies. Used by the build tree and by the installed dynabertConfig.cmake.
 include(CMakeFindDependencyMacro)
-find_dependency(Eigen3 3.4 NO_MODULE)
 find_dependency(xsimd)
 find_dependency(TBB)
-find_dependency(nlohmann_json 3.10)
 # utf8proc (Unicode categories, case mapping, NFD) for the WordPiece tokenizer; Debian ships a
 # pkg-config file for it, not a CMake package.
 find_package(PkgConfig REQUIRED)

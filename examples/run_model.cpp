@@ -29,7 +29,7 @@ struct Batch {
 
 /// Rows of a JSON list of integer lists; every row non-empty and at most `max_len` long, the
 /// whole at most `max_tokens` values (checked before anything is padded or allocated).
-std::vector<std::vector<long>> rows_of(const nlohmann::json& j, const std::string& what, const std::string& file, long max_len,
+std::vector<std::vector<long>> rows_of(const io::Json& j, const std::string& what, const std::string& file, long max_len,
                                        long max_tokens) {
   DYNABERT_REQUIRE(j.is_array() && !j.empty(), FormatError, file, ": ", what, " must be a non-empty list of lists");
   long total = 0;
@@ -56,8 +56,9 @@ std::vector<std::vector<long>> rows_of(const nlohmann::json& j, const std::strin
 /// input_ids, token_type_ids, attention_mask. Sizes are checked against the model before the
 /// padded batch is allocated.
 Batch read_inputs(const std::string& file, int pad_id, int max_len) {
-  const nlohmann::json j = io::read_json_file(file);
-  const nlohmann::json ids_json = j.is_object() ? j.value("input_ids", nlohmann::json()) : j;
+  const io::Json j = io::read_json_file(file);
+  const io::Json null;
+  const io::Json& ids_json = j.is_object() ? (j.find("input_ids") ? j.at("input_ids") : null) : j;
   constexpr long kMaxTokens = 1L << 22;
   auto ids = rows_of(ids_json, "input_ids", file, max_len, kMaxTokens);
   Batch b;
@@ -75,7 +76,7 @@ Batch read_inputs(const std::string& file, int pad_id, int max_len) {
     }
   auto fill = [&](const char* key, std::vector<std::int32_t>& dst) {
     if (!j.is_object() || !j.contains(key)) return;
-    auto rows = rows_of(j[key], key, file, max_len, kMaxTokens);
+    auto rows = rows_of(j.at(key), key, file, max_len, kMaxTokens);
     DYNABERT_REQUIRE(rows.size() == ids.size(), InputError, file, ": ", key, " has ", rows.size(), " rows for ", ids.size(), " sequences");
     for (int i = 0; i < b.B; ++i) {
       DYNABERT_REQUIRE(rows[i].size() == ids[i].size(), InputError, file, ": ", key, "[", i, "] has ", rows[i].size(),

@@ -32,17 +32,17 @@ int main(int argc, char** argv) {
     }
     const auto texts = io::read_json_file(input, 1ull << 30);
     DYNABERT_REQUIRE(texts.is_array(), FormatError, input, ": expected a JSON array of strings");
-    nlohmann::json out = nlohmann::json::array();
+    io::Json out = io::Json::array();
     for (std::size_t i = 0; i < texts.size(); ++i) {
       DYNABERT_REQUIRE(texts[i].is_string(), FormatError, input, ": element ", i, " is not a string");
-      std::string t = texts[i].get<std::string>();
+      std::string t = texts[i].as_string();
       if (mail) {
         const auto m = text::parse_mail(t);
         t = m.text();
       }
       out.push_back({{"text", t}, {"ids", tok.tokenize(t)}});
     }
-    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << out.dump() << "\n";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

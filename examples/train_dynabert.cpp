@@ -353,7 +353,7 @@ int main(int argc, char** argv) {
           " teacher's cell, no DynaBERT | DynaBERT without rewiring | same size trained directly |\n"
        << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy,no_rewiring_accuracy,direct_accuracy\n";
-    nlohmann::json grid = nlohmann::json::array();
+    io::Json grid = io::Json::array();
     double mean_dyn = 0, mean_base = 0, mean_nr = 0, mean_direct = 0;
     for (std::size_t i = 0; i < cells.size(); ++i) {
       const auto net = SubNetwork::dynabert(cfg, cells[i].width, cells[i].depth);
@@ -369,9 +369,10 @@ int main(int argc, char** argv) {
       csv << line;
       mean_nr += no_rewire[i] / cells.size();
       mean_direct += direct[i] / cells.size();
-      grid.push_back({{"width", cells[i].width}, {"depth", cells[i].depth}, {"accuracy", dyn[i].metrics.accuracy},
-                      {"macro_f1", dyn[i].metrics.macro_f1}});
-      if (!deterministic) grid.back()["latency_ms"] = ms;
+      io::Json cell = {{"width", cells[i].width}, {"depth", cells[i].depth}, {"accuracy", dyn[i].metrics.accuracy},
+                       {"macro_f1", dyn[i].metrics.macro_f1}};
+      if (!deterministic) cell["latency_ms"] = ms;
+      grid.push_back(cell);
       mean_dyn += dyn[i].metrics.accuracy / cells.size();
       mean_base += base[i].metrics.accuracy / cells.size();
     }

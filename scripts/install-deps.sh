@@ -8,7 +8,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config
       libeigen3-dev libxsimd-dev libtbb-dev libboost-test-dev libbenchmark-dev
-      nlohmann-json3-dev libcli11-dev libutf8proc-dev)
+      libcli11-dev libutf8proc-dev)
 if [[ "${1:-}" == "--plot" ]]; then
   pkgs+=(python3-matplotlib)
 elif [[ "${1:-}" == "--python" ]]; then

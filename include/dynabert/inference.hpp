@@ -30,3 +30,7 @@
 #define DYNABERT_VERSION_MAJOR 0
 #define DYNABERT_VERSION_MINOR 2
 #define DYNABERT_VERSION_PATCH 0
+
+#ifdef DYNABERT_EXTERN_TEMPLATES  // the float engine comes compiled (CMake target dynabert::compiled)
+#include "dynabert/extern_inference.hpp"
+#endif

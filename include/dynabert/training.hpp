@@ -11,3 +11,7 @@
 #include "dynabert/train/optim.hpp"
 #include "dynabert/train/trainable_bert.hpp"
 #include "dynabert/train/trainer.hpp"
+
+#ifdef DYNABERT_EXTERN_TEMPLATES  // the float engine comes compiled (CMake target dynabert::compiled)
+#include "dynabert/extern_training.hpp"
+#endif

@@ -9,7 +9,8 @@ cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 cmake -S "$src/tests/consumer" -B "$tmp/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$tmp/build" >/dev/null
 "$tmp/build/consumer"
+"$tmp/build/consumer_compiled"
 flags=$(PKG_CONFIG_PATH="$tmp/prefix/share/pkgconfig" pkg-config --cflags --libs dynabert)
 g++ -O1 "$src/tests/consumer/main.cpp" $flags -o "$tmp/consumer_pc"
 "$tmp/consumer_pc"
-echo "consumer: 2 passed, 0 failed"
+echo "consumer: 3 passed, 0 failed"

@@ -28,14 +28,13 @@ struct Batch {
 };
 
 inline Batch load_inputs() {
-  std::ifstream f(kDir + "/tiny_inputs.json");
-  auto j = nlohmann::json::parse(f);
+  const auto j = dynabert::io::read_json_file(kDir + "/tiny_inputs.json");
   Batch b;
-  b.B = static_cast<int>(j["input_ids"].size());
-  b.S = static_cast<int>(j["input_ids"][0].size());
-  for (auto& row : j["input_ids"]) for (auto& v : row) b.ids.push_back(v.get<int>());
-  for (auto& row : j["token_type_ids"]) for (auto& v : row) b.types.push_back(v.get<int>());
-  for (auto& row : j["attention_mask"]) for (auto& v : row) b.mask.push_back(v.get<int>());
+  b.B = static_cast<int>(j.at("input_ids").size());
+  b.S = static_cast<int>(j.at("input_ids")[0].size());
+  for (auto& row : j.at("input_ids")) for (auto& v : row) b.ids.push_back(v.as_int());
+  for (auto& row : j.at("token_type_ids")) for (auto& v : row) b.types.push_back(v.as_int());
+  for (auto& row : j.at("attention_mask")) for (auto& v : row) b.mask.push_back(v.as_int());
   return b;
 }
 

@@ -121,9 +121,9 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(config_json)
 
 BOOST_AUTO_TEST_CASE(parses_hugging_face_fields) {
-  auto j = nlohmann::json::parse(R"({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+  auto j = io::parse_json(R"({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
     "intermediate_size": 1024, "vocab_size": 30522, "hidden_act": "gelu_new", "layer_norm_eps": 1e-5,
-    "id2label": {"0": "ham", "1": "spam"}, "pruned_heads": {"1": [3, 0]}, "unknown_key": true})");
+    "id2label": {"0": "ham", "1": "spam"}, "pruned_heads": {"1": [3, 0]}, "unknown_key": true})", "test");
   auto c = BertConfig::from_json(j);
   BOOST_TEST(c.hidden_size == 256);
   BOOST_TEST(c.head_dim() == 64);
@@ -139,19 +139,19 @@ BOOST_AUTO_TEST_CASE(parses_hugging_face_fields) {
 }
 
 BOOST_AUTO_TEST_CASE(rejects_inconsistent_configs) {
-  BOOST_TEST(has(error_of([] { BertConfig::from_json(nlohmann::json::parse(R"({"hidden_size": 100, "num_attention_heads": 12})")); }),
+  BOOST_TEST(has(error_of([] { BertConfig::from_json(io::parse_json(R"({"hidden_size": 100, "num_attention_heads": 12})", "t")); }),
                  "not a multiple"));
-  BOOST_TEST(has(error_of([] { BertConfig::from_json(nlohmann::json::parse(R"({"hidden_act": "swish"})")); }),
+  BOOST_TEST(has(error_of([] { BertConfig::from_json(io::parse_json(R"({"hidden_act": "swish"})", "t")); }),
                  "hidden_act 'swish'"));
-  BOOST_TEST(has(error_of([] { BertConfig::from_json(nlohmann::json::parse(R"({"hidden_size": "768"})")); }),
+  BOOST_TEST(has(error_of([] { BertConfig::from_json(io::parse_json(R"({"hidden_size": "768"})", "t")); }),
                  "'hidden_size' must be an integer"));
-  BOOST_TEST(has(error_of([] { BertConfig::from_json(nlohmann::json::parse(R"({"pruned_heads": {"0": [0,1,2,3,4,5,6,7,8,9,10,11]}})")); }),
+  BOOST_TEST(has(error_of([] { BertConfig::from_json(io::parse_json(R"({"pruned_heads": {"0": [0,1,2,3,4,5,6,7,8,9,10,11]}})", "t")); }),
                  "removes every head"));
   TempDir d;
   { std::ofstream(d / "config.json") << "{ not json"; }
   BOOST_TEST(has(error_of([&] { BertConfig::from_file(d / "config.json"); }), "not valid JSON"));
   // integers are never narrowed, and sizes are bounded before anything is allocated
-  auto cfg = [](const std::string& j) { return error_of([&] { BertConfig::from_json(nlohmann::json::parse(j)); }); };
+  auto cfg = [](const std::string& j) { return error_of([&] { BertConfig::from_json(io::parse_json(j, "config.json")); }); };
   BOOST_TEST(has(cfg(R"({"num_labels": 2147483647})"), "num_labels' = 2147483647 is outside 0..65536"));
   BOOST_TEST(has(cfg(R"({"num_labels": 4294967298})"), "is outside"));
   BOOST_TEST(has(cfg(R"({"vocab_size": 1099511628288})"), "'vocab_size' = 1099511628288 is outside"));
@@ -290,7 +290,7 @@ BOOST_AUTO_TEST_CASE(sharded_index_and_legacy_names) {
   w.init_random(3, 0.1, true);
   // Shard 1: embeddings with old gamma/beta names and a bert. prefix; shard 2: everything else.
   io::SafetensorsWriter s1, s2;
-  nlohmann::json map;
+  io::Json map = io::Json::object();
   for (auto& s : w.specs()) {
     std::string name = s.name;
     const bool emb = name.rfind("embeddings.", 0) == 0;
@@ -304,7 +304,7 @@ BOOST_AUTO_TEST_CASE(sharded_index_and_legacy_names) {
   }
   s1.write(d / "model-00001-of-00002.safetensors");
   s2.write(d / "model-00002-of-00002.safetensors");
-  std::ofstream(d / "model.safetensors.index.json") << nlohmann::json{{"metadata", {}}, {"weight_map", map}}.dump();
+  std::ofstream(d / "model.safetensors.index.json") << io::Json{{"metadata", io::Json::object()}, {"weight_map", map}}.dump();
   std::ofstream(d / "config.json") << w.config().to_json().dump();
   auto back = BertWeights<float>::load(d.path.string());
   BOOST_TEST(std::equal(back.buffer().begin(), back.buffer().end(), w.buffer().begin()));
@@ -316,7 +316,7 @@ BOOST_AUTO_TEST_CASE(missing_and_misshapen_tensors_are_named) {
   BertWeights<float> w(small_config(), HeadSpec{true, 0});
   w.save(d / "ok");
   // Wrong shape for config.json: claim a bigger FFN.
-  auto cfg = nlohmann::json::parse(std::ifstream(d / "ok/config.json"));
+  auto cfg = io::read_json_file(d / "ok/config.json");
   cfg["intermediate_size"] = 64;
   std::ofstream(d / "ok/config.json") << cfg.dump();
   auto e = error_of([&] { BertWeights<float>::load(d / "ok"); });

@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE dynabert_kernels
 #include <boost/test/unit_test.hpp>
 
+#include <array>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -400,5 +401,34 @@ BOOST_AUTO_TEST_CASE(elementwise_kernels_do_not_depend_on_the_split) {
     kernels::activation_backward(dp.data(), x.data(), 5, act);
     kernels::activation_backward(dp.data() + 5, x.data() + 5, 198, act);
     BOOST_TEST(std::memcmp(dw.data(), dp.data(), 4 * 203) == 0, to_string(act));
+  }
+}
+
+// ---- the reference twins themselves against an independent implementation (Eigen, in double) -----
+#include <Eigen/Core>
+
+BOOST_AUTO_TEST_CASE(reference_products_agree_with_eigen) {
+  using M = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::mt19937 g(25);
+  std::normal_distribution<double> n;
+  for (auto [rows, outs, ins] : {std::array<int, 3>{1, 1, 1}, {7, 5, 3}, {33, 64, 48}}) {
+    M x(rows, ins), w(outs, ins), dy(rows, outs);
+    for (auto* m : {&x, &w, &dy})
+      for (int i = 0; i < m->size(); ++i) m->data()[i] = n(g);
+    std::vector<double> b(outs), y(rows * outs), dx(rows * ins, 0.0), dw(outs * ins, 0.0), db(outs, 0.0);
+    for (auto& v : b) v = n(g);
+    kernels::reference::linear(y.data(), outs, x.data(), ins, w.data(), ins, rows, outs, ins, b.data());
+    kernels::reference::linear_backward_input(dx.data(), ins, dy.data(), outs, w.data(), ins, rows, outs, ins);
+    kernels::reference::linear_backward_weight(dw.data(), ins, dy.data(), outs, x.data(), ins, rows, outs, ins);
+    kernels::reference::add_column_sums(db.data(), dy.data(), rows, outs, outs);
+    const M ey = (x * w.transpose()).rowwise() + Eigen::Map<const Eigen::RowVectorXd>(b.data(), outs);
+    const M edx = dy * w, edw = dy.transpose() * x;
+    const Eigen::RowVectorXd edb = dy.colwise().sum();
+    double err = 0;
+    for (int i = 0; i < ey.size(); ++i) err = std::max(err, std::abs(ey.data()[i] - y[i]));
+    for (int i = 0; i < edx.size(); ++i) err = std::max(err, std::abs(edx.data()[i] - dx[i]));
+    for (int i = 0; i < edw.size(); ++i) err = std::max(err, std::abs(edw.data()[i] - dw[i]));
+    for (int i = 0; i < outs; ++i) err = std::max(err, std::abs(edb[i] - db[i]));
+    BOOST_TEST(err < 1e-11, rows << "x" << outs << "x" << ins << ": " << err);
   }
 }

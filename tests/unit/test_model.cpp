@@ -82,21 +82,22 @@ BOOST_AUTO_TEST_CASE(all_cells_match_the_reference) {
   const auto weights = BertWeights<float>::load(kFixtures + "/tiny");  // F16 weights read into F32
   const auto batch = load_inputs();
   io::SafetensorsFile expected(kFixtures + "/tiny_expected.safetensors");
-  const auto cells = nlohmann::json::parse(expected.metadata().at("cells"));
+  const auto cells = io::parse_json(expected.metadata().at("cells"), "cells");
   BOOST_REQUIRE_EQUAL(cells.size(), 16u);
   ElasticBert<float> dynamic_model(weights);
   ElasticBert<float, StaticDims<64, 4, 256>> static_model(weights);
   auto ws = dynamic_model.make_workspace({4, 16, 2});
   for (auto& cell : cells) {
-    const std::string name = cell["name"];
+    const std::string name = cell.at("name").as_string();
     SubNetwork net;
     std::vector<float> gates;
     if (name == "custom") {
       gates = expected.read<float>("custom.gates");
-      net = SubNetwork::custom(weights.config(), cell["layers"], cell["heads"], cell["neurons"]);
+      net = SubNetwork::custom(weights.config(), cell.at("layers").as_vector<int>(), cell.at("heads").as_vector<int>(),
+                               cell.at("neurons").as_vector<int>());
       net.head_gates = gates.data();
     } else {
-      net = SubNetwork::dynabert(weights.config(), cell["width"], cell["depth"]);
+      net = SubNetwork::dynabert(weights.config(), cell.at("width").as_double(), cell.at("depth").as_double());
     }
     check_cell(dynamic_model, ws, batch, net, expected, name, Threads());
     check_cell(static_model, ws, batch, net, expected, name, Threads(2));

@@ -347,7 +347,7 @@ BertWeights<T> fixture_model(bool regression) {
 
 struct TrainFixture {
   io::SafetensorsFile file{fixtures::kDir + "/tiny_train.safetensors"};
-  std::vector<std::string> names = nlohmann::json::parse(file.metadata().at("tensors")).get<std::vector<std::string>>();
+  std::vector<std::string> names = io::parse_json(file.metadata().at("tensors"), "tensors").as_vector<std::string>();
   fixtures::Batch batch = fixtures::load_inputs();
   std::vector<std::int32_t> labels = {0, 2, 1, 2};
   std::vector<double> targets = {0.5, -1.0, 2.0, 0.1};
@@ -396,7 +396,7 @@ BOOST_AUTO_TEST_CASE(loss_and_every_gradient_match_pytorch) {
 
 BOOST_AUTO_TEST_CASE(mlm_loss_and_every_gradient_match_pytorch) {
   TrainFixture f;
-  const auto names = nlohmann::json::parse(f.file.metadata().at("mlm_tensors")).get<std::vector<std::string>>();
+  const auto names = io::parse_json(f.file.metadata().at("mlm_tensors"), "mlm_tensors").as_vector<std::string>();
   const auto lab = f.file.read<double>("mlm.labels");
   std::vector<std::int32_t> labels(lab.begin(), lab.end());
   auto with_head = [&](auto tag) {
@@ -673,8 +673,8 @@ BOOST_AUTO_TEST_CASE(checkpoints_survive_resaving_and_fall_back_and_name_bad_sta
   // a state file with a missing key or a value of the wrong type: a named FormatError
   std::ifstream(dir / "latest") >> latest;
   const fs::path state = dir / latest / "trainer_state.json";
-  auto j = nlohmann::json::parse(std::ifstream(state));
-  auto broken = [&](const nlohmann::json& v) {
+  auto j = io::read_json_file(state.string());
+  auto broken = [&](const io::Json& v) {
     { std::ofstream(state) << v.dump(); }
     Trainer<float> te(c, &teacher, cfg);
     try {
@@ -690,7 +690,7 @@ BOOST_AUTO_TEST_CASE(checkpoints_survive_resaving_and_fall_back_and_name_bad_sta
   auto wrong = j;
   wrong["step"] = "five";
   BOOST_TEST(broken(wrong).find("step must be an integer") != std::string::npos, broken(wrong));
-  BOOST_TEST(broken(nlohmann::json::array()).find("expected a JSON object") != std::string::npos);
+  BOOST_TEST(broken(io::Json::array()).find("expected a JSON object") != std::string::npos);
   fs::remove_all(dir);
   BOOST_CHECK_THROW(tc.load_checkpoint(dir.string()), FormatError);
 }

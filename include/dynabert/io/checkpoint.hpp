@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 
 #include "dynabert/io/safetensors.hpp"
 #include "dynabert/io/json.hpp"
@@ -79,13 +78,13 @@ class CheckpointReader {
     }
   }
   void load_index(const std::string& index) {
-    const nlohmann::json j = read_json_file(index);
-    DYNABERT_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), FormatError,
-                     index, ": missing object 'weight_map'");
+    const Json j = read_json_file(index);
+    const Json* map = j.find("weight_map");
+    DYNABERT_REQUIRE(map && map->is_object(), FormatError, index, ": missing object 'weight_map'");
     std::map<std::string, std::vector<std::string>> by_file;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      DYNABERT_REQUIRE(it.value().is_string(), FormatError, index, ": weight_map['", it.key(), "'] is not a file name");
-      by_file[it.value().get<std::string>()].push_back(it.key());
+    for (const auto& [tensor, file] : map->members()) {
+      DYNABERT_REQUIRE(file.is_string(), FormatError, index, ": weight_map['", tensor, "'] is not a file name");
+      by_file[file.as_string()].push_back(tensor);
     }
     DYNABERT_REQUIRE(!by_file.empty(), FormatError, index, ": weight_map is empty");
     for (auto& [file, tensors] : by_file) {

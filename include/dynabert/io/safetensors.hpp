@@ -18,8 +18,6 @@
 
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/files.hpp"
 #include "dynabert/io/json.hpp"
@@ -162,68 +160,51 @@ class SafetensorsFile {
     const auto first = header.find_first_not_of(" \t\r\n");
     DYNABERT_REQUIRE(first != std::string::npos && header[first] == '{', FormatError, path_,
                      ": header is not a JSON object");
-    // Detect duplicate top-level keys, which nlohmann::json would silently merge.
-    std::set<std::string> seen;
-    std::string dup;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(header, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& v) {
-        if (depth > kJsonMaxDepth) raise<FormatError>(path_, ": header nests deeper than ", kJsonMaxDepth, " levels");
-        if (ev == nlohmann::json::parse_event_t::key && depth == 1 && v.is_string()) {
-          const auto k = v.get<std::string>();
-          if (!seen.insert(k).second && dup.empty()) dup = k;
-        }
-        return true;
-      });
-    } catch (const FormatError&) {
-      throw;
-    } catch (const std::exception& e) {
-      raise<FormatError>(path_, ": header is not valid JSON (", e.what(), ")");
-    }
-    DYNABERT_REQUIRE(dup.empty(), FormatError, path_, ": tensor name '", dup, "' appears twice in the header");
+    // duplicate keys are kept by the parser and reported here with the tensor's name
+    const Json j = parse_json(header, path_ + ": header", /*allow_duplicates=*/true);
     DYNABERT_REQUIRE(j.is_object(), FormatError, path_, ": header is not a JSON object");
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      const std::string& name = it.key();
-      const auto& v = it.value();
+    std::set<std::string_view> seen;
+    for (const auto& [name_, v] : j.members()) {
+      const std::string& name = name_;
+      DYNABERT_REQUIRE(seen.insert(name).second, FormatError, path_, ": tensor name '", name, "' appears twice in the header");
       if (name == "__metadata__") {
         DYNABERT_REQUIRE(v.is_object(), FormatError, path_, ": __metadata__ is not an object");
-        for (auto m = v.begin(); m != v.end(); ++m) {
-          DYNABERT_REQUIRE(m.value().is_string(), FormatError, path_, ": metadata value '", m.key(),
-                           "' is not a string");
-          metadata_[m.key()] = m.value().get<std::string>();
+        for (const auto& [k, mv] : v.members()) {
+          DYNABERT_REQUIRE(mv.is_string(), FormatError, path_, ": metadata value '", k, "' is not a string");
+          metadata_[k] = mv.as_string();
         }
         continue;
       }
       DYNABERT_REQUIRE(v.is_object(), FormatError, path_, ": tensor '", name, "': entry is not an object");
       TensorInfo t;
       t.name = name;
-      DYNABERT_REQUIRE(v.contains("dtype") && v["dtype"].is_string(), FormatError, path_, ": tensor '",
-                       name, "': missing dtype");
-      t.dtype_name = v["dtype"].get<std::string>();
+      const Json* dtype = v.find("dtype");
+      DYNABERT_REQUIRE(dtype && dtype->is_string(), FormatError, path_, ": tensor '", name, "': missing dtype");
+      t.dtype_name = dtype->as_string();
       auto dt = dtype_table().find(t.dtype_name);
       DYNABERT_REQUIRE(dt != dtype_table().end(), FormatError, path_, ": tensor '", name,
                        "': unknown dtype '", t.dtype_name, "'");
       t.dtype = dt->second.first;
       t.elem_size = dt->second.second;
-      DYNABERT_REQUIRE(v.contains("shape") && v["shape"].is_array(), FormatError, path_, ": tensor '",
-                       name, "': missing shape");
-      for (auto& d : v["shape"]) {
-        DYNABERT_REQUIRE(d.is_number_unsigned() || (d.is_number_integer() && d.get<std::int64_t>() >= 0),
-                         FormatError, path_, ": tensor '", name, "': shape has a negative or non-integer dimension");
-        const std::uint64_t dim = d.get<std::uint64_t>();
+      const Json* shape = v.find("shape");
+      DYNABERT_REQUIRE(shape && shape->is_array(), FormatError, path_, ": tensor '", name, "': missing shape");
+      for (const Json& d : shape->elements()) {
+        DYNABERT_REQUIRE(d.is_integer() && d.is_unsigned(), FormatError, path_, ": tensor '", name,
+                         "': shape has a negative or non-integer dimension");
+        const std::uint64_t dim = d.uint_value();
         // element counts stay below 2^60, so that counts x element sizes cannot wrap
         constexpr std::uint64_t kMaxCount = 1ull << 60;
         DYNABERT_REQUIRE(dim <= kMaxCount && (dim == 0 || t.count <= kMaxCount / dim), FormatError, path_, ": tensor '", name,
-                         "': shape ", v["shape"].dump(), " overflows (more than 2^60 elements)");
+                         "': shape ", shape->dump(), " overflows (more than 2^60 elements)");
         t.count *= dim;
         t.shape.push_back(static_cast<std::int64_t>(dim));
       }
-      DYNABERT_REQUIRE(v.contains("data_offsets") && v["data_offsets"].is_array() &&
-                           v["data_offsets"].size() == 2 && v["data_offsets"][0].is_number_unsigned() &&
-                           v["data_offsets"][1].is_number_unsigned(),
+      const Json* off = v.find("data_offsets");
+      DYNABERT_REQUIRE(off && off->is_array() && off->size() == 2 && (*off)[0].is_integer() && (*off)[0].is_unsigned() &&
+                           (*off)[1].is_integer() && (*off)[1].is_unsigned(),
                        FormatError, path_, ": tensor '", name, "': data_offsets must be two non-negative integers");
-      t.begin = v["data_offsets"][0].get<std::uint64_t>();
-      t.end = v["data_offsets"][1].get<std::uint64_t>();
+      t.begin = (*off)[0].uint_value();
+      t.end = (*off)[1].uint_value();
       DYNABERT_REQUIRE(t.begin <= t.end, FormatError, path_, ": tensor '", name, "': data_offsets [",
                        t.begin, ", ", t.end, "] are reversed");
       DYNABERT_REQUIRE(t.end <= data_size_, FormatError, path_, ": tensor '", name, "': data_offsets [",
@@ -271,18 +252,56 @@ class SafetensorsWriter {
   }
   void add_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
-  /// Writes the file (temporary name, then rename).
+  /// Writes the file (temporary name, then rename). The header is written by hand (names and
+  /// metadata JSON-escaped), in insertion order.
   void write(const std::string& path) const {
-    nlohmann::ordered_json h;
-    if (!metadata_.empty()) h["__metadata__"] = metadata_;
+    std::string header = "{";
+    auto quoted = [](std::string& out, const std::string& v) {
+      out += '"';
+      for (unsigned char ch : v) {
+        switch (ch) {
+          case '"': out += "\\\""; break;
+          case '\\': out += "\\\\"; break;
+          case '\n': out += "\\n"; break;
+          case '\r': out += "\\r"; break;
+          case '\t': out += "\\t"; break;
+          default:
+            if (ch < 0x20) {
+              char buf[8];
+              std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+              out += buf;
+            } else {
+              out += static_cast<char>(ch);
+            }
+        }
+      }
+      out += '"';
+    };
+    if (!metadata_.empty()) {
+      header += "\"__metadata__\":{";
+      bool first = true;
+      for (auto& [k, v] : metadata_) {
+        if (!first) header += ',';
+        first = false;
+        quoted(header, k);
+        header += ':';
+        quoted(header, v);
+      }
+      header += '}';
+    }
     std::uint64_t off = 0;
-    for (auto& e : entries_) {
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      const auto& e = entries_[i];
       std::uint64_t n = 1;
       for (auto d : e.shape) n *= static_cast<std::uint64_t>(d);
-      h[e.name] = {{"dtype", "F32"}, {"shape", e.shape}, {"data_offsets", {off, off + 4 * n}}};
+      if (i > 0 || !metadata_.empty()) header += ',';
+      quoted(header, e.name);
+      header += ":{\"dtype\":\"F32\",\"shape\":[";
+      for (std::size_t k = 0; k < e.shape.size(); ++k) header += (k ? "," : "") + std::to_string(e.shape[k]);
+      header += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + 4 * n) + "]}";
       off += 4 * n;
     }
-    std::string header = h.dump();
+    header += '}';
     header.append((8 - header.size() % 8) % 8, ' ');
     write_atomically(path, [&](std::ofstream& out) {
       unsigned char len[8];

@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/json.hpp"
 #include "dynabert/kernels/activation.hpp"
@@ -102,18 +100,22 @@ struct BertConfig {
 
   /// Parses a Hugging Face config.json object. Unknown keys are ignored; `source` names the file
   /// in error messages.
-  static BertConfig from_json(const nlohmann::json& j, const std::string& source = "config.json") {
+  static BertConfig from_json(const io::Json& j, const std::string& source = "config.json") {
     DYNABERT_REQUIRE(j.is_object(), FormatError, source, ": top level is not a JSON object");
     BertConfig c;
+    auto field = [&](const char* key) -> const io::Json* {  // null when absent or JSON null
+      const io::Json* v = j.find(key);
+      return v && !v->is_null() ? v : nullptr;
+    };
     // every integer is range-checked: no silent narrowing, and sizes a machine could hold
     auto get_int = [&](const char* key, int& out, long long lo, long long hi) {
-      if (!j.contains(key)) return;
-      out = static_cast<int>(io::json_int(j[key], source, std::string("field '") + key + "'", lo, hi));
+      if (const io::Json* v = field(key)) out = static_cast<int>(io::json_int(*v, source, std::string("field '") + key + "'", lo, hi));
     };
     auto get_double = [&](const char* key, double& out) {
-      if (!j.contains(key) || j[key].is_null()) return;
-      DYNABERT_REQUIRE(j[key].is_number(), FormatError, source, ": field '", key, "' must be a number");
-      out = j[key].get<double>();
+      const io::Json* v = field(key);
+      if (!v) return;
+      DYNABERT_REQUIRE(v->is_number(), FormatError, source, ": field '", key, "' must be a number");
+      out = v->as_double();
     };
     get_int("vocab_size", c.vocab_size, 1, kMaxVocab);
     get_int("hidden_size", c.hidden_size, 1, kMaxHidden);
@@ -122,57 +124,57 @@ struct BertConfig {
     get_int("intermediate_size", c.intermediate_size, 1, kMaxIntermediate);
     get_int("max_position_embeddings", c.max_position_embeddings, 1, kMaxPositions);
     get_int("type_vocab_size", c.type_vocab_size, 1, kMaxTypes);
-    if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) get_int("pad_token_id", c.pad_token_id, 0, kMaxVocab - 1);
+    get_int("pad_token_id", c.pad_token_id, 0, kMaxVocab - 1);
     get_double("layer_norm_eps", c.layer_norm_eps);
     get_double("hidden_dropout_prob", c.hidden_dropout_prob);
     get_double("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
-    if (j.contains("hidden_act")) {
-      DYNABERT_REQUIRE(j["hidden_act"].is_string(), FormatError, source, ": field 'hidden_act' must be a string");
-      const auto act = j["hidden_act"].get<std::string>();
+    if (const io::Json* v = j.find("hidden_act")) {
+      DYNABERT_REQUIRE(v->is_string(), FormatError, source, ": field 'hidden_act' must be a string");
+      const auto& act = v->as_string();
       if (act == "gelu") c.hidden_act = Activation::kGeluErf;
       else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
         c.hidden_act = Activation::kGeluTanh;
       else raise<FormatError>(source, ": hidden_act '", act, "' is not supported (gelu, gelu_new)");
     }
-    if (j.contains("id2label")) {
-      const auto& m = j["id2label"];
-      DYNABERT_REQUIRE(m.is_object(), FormatError, source, ": id2label must be an object");
-      DYNABERT_REQUIRE(m.size() <= static_cast<std::size_t>(kMaxLabels), FormatError, source, ": id2label has ", m.size(),
+    if (const io::Json* m = j.find("id2label")) {
+      DYNABERT_REQUIRE(m->is_object(), FormatError, source, ": id2label must be an object");
+      DYNABERT_REQUIRE(m->size() <= static_cast<std::size_t>(kMaxLabels), FormatError, source, ": id2label has ", m->size(),
                        " labels; at most ", kMaxLabels);
-      c.id2label.assign(m.size(), "");
-      for (auto it = m.begin(); it != m.end(); ++it) {
+      c.id2label.assign(m->size(), "");
+      std::vector<bool> seen(m->size(), false);
+      for (const auto& [key, name] : m->members()) {
         int id = -1;
-        try { id = std::stoi(it.key()); } catch (...) {}
-        DYNABERT_REQUIRE(id >= 0 && id < static_cast<int>(m.size()), FormatError, source,
-                         ": id2label key '", it.key(), "' is not an id in 0..", m.size() - 1);
-        c.id2label[id] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+        try { id = std::stoi(key); } catch (...) {}
+        DYNABERT_REQUIRE(id >= 0 && id < static_cast<int>(m->size()) && std::to_string(id) == key && !seen[id], FormatError,
+                         source, ": id2label key '", key, "' is not an id in 0..", m->size() - 1);
+        seen[id] = true;
+        c.id2label[id] = name.is_string() ? name.as_string() : name.dump();
       }
-    } else if (j.contains("num_labels")) {
+    } else if (field("num_labels")) {
       int n = 0;
       get_int("num_labels", n, 0, kMaxLabels);
       for (int i = 0; i < n; ++i) c.id2label.push_back("LABEL_" + std::to_string(i));
     }
-    if (j.contains("pruned_heads") && !j["pruned_heads"].is_null()) {
-      const auto& m = j["pruned_heads"];
-      DYNABERT_REQUIRE(m.is_object(), FormatError, source, ": pruned_heads must be an object");
-      for (auto it = m.begin(); it != m.end(); ++it) {
+    if (const io::Json* m = field("pruned_heads")) {
+      DYNABERT_REQUIRE(m->is_object(), FormatError, source, ": pruned_heads must be an object");
+      for (const auto& [key, list] : m->members()) {
         int layer = -1;
-        try { layer = std::stoi(it.key()); } catch (...) {}
-        DYNABERT_REQUIRE(layer >= 0 && std::to_string(layer) == it.key(), FormatError, source, ": pruned_heads key '", it.key(),
+        try { layer = std::stoi(key); } catch (...) {}
+        DYNABERT_REQUIRE(layer >= 0 && std::to_string(layer) == key, FormatError, source, ": pruned_heads key '", key,
                          "' is not a layer number");
-        DYNABERT_REQUIRE(it.value().is_array(), FormatError, source, ": pruned_heads['", it.key(), "'] must be a list");
+        DYNABERT_REQUIRE(list.is_array(), FormatError, source, ": pruned_heads['", key, "'] must be a list");
         std::vector<int> heads;
-        for (auto& h : it.value()) heads.push_back(static_cast<int>(io::json_int(h, source, "pruned_heads['" + it.key() + "']", 0, kMaxHeads)));
+        for (const auto& h : list.elements())
+          heads.push_back(static_cast<int>(io::json_int(h, source, "pruned_heads['" + key + "']", 0, kMaxHeads)));
         std::sort(heads.begin(), heads.end());
         if (!heads.empty()) c.pruned_heads[layer] = heads;
       }
     }
-    if (j.contains("dynabert_intermediate_sizes")) {
-      const auto& a = j["dynabert_intermediate_sizes"];
-      DYNABERT_REQUIRE(a.is_array(), FormatError, source, ": dynabert_intermediate_sizes must be a list");
-      DYNABERT_REQUIRE(a.size() <= static_cast<std::size_t>(kMaxLayers), FormatError, source, ": dynabert_intermediate_sizes has ",
-                       a.size(), " entries");
-      for (auto& v : a)
+    if (const io::Json* a = j.find("dynabert_intermediate_sizes")) {
+      DYNABERT_REQUIRE(a->is_array(), FormatError, source, ": dynabert_intermediate_sizes must be a list");
+      DYNABERT_REQUIRE(a->size() <= static_cast<std::size_t>(kMaxLayers), FormatError, source, ": dynabert_intermediate_sizes has ",
+                       a->size(), " entries");
+      for (const auto& v : a->elements())
         c.layer_intermediate_sizes.push_back(static_cast<int>(io::json_int(v, source, "dynabert_intermediate_sizes[i]", 1, kMaxIntermediate)));
     }
     c.validate(source);
@@ -185,10 +187,10 @@ struct BertConfig {
   }
 
   /// A Hugging Face compatible config.json object.
-  nlohmann::json to_json() const {
-    nlohmann::json j;
+  io::Json to_json() const {
+    io::Json j = io::Json::object();
     j["model_type"] = "bert";
-    j["architectures"] = {num_labels() > 0 ? "BertForSequenceClassification" : "BertModel"};
+    j["architectures"] = std::vector<std::string>{num_labels() > 0 ? "BertForSequenceClassification" : "BertModel"};
     j["vocab_size"] = vocab_size;
     j["hidden_size"] = hidden_size;
     j["num_hidden_layers"] = num_hidden_layers;
@@ -203,7 +205,7 @@ struct BertConfig {
     j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
     j["initializer_range"] = 0.02;
     if (num_labels() > 0) {
-      nlohmann::json i2l = nlohmann::json::object(), l2i = nlohmann::json::object();
+      io::Json i2l = io::Json::object(), l2i = io::Json::object();
       for (int i = 0; i < num_labels(); ++i) {
         i2l[std::to_string(i)] = id2label[i];
         l2i[id2label[i]] = i;
@@ -212,7 +214,7 @@ struct BertConfig {
       j["label2id"] = l2i;
       if (num_labels() == 1) j["problem_type"] = "regression";
     }
-    nlohmann::json ph = nlohmann::json::object();
+    io::Json ph = io::Json::object();
     for (auto& [l, heads] : pruned_heads) ph[std::to_string(l)] = heads;
     j["pruned_heads"] = ph;
     if (!layer_intermediate_sizes.empty()) j["dynabert_intermediate_sizes"] = layer_intermediate_sizes;

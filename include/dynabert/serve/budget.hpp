@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include "dynabert/io/json.hpp"
 
 #include "dynabert/core/error.hpp"
 
@@ -39,22 +39,19 @@ struct GridCell {
 
 /// The grid of a "dynabert_grid" JSON array ([{"width":..,"depth":..,"accuracy":..}, ...]).
 inline std::vector<GridCell> parse_grid(const std::string& json_text, const std::string& source = "grid") {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const std::exception& e) {
-    raise<FormatError>(source, ": not valid JSON (", e.what(), ")");
-  }
+  const io::Json j = io::parse_json(json_text, source);
   DYNABERT_REQUIRE(j.is_array() && !j.empty(), FormatError, source, ": the grid must be a non-empty array");
   std::vector<GridCell> g;
   for (std::size_t i = 0; i < j.size(); ++i) {
     const auto& c = j[i];
-    DYNABERT_REQUIRE(c.is_object() && c.contains("width") && c.contains("depth") && c.contains("accuracy") &&
-                         c["width"].is_number() && c["depth"].is_number() && c["accuracy"].is_number(),
-                     FormatError, source, ": cell ", i, " needs numeric width, depth and accuracy");
-    g.push_back({c["width"].get<double>(), c["depth"].get<double>(), c["accuracy"].get<double>()});
-    DYNABERT_REQUIRE(g.back().width > 0 && g.back().width <= 1 && g.back().depth > 0 && g.back().depth <= 1, FormatError,
-                     source, ": cell ", i, " has width ", g.back().width, " and depth ", g.back().depth, " outside (0, 1]");
+    const io::Json *w = c.find("width"), *d = c.find("depth"), *a = c.find("accuracy");
+    DYNABERT_REQUIRE(w && d && a && w->is_number() && d->is_number() && a->is_number(), FormatError, source, ": cell ", i,
+                     " needs numeric width, depth and accuracy");
+    g.push_back({w->as_double(), d->as_double(), a->as_double()});
+    DYNABERT_REQUIRE(g.back().width > 0 && g.back().width <= 1 && g.back().depth > 0 && g.back().depth <= 1 &&
+                         std::isfinite(g.back().accuracy),
+                     FormatError, source, ": cell ", i, " has width ", g.back().width, " and depth ", g.back().depth,
+                     " outside (0, 1] or an accuracy that is not a number");
   }
   return g;
 }

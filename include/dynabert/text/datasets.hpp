@@ -16,8 +16,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/json.hpp"
 
@@ -32,18 +30,17 @@ struct LabelledText {
 
 /// The UCI sentiment file format (sentiment@5.0.2 test/fixtures/*.json).
 inline std::vector<LabelledText> read_sentiment_json(const std::string& path) {
-  const nlohmann::json j = io::read_json_file(path);
+  const io::Json j = io::read_json_file(path, 1ull << 30);
   DYNABERT_REQUIRE(j.is_array(), FormatError, path, ": expected a JSON array of records");
   std::vector<LabelledText> out;
   for (std::size_t i = 0; i < j.size(); ++i) {
     const auto& r = j[i];
-    DYNABERT_REQUIRE(r.is_object() && r.contains("text") && r["text"].is_string(), FormatError, path, ": record ", i,
-                     " has no string 'text'");
-    const auto text = r["text"].get<std::string>();
-    if (text.empty() && (!r.contains("class") || r["class"].is_null())) continue;  // the trailing empty record
-    DYNABERT_REQUIRE(r.contains("class") && r["class"].is_number_integer(), FormatError, path, ": record ", i,
-                     " has no integer 'class'");
-    out.push_back({text, "", r["class"].get<int>(), 0.0});
+    const io::Json* text = r.find("text");
+    DYNABERT_REQUIRE(text && text->is_string(), FormatError, path, ": record ", i, " has no string 'text'");
+    const io::Json* cls = r.find("class");
+    if (text->as_string().empty() && (!cls || cls->is_null())) continue;  // the trailing empty record
+    DYNABERT_REQUIRE(cls && cls->is_integer(), FormatError, path, ": record ", i, " has no integer 'class'");
+    out.push_back({text->as_string(), "", static_cast<int>(io::json_int(*cls, path, "record " + std::to_string(i) + " 'class'")), 0.0});
   }
   return out;
 }
@@ -58,25 +55,22 @@ inline std::vector<LabelledText> read_jsonl(const std::string& path, const std::
   std::string line;
   for (long n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json r;
-    try {
-      r = nlohmann::json::parse(line);
-    } catch (const std::exception& e) {
-      raise<FormatError>(path, ":", n, ": not valid JSON (", e.what(), ")");
-    }
-    DYNABERT_REQUIRE(r.is_object() && r.contains(text_key) && r[text_key].is_string(), FormatError, path, ":", n,
-                     ": no string '", text_key, "'");
+    const std::string where = path + ":" + std::to_string(n);
+    const io::Json r = io::parse_json(line, where);
+    const io::Json* text = r.find(text_key);
+    DYNABERT_REQUIRE(text && text->is_string(), FormatError, where, ": no string '", text_key, "'");
     LabelledText t;
-    t.text = r[text_key].get<std::string>();
+    t.text = text->as_string();
     if (!text_b_key.empty()) {
-      DYNABERT_REQUIRE(r.contains(text_b_key) && r[text_b_key].is_string(), FormatError, path, ":", n, ": no string '",
-                       text_b_key, "'");
-      t.text_b = r[text_b_key].get<std::string>();
+      const io::Json* b = r.find(text_b_key);
+      DYNABERT_REQUIRE(b && b->is_string(), FormatError, where, ": no string '", text_b_key, "'");
+      t.text_b = b->as_string();
     }
-    DYNABERT_REQUIRE(r.contains(label_key) && (regression ? r[label_key].is_number() : r[label_key].is_number_integer()),
-                     FormatError, path, ":", n, ": '", label_key, "' must be ", regression ? "a number" : "an integer");
-    if (regression) t.target = r[label_key].get<double>();
-    else t.label = r[label_key].get<int>();
+    const io::Json* label = r.find(label_key);
+    DYNABERT_REQUIRE(label && (regression ? label->is_number() : label->is_integer()), FormatError, where, ": '", label_key,
+                     "' must be ", regression ? "a number" : "an integer");
+    if (regression) t.target = label->as_double();
+    else t.label = static_cast<int>(io::json_int(*label, where, "'" + label_key + "'"));
     out.push_back(std::move(t));
   }
   return out;

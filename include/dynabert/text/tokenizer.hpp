@@ -27,7 +27,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <utf8proc.h>
 
 #include "dynabert/core/error.hpp"
@@ -114,11 +113,13 @@ class BertTokenizer {
     TokenizerOptions opt;
     const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
     if (fs::exists(cfg)) {
-      const nlohmann::json j = io::read_json_file(cfg.string());
-      if (j.contains("do_lower_case") && j["do_lower_case"].is_boolean()) opt.lower_case = j["do_lower_case"].get<bool>();
-      if (j.contains("strip_accents") && j["strip_accents"].is_boolean()) opt.strip_accents = j["strip_accents"].get<bool>();
-      if (j.contains("tokenize_chinese_chars") && j["tokenize_chinese_chars"].is_boolean())
-        opt.tokenize_chinese_chars = j["tokenize_chinese_chars"].get<bool>();
+      const io::Json j = io::read_json_file(cfg.string());
+      auto flag = [&](const char* key, auto& out) {
+        if (const io::Json* v = j.find(key); v && v->is_bool()) out = v->as_bool();
+      };
+      flag("do_lower_case", opt.lower_case);
+      flag("strip_accents", opt.strip_accents);
+      flag("tokenize_chinese_chars", opt.tokenize_chinese_chars);
     }
     return BertTokenizer(Vocab::load((fs::path(dir) / "vocab.txt").string()), opt);
   }

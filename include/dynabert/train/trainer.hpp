@@ -320,7 +320,7 @@ class Trainer {
     opt.write((tmp_dir / "optimizer.safetensors").string());
     std::ostringstream rng;
     rng << rng_;
-    nlohmann::json state = {{"step", step_}, {"adam_step", opt_.step_count()}, {"rng", rng.str()},
+    const io::Json state = {{"step", step_}, {"adam_step", opt_.step_count()}, {"rng", rng.str()},
                             {"phase", to_string(cfg_.phase)}, {"seed", cfg_.seed}, {"batch_size", cfg_.batch_size},
                             {"epochs", cfg_.epochs}};
     io::write_atomically((tmp_dir / "trainer_state.json").string(), [&](std::ofstream& o) { o << state.dump(2); });
@@ -342,17 +342,18 @@ class Trainer {
     namespace fs = std::filesystem;
     const fs::path ck = fs::path(dir) / checkpoint_name(dir);
     const std::string sf = (ck / "trainer_state.json").string();
-    const nlohmann::json state = io::read_json_file(sf, 1 << 20);
-    DYNABERT_REQUIRE(io::json_field(state, "phase", sf).is_string() && io::json_field(state, "seed", sf).is_number_unsigned() && io::json_field(state, "rng", sf).is_string(), FormatError,
-                     sf, ": phase, seed and rng must be a string, an unsigned integer and a string");
-    const long long batch = io::json_int(io::json_field(state, "batch_size", sf), sf, "batch_size", 1, 1 << 30);
-    DYNABERT_REQUIRE(io::json_field(state, "phase", sf).get<std::string>() == to_string(cfg_.phase) && io::json_field(state, "seed", sf).get<std::uint64_t>() == cfg_.seed &&
-                         batch == cfg_.batch_size,
+    const io::Json state = io::read_json_file(sf, 1 << 20);
+    auto field = [&](const char* k) -> const io::Json& { return io::json_field(state, k, sf); };
+    const io::Json &phase = field("phase"), &seed = field("seed"), &rng_state = field("rng");
+    DYNABERT_REQUIRE(phase.is_string() && seed.is_integer() && seed.is_unsigned() && rng_state.is_string(), FormatError, sf,
+                     ": phase, seed and rng must be a string, an unsigned integer and a string");
+    const long long batch = io::json_int(field("batch_size"), sf, "batch_size", 1, 1 << 30);
+    DYNABERT_REQUIRE(phase.as_string() == to_string(cfg_.phase) && seed.uint_value() == cfg_.seed && batch == cfg_.batch_size,
                      FormatError, ck.string(), ": checkpoint was written by a run with another phase, seed or batch size");
-    const long step = static_cast<long>(io::json_int(io::json_field(state, "step", sf), sf, "step", 0, std::numeric_limits<long long>::max()));
-    const long adam_step = static_cast<long>(io::json_int(io::json_field(state, "adam_step", sf), sf, "adam_step", 0, std::numeric_limits<long long>::max()));
+    const long step = static_cast<long>(io::json_int(field("step"), sf, "step", 0, std::numeric_limits<long long>::max()));
+    const long adam_step = static_cast<long>(io::json_int(field("adam_step"), sf, "adam_step", 0, std::numeric_limits<long long>::max()));
     std::mt19937_64 rng;
-    std::istringstream rs(io::json_field(state, "rng", sf).get<std::string>());
+    std::istringstream rs(rng_state.as_string());
     rs >> rng;
     DYNABERT_REQUIRE(!rs.fail(), FormatError, sf, ": unreadable generator state");
     auto w = BertWeights<float>::load(ck.string());
