@@ -16,7 +16,6 @@ reported too.
 """
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,13 +31,18 @@ def cflags():
 
 
 def compile_once(src, out, extra=()):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(["g++", *cflags(), *extra, "-c", src, "-o", out], capture_output=True, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        sys.exit(f"compile failed: {src}\n{r.stderr[:4000]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, after.ru_maxrss / 1024.0
+    """CPU seconds (user + sys) and peak memory (MB) of one compiler run, from the rusage that
+    wait4 returns for it (the driver and the cc1plus and as it waited for; RUSAGE_CHILDREN would
+    keep the largest max RSS of every earlier run)."""
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(["g++", *cflags(), *extra, "-c", src, "-o", out],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"compile failed: {src}\n{err.read()[:4000]}")
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
 def main():

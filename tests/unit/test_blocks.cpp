@@ -18,19 +18,7 @@
 using namespace dynabert;
 using namespace dynabert::layers;
 
-// ---- allocation counter (operator new; AlignedBuffer counts its own) -------------------------
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-static std::atomic<long> g_news{0};
-void* operator new(std::size_t n) {
-  ++g_news;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "alloc_counter.hpp"
 
 namespace {
 
@@ -529,9 +517,9 @@ BOOST_AUTO_TEST_CASE(trainer_steps_allocate_nothing_after_warm_up) {
     train::Trainer<float> t(student, &teacher, cfg);
     t.on_progress = [](const train::Progress&) {};
     t.fit(data, nullptr, 2);  // warm-up
-    const long news = g_news.load(), buffers = aligned_allocations().load();
+    const long news = test_alloc::count.load(), buffers = aligned_allocations().load();
     t.fit(data, nullptr, 4);
-    BOOST_TEST(g_news.load() - news == 0, "operator new calls: " << g_news.load() - news);
+    BOOST_TEST(test_alloc::count.load() - news == 0, "operator new calls: " << test_alloc::count.load() - news);
     BOOST_TEST(aligned_allocations().load() - buffers == 0, "buffer allocations: " << aligned_allocations().load() - buffers);
     BOOST_TEST(t.step() == 6);
   }

@@ -16,20 +16,7 @@
 
 using namespace dynabert;
 
-// ---- allocation counter: replaces global operator new for this test program ----------------
-// (GCC sees malloc/free behind a replaced operator new/delete as a mismatch: it is not.)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-static std::atomic<long> g_allocations{0};
-void* operator new(std::size_t n) {
-  ++g_allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "alloc_counter.hpp"  // counts operator new for this test program
 
 namespace {
 const std::string& kFixtures = fixtures::kDir;
@@ -215,13 +202,13 @@ BOOST_AUTO_TEST_CASE(switching_cells_allocates_nothing_and_threads_agree) {
   o.logits = logits.data();
   Threads t1(1), t2(2);
   for (auto& n : nets) m.forward(in, n, o, ws, t2);  // warm-up (TBB workers start)
-  const long before = g_allocations.load();
+  const long before = test_alloc::count.load();
   for (int rep = 0; rep < 2; ++rep)
     for (auto& n : nets) {
       m.forward(in, n, o, ws, t2);
       m.forward(in, n, o, ws, t1);
     }
-  BOOST_TEST(g_allocations.load() - before == 0, "allocations while switching: " << g_allocations.load() - before);
+  BOOST_TEST(test_alloc::count.load() - before == 0, "allocations while switching: " << test_alloc::count.load() - before);
   for (auto& n : nets) {
     m.forward(in, n, o, ws, t1);
     one = logits;
@@ -491,13 +478,13 @@ BOOST_AUTO_TEST_CASE(session_switching_and_budgeted_calls_allocate_nothing) {
   Outputs o;
   o.logits = out.data();
   for (auto& c : calls) session.run(c.inputs(), c.width, c.depth, o);  // warm-up
-  const long before = g_allocations.load();
+  const long before = test_alloc::count.load();
   for (auto& c : calls) {
     session.run(c.inputs(), c.width, c.depth, o);
     const auto r = session.run_within(c.inputs(), 1e-3 + 10.0 * (c.width * c.depth), o);  // budgets large and tiny
     BOOST_TEST_REQUIRE(r.measured_ms > 0);
   }
-  BOOST_TEST(g_allocations.load() - before == 0, "allocations: " << g_allocations.load() - before);
+  BOOST_TEST(test_alloc::count.load() - before == 0, "allocations: " << test_alloc::count.load() - before);
 }
 
 BOOST_AUTO_TEST_CASE(session_reads_the_grid_from_checkpoint_metadata) {
