@@ -1,5 +1,6 @@
 // Kernel benchmarks: the machine's FMA peak, the packed GEMM at every BERT-base shape and
 // DynaBERT width (GFLOP/s and % of measured peak), and the row kernels (GB/s).
+#include <array>
 #include <random>
 #include <vector>
 
@@ -57,6 +58,83 @@ BENCHMARK(BM_Gemm)
     ->Args({1024, 3072, 768, 1, 3072, 768})
     ->Args({128, 3072, 768, 2, 3072, 768})->Args({1024, 3072, 768, 2, 3072, 768})
     ->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+/// Peaks of the low-precision dot instructions (kind 0: vpdpbusd INT8, 1: vdpbf16ps BF16), in
+/// operations (2 per multiply-add) per second, beside BM_PeakFma. args: kind, threads.
+void BM_PeakLowp(benchmark::State& st) {
+  const int kind = static_cast<int>(st.range(0)), threads = static_cast<int>(st.range(1));
+  for (auto _ : st) benchmark::DoNotOptimize(dynabert_bench::measure_lowp_peak(threads, kind));
+  st.counters["peak_GOP/s"] = dynabert_bench::lowp_peak_gops(threads, kind);
+  st.counters["vs_fp32_fma"] = dynabert_bench::lowp_peak_gops(threads, kind) / dynabert_bench::peak_gflops(threads);
+  st.SetLabel(kind == 0 ? "vpdpbusd" : "vdpbf16ps");
+}
+BENCHMARK(BM_PeakLowp)->ArgNames({"kind", "threads"})->ArgsProduct({{0, 1}, {1, 2}})->Iterations(1)->Unit(benchmark::kMillisecond);
+
+/// The low-precision product at the BM_Gemm shapes: args M, n, k, threads, N, K, precision (1 bf16,
+/// 2 int8). Times the product alone (A converted once before the loop); GOP/s and % of the
+/// instruction's measured peak (BM_PeakLowp). BM_LowpConvert times the conversion of A.
+void BM_GemmLowp(benchmark::State& st) {
+  const int M = static_cast<int>(st.range(0)), n = static_cast<int>(st.range(1)), k = static_cast<int>(st.range(2));
+  const int threads = static_cast<int>(st.range(3)), N = static_cast<int>(st.range(4)), K = static_cast<int>(st.range(5));
+  const Precision p = st.range(6) == 2 ? Precision::kInt8 : Precision::kBf16;
+  std::mt19937 g(1);
+  std::normal_distribution<float> d;
+  std::vector<float> a(static_cast<std::size_t>(M) * K), w(static_cast<std::size_t>(N) * K), c(static_cast<std::size_t>(M) * N), bias(N);
+  for (auto& v : a) v = d(g);
+  for (auto& v : w) v = d(g);
+  kernels::LowpWeight pw;
+  pw.pack(p, N, K, [&](int r) { return w.data() + static_cast<long>(r) * K; });
+  AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(k, p) * 2);
+  AlignedBuffer<float> scale(M);
+  AlignedBuffer<std::int32_t> corr(M);
+  Threads th(threads);
+  const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), K, M, k, th);
+  kernels::Epilogue ep;
+  ep.bias = bias.data();
+  for (auto _ : st) {
+    kernels::gemm_lowp(c.data(), N, conv, M, pw.view(), n, k, ep, th);
+    benchmark::ClobberMemory();
+  }
+  const double ops = 2.0 * M * n * k;
+  st.counters["GOP/s"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  const double peak = dynabert_bench::lowp_peak_gops(threads, p == Precision::kInt8 ? 0 : 1);
+  if (peak > 0)
+    st.counters["pct_peak"] = benchmark::Counter(ops / 1e9 / peak * 100.0, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(kernels::to_string(kernels::default_lowp_kernel(p)));
+}
+void lowp_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "n", "k", "threads", "N", "K", "precision"});
+  for (int p : {2, 1})
+    for (auto s : std::vector<std::array<int, 6>>{{128, 2304, 768, 1, 2304, 768}, {128, 768, 768, 1, 768, 768},
+                                                  {128, 3072, 768, 1, 3072, 768}, {128, 768, 3072, 1, 768, 3072},
+                                                  {128, 576, 768, 1, 2304, 768}, {128, 768, 192, 1, 768, 768},
+                                                  {1024, 3072, 768, 1, 3072, 768}, {1024, 768, 3072, 1, 768, 3072},
+                                                  {1024, 3072, 768, 2, 3072, 768}})
+      b->Args({s[0], s[1], s[2], s[3], s[4], s[5], p});
+}
+BENCHMARK(BM_GemmLowp)->Apply(lowp_shapes)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+/// Converting a linear layer's input for a low-precision product (per-row int8 quantization, or
+/// bf16 rounding): args rows, k, precision (1 bf16, 2 int8); one thread. GB/s of FP32 input read.
+void BM_LowpConvert(benchmark::State& st) {
+  const int M = static_cast<int>(st.range(0)), k = static_cast<int>(st.range(1));
+  const Precision p = st.range(2) == 2 ? Precision::kInt8 : Precision::kBf16;
+  std::mt19937 g(2);
+  std::normal_distribution<float> d;
+  std::vector<float> a(static_cast<std::size_t>(M) * k);
+  for (auto& v : a) v = d(g);
+  AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(k, p) * 2);
+  AlignedBuffer<float> scale(M);
+  AlignedBuffer<std::int32_t> corr(M);
+  const Threads th(1);
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), k, M, k, th));
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(static_cast<long>(st.iterations()) * M * k * 4);
+}
+BENCHMARK(BM_LowpConvert)->ArgNames({"M", "k", "precision"})->ArgsProduct({{128, 1024}, {768, 3072}, {2, 1}})
+    ->Unit(benchmark::kMicrosecond);
 
 /// The epilogue's cost on a batch-8 product of width 0.5 (1,024 x 1,536 x 768, weight packed at
 /// 3,072 x 768): arg 0 bias only, 1 bias + erf GELU (the FFN-in product), 2 bias + residual (the

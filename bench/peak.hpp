@@ -11,6 +11,10 @@
 
 #include <dynabert/core/simd.hpp>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace dynabert_bench {
 
 /// Runs `iters` x 12 independent FMAs on batches; returns a value to keep the work alive.
@@ -56,6 +60,102 @@ inline double peak_gflops(int threads) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(threads);
   if (it == cache.end()) it = cache.emplace(threads, measure_peak_gflops(threads)).first;
+  return it->second;
+}
+
+// ---- low-precision instruction peaks (AVX512_VNNI vpdpbusd, AVX512_BF16 vdpbf16ps) -------------
+// Operations count multiplies and adds separately, as FLOPs do: one vpdpbusd on zmm is 64
+// multiply-adds = 128 ops, one vdpbf16ps 32 multiply-adds = 64 ops.
+
+/// Runs `iters` x 24 independent low-precision dot instructions (kind 0: vpdpbusd, 1: vdpbf16ps);
+/// returns ops per iteration (0 when the build lacks the instruction). The accumulators must stay
+/// in registers: GCC 12 keeps an array of __m512i in memory across such a loop (and spills even
+/// named vpdpbusd accumulators), which would measure store forwarding instead of the instruction.
+#define DYNABERT_BENCH_24(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) \
+  X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)
+inline double lowp_chains(long iters, int kind, float* sink) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if (kind == 0) {
+    // inline assembly: GCC 12 spills vpdpbusd accumulators to the stack even as named variables
+    static volatile int va = 0x01010101, vb = 0x02020202;
+    const __m512i a = _mm512_set1_epi32(va), b = _mm512_set1_epi32(vb);
+#define DECL(i) __m512i u##i = _mm512_set1_epi32(i), w##i = _mm512_set1_epi32(i + 100);
+#define SUM(i) s = _mm512_add_epi32(s, _mm512_add_epi32(u##i, w##i));
+    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
+    for (long i = 0; i < iters; ++i) {
+#define DYNABERT_VNNI12(o)                                                                                         \
+  asm volatile(                                                                                                    \
+      "vpdpbusd %[b], %[a], %[x0]\n\tvpdpbusd %[b], %[a], %[x1]\n\tvpdpbusd %[b], %[a], %[x2]\n\t"                 \
+      "vpdpbusd %[b], %[a], %[x3]\n\tvpdpbusd %[b], %[a], %[x4]\n\tvpdpbusd %[b], %[a], %[x5]\n\t"                 \
+      "vpdpbusd %[b], %[a], %[x6]\n\tvpdpbusd %[b], %[a], %[x7]\n\tvpdpbusd %[b], %[a], %[x8]\n\t"                 \
+      "vpdpbusd %[b], %[a], %[x9]\n\tvpdpbusd %[b], %[a], %[x10]\n\tvpdpbusd %[b], %[a], %[x11]"                    \
+      : [x0] "+v"(o##0), [x1] "+v"(o##1), [x2] "+v"(o##2), [x3] "+v"(o##3), [x4] "+v"(o##4), [x5] "+v"(o##5),       \
+        [x6] "+v"(o##6), [x7] "+v"(o##7), [x8] "+v"(o##8), [x9] "+v"(o##9), [x10] "+v"(o##10), [x11] "+v"(o##11)  \
+      : [a] "v"(a), [b] "v"(b));
+      DYNABERT_VNNI12(u)
+      DYNABERT_VNNI12(w)
+#undef DYNABERT_VNNI12
+    }
+    __m512i s = _mm512_setzero_si512();
+    SUM(0) SUM(1) SUM(2) SUM(3) SUM(4) SUM(5) SUM(6) SUM(7) SUM(8) SUM(9) SUM(10) SUM(11)
+#undef DECL
+#undef SUM
+    *sink = static_cast<float>(_mm512_reduce_add_epi32(s));
+    return 24.0 * 128.0;
+  }
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+  if (kind == 1) {
+    static volatile int va = 0x3F803F80;  // (1.0, 1.0) in bfloat16
+    const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_epi32(va));
+#define DECL(i) __m512 c##i = _mm512_set1_ps(static_cast<float>(i));
+#define STEP(i) c##i = _mm512_dpbf16_ps(c##i, a, a);
+#define SUM(i) s = _mm512_add_ps(s, c##i);
+    DYNABERT_BENCH_24(DECL)
+    for (long i = 0; i < iters; ++i) {
+      DYNABERT_BENCH_24(STEP)
+    }
+    __m512 s = _mm512_setzero_ps();
+    DYNABERT_BENCH_24(SUM)
+#undef DECL
+#undef STEP
+#undef SUM
+    *sink = _mm512_reduce_add_ps(s);
+    return 24.0 * 64.0;
+  }
+#endif
+  (void)iters;
+  (void)kind;
+  *sink = 0;
+  return 0.0;
+}
+#undef DYNABERT_BENCH_24
+
+/// Best of 5 runs of `threads` threads running the chains of `kind`: GOP/s (0 without the
+/// instruction).
+inline double measure_lowp_peak(int threads, int kind) {
+  const long iters = 10'000'000;
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    std::vector<std::thread> ts;
+    std::vector<float> sink(threads);
+    std::vector<double> ops(threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int t = 0; t < threads; ++t) ts.emplace_back([&, t] { ops[t] = lowp_chains(iters, kind, &sink[t]); });
+    for (auto& t : ts) t.join();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, ops[0] * iters * threads / s / 1e9);
+  }
+  return best;
+}
+
+/// Cached measured low-precision peak (GOP/s) for a thread count and kind.
+inline double lowp_peak_gops(int threads, int kind) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, double> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find({threads, kind});
+  if (it == cache.end()) it = cache.emplace(std::make_pair(threads, kind), measure_lowp_peak(threads, kind)).first;
   return it->second;
 }
 

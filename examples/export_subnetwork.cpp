@@ -1,11 +1,13 @@
 // dynabert_export: one sub-network of an elastic checkpoint as a small standalone checkpoint that
 // Hugging Face's BertModel (and tools/torch_reference.py) loads as is.
 //
-//   dynabert_export --model DIR --width 0.5 --depth 0.5 --out SMALL_DIR
+//   dynabert_export --model DIR --width 0.5 --depth 0.5 --out SMALL_DIR [--precision int8]
 //   dynabert_export --model DIR --layers 0,2,5 --heads 8,4,4 --neurons 2048,1024,1024 --out SMALL_DIR
 //
 // The second form keeps the listed layers with per-layer head and neuron counts (one entry per
-// listed layer). vocab.txt and tokenizer_config.json are copied when the source has them.
+// listed layer). vocab.txt and tokenizer_config.json are copied when the source has them. With
+// --precision int8 the encoder layers' linear weights are written as int8 with per-row scales
+// (docs/formats.md): a quarter of their FP32 size, served in INT8 without re-quantizing.
 #include <cstdio>
 #include <filesystem>
 
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   std::string model_dir, out_dir;
   double width = 1.0, depth = 1.0;
   std::vector<int> layers, heads, neurons;
+  std::string precision = "fp32";
   app.add_option("--model", model_dir, "elastic checkpoint folder")->required();
   app.add_option("--out", out_dir, "folder to write")->required();
   app.add_option("--width", width, "width multiplier m_w in (0, 1]");
@@ -28,6 +31,8 @@ int main(int argc, char** argv) {
   app.add_option("--layers", layers, "kept layers (original indices, increasing)")->delimiter(',');
   app.add_option("--heads", heads, "kept heads per listed layer")->delimiter(',');
   app.add_option("--neurons", neurons, "kept FFN neurons per listed layer")->delimiter(',');
+  app.add_option("--precision", precision, "weights of the encoder layers: fp32 (default) or int8")
+      ->check(CLI::IsMember({"fp32", "int8"}));
   CLI11_PARSE(app, argc, argv);
   try {
     namespace fs = std::filesystem;
@@ -66,7 +71,8 @@ int main(int argc, char** argv) {
     // written whole into a temporary folder, then renamed: a folder named --out is always complete
     const std::string tmp = out_dir + ".tmp";
     fs::remove_all(tmp);
-    small.save(tmp, {{"dynabert_exported_from", fs::absolute(model_dir).string()}, {"dynabert_subnetwork", what}});
+    small.save(tmp, {{"dynabert_exported_from", fs::absolute(model_dir).string()}, {"dynabert_subnetwork", what}},
+               precision == "int8");
     for (const char* f : {"vocab.txt", "tokenizer_config.json"})
       if (fs::exists(fs::path(model_dir) / f)) {
         std::error_code ec;
@@ -81,8 +87,8 @@ int main(int argc, char** argv) {
     io::publish_folder(tmp, out_dir);
     const auto src_bytes = fs::file_size(fs::path(model_dir) / "model.safetensors");
     const auto out_bytes = fs::file_size(fs::path(out_dir) / "model.safetensors");
-    std::printf("exported %s: %d of %d layers, %zu of %zu parameters (%.1f %%), model.safetensors %.2f MB (source %.2f MB)\n",
-                what.c_str(), net.depth(), cfg.num_hidden_layers, small.num_parameters(), w.num_parameters(),
+    std::printf("exported %s (%s): %d of %d layers, %zu of %zu parameters (%.1f %%), model.safetensors %.2f MB (source %.2f MB)\n",
+                what.c_str(), precision.c_str(), net.depth(), cfg.num_hidden_layers, small.num_parameters(), w.num_parameters(),
                 100.0 * small.num_parameters() / w.num_parameters(), out_bytes / 1e6, src_bytes / 1e6);
   } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's
     std::fprintf(stderr, "error: %s\n", e.what());

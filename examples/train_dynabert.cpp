@@ -73,6 +73,38 @@ std::size_t copy_matching(const BertWeights<float>& src, BertWeights<float>& dst
   return copied;
 }
 
+/// Accuracy and macro-F1 of the serving engine at `net` (any precision it holds) on a labelled
+/// set, in batches of 32 (padded, tokens packed).
+train::Metrics engine_metrics(const ElasticBert<float>& m, const SubNetwork& net, const train::Dataset& test, int classes,
+                              const Threads& threads) {
+  int S = 1;
+  for (auto& e : test) S = std::max(S, static_cast<int>(e.ids.size()));
+  const int B = 32;
+  auto ws = m.make_workspace({B, S, threads.count()});
+  std::vector<int> pred, gold;
+  std::vector<float> logits(static_cast<std::size_t>(B) * classes);
+  for (std::size_t i0 = 0; i0 < test.size(); i0 += B) {
+    const int b = static_cast<int>(std::min<std::size_t>(B, test.size() - i0));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(b) * S, 0), types(ids.size(), 0), lengths(b);
+    for (int j = 0; j < b; ++j) {
+      const auto& e = test[i0 + j];
+      std::copy(e.ids.begin(), e.ids.end(), ids.begin() + static_cast<long>(j) * S);
+      if (!e.types.empty()) std::copy(e.types.begin(), e.types.end(), types.begin() + static_cast<long>(j) * S);
+      lengths[j] = static_cast<std::int32_t>(e.ids.size());
+      gold.push_back(e.label);
+    }
+    Inputs in;
+    in.input_ids = ids.data(); in.token_type_ids = types.data(); in.lengths = lengths.data(); in.batch = b; in.seq_len = S;
+    Outputs o;
+    o.logits = logits.data();
+    m.forward(in, net, o, ws, threads);
+    for (int j = 0; j < b; ++j)
+      pred.push_back(static_cast<int>(std::max_element(logits.begin() + j * classes, logits.begin() + (j + 1) * classes) -
+                                      (logits.begin() + j * classes)));
+  }
+  return train::classification_metrics(pred, gold, classes);
+}
+
 double median_latency_ms(const ElasticBert<float>& m, const SubNetwork& net, const train::Dataset& test, int reps) {
   auto ws = m.make_workspace({1, 128, 1});
   std::vector<double> t;
@@ -346,33 +378,52 @@ int main(int argc, char** argv) {
         direct[i] = t.evaluate(test_set, {{1.0, 1.0}})[0].metrics.accuracy;
       }
     }
-    const ElasticBert<float> engine(student.params());
+    // the serving engine in every precision: each cell's test accuracy in BF16 and INT8 beside FP32
+    const ElasticBert<float> engine(student.params(), {Precision::kFp32, Precision::kBf16, Precision::kInt8});
+    const int classes = std::max(2, student.params().heads().num_labels);
     io::create_folders(out);
     std::ostringstream md, csv;
     md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy | macro-F1 |"
+          " BF16 accuracy | INT8 accuracy | INT8 latency ms |"
           " teacher's cell, no DynaBERT | DynaBERT without rewiring | same size trained directly |\n"
-       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-    csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy,no_rewiring_accuracy,direct_accuracy\n";
+       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy,no_rewiring_accuracy,direct_accuracy,"
+           "bf16_accuracy,int8_accuracy,bf16_latency_ms,int8_latency_ms\n";
     io::Json grid = io::Json::array();
-    double mean_dyn = 0, mean_base = 0, mean_nr = 0, mean_direct = 0;
+    double mean_dyn = 0, mean_base = 0, mean_nr = 0, mean_direct = 0, worst_bf16 = 0, worst_int8 = 0;
+    const Threads eval_threads(threads);
     for (std::size_t i = 0; i < cells.size(); ++i) {
-      const auto net = SubNetwork::dynabert(cfg, cells[i].width, cells[i].depth);
+      auto net = SubNetwork::dynabert(cfg, cells[i].width, cells[i].depth);
       const double ms = deterministic ? NAN : median_latency_ms(engine, net, test_set, 101);
       const double params = net.encoder_params(cfg) / 1e6, gf = net.encoder_flops(cfg, 32) / 1e9;
-      char line[320];
-      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.4f |\n", cells[i].width,
-                    cells[i].depth, params, gf, ms, dyn[i].metrics.accuracy, dyn[i].metrics.macro_f1, base[i].metrics.accuracy,
-                    no_rewire[i], direct[i]);
+      // the trainer's figure is FP32 through the same blocks; the low precisions through the engine
+      double acc[3] = {dyn[i].metrics.accuracy, 0, 0}, f1[3] = {dyn[i].metrics.macro_f1, 0, 0}, lat[3] = {ms, NAN, NAN};
+      for (int p = 1; p < 3; ++p) {
+        net.precision = p == 1 ? Precision::kBf16 : Precision::kInt8;
+        const auto m = engine_metrics(engine, net, test_set, classes, eval_threads);
+        acc[p] = m.accuracy;
+        f1[p] = m.macro_f1;
+        if (!deterministic) lat[p] = median_latency_ms(engine, net, test_set, 101);
+      }
+      worst_bf16 = std::max(worst_bf16, std::abs(acc[1] - acc[0]));
+      worst_int8 = std::max(worst_int8, std::abs(acc[2] - acc[0]));
+      char line[400];
+      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.3f | %.4f | %.4f | %.4f |\n",
+                    cells[i].width, cells[i].depth, params, gf, ms, acc[0], f1[0], acc[1], acc[2], lat[2],
+                    base[i].metrics.accuracy, no_rewire[i], direct[i]);
       md << line;
-      std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", cells[i].width, cells[i].depth, params,
-                    gf, ms, dyn[i].metrics.accuracy, dyn[i].metrics.macro_f1, base[i].metrics.accuracy, no_rewire[i], direct[i]);
+      std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", cells[i].width,
+                    cells[i].depth, params, gf, ms, acc[0], f1[0], base[i].metrics.accuracy, no_rewire[i], direct[i], acc[1],
+                    acc[2], lat[1], lat[2]);
       csv << line;
       mean_nr += no_rewire[i] / cells.size();
       mean_direct += direct[i] / cells.size();
-      io::Json cell = {{"width", cells[i].width}, {"depth", cells[i].depth}, {"accuracy", dyn[i].metrics.accuracy},
-                       {"macro_f1", dyn[i].metrics.macro_f1}};
-      if (!deterministic) cell["latency_ms"] = ms;
-      grid.push_back(cell);
+      for (int p = 0; p < 3; ++p) {  // the grid the budget controller chooses from: every cell in every precision
+        io::Json cell = {{"width", cells[i].width}, {"depth", cells[i].depth}, {"accuracy", acc[p]}, {"macro_f1", f1[p]},
+                         {"precision", p == 0 ? "fp32" : p == 1 ? "bf16" : "int8"}};
+        if (!deterministic) cell["latency_ms"] = lat[p];
+        grid.push_back(cell);
+      }
       mean_dyn += dyn[i].metrics.accuracy / cells.size();
       mean_base += base[i].metrics.accuracy / cells.size();
     }
@@ -388,7 +439,9 @@ int main(int argc, char** argv) {
     summary << "Task " << task << ", pretraining: " << pretrain_note << ". Teacher (full size) test accuracy " << teacher_m.accuracy
             << " (macro-F1 " << teacher_m.macro_f1 << "); DynaBERT full-size cell " << dyn[0].metrics.accuracy
             << "; mean over the 12 cells: DynaBERT " << mean_dyn << ", teacher's sub-networks without DynaBERT " << mean_base
-            << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct << "; DynaBERT mean macro-F1 " << mean_f1 << ". " << train_set.size() << " training sentences";
+            << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct << "; DynaBERT mean macro-F1 " << mean_f1
+            << "; largest change of a cell's accuracy against FP32: BF16 " << worst_bf16 * 100 << " points, INT8 " << worst_int8 * 100
+            << " points (" << test_set.size() << " test examples). " << train_set.size() << " training sentences";
     if (deterministic) summary << " (--deterministic: no latency or time measured).\n";
     else summary << ", " << secs << " s on " << threads << " thread(s).\n";
     io::write_atomically(out + "/results.md", [&](std::ofstream& f) { f << md.str() << "\n" << summary.str(); });

@@ -158,6 +158,49 @@ def onnx_export_worker(width, depth, path):
                           opset_version=14, do_constant_folding=True)
 
 
+def quantize_onnx_int8(src, dst):
+    """Writes the graph ONNX Runtime's quantize_dynamic(per_channel=True, weight_type=QInt8) writes,
+    with Debian's python3-onnx: every MatMul by a constant weight W [K, N] becomes
+    DynamicQuantizeLinear(A) -> MatMulInteger(A_q, W_q, A_zp, 0) -> Cast -> Mul(A_scale x w_scale),
+    W_q int8 symmetric per output column (scale max|W[:, n]| / 127). ORT fuses the pattern into
+    DynamicQuantizeMatMul / MatMulIntegerToFloat. Returns how many products were quantized."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    m = onnx.load(src)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes, count, used = [], 0, set()
+    for node in g.node:
+        w_init = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        w = numpy_helper.to_array(w_init) if w_init is not None else None
+        if w is None or w.ndim != 2 or w.dtype != np.float32:
+            nodes.append(node)
+            continue
+        count += 1
+        p = f"q{count}_"
+        amax = np.abs(w).max(axis=0)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        g.initializer.extend([numpy_helper.from_array(q, p + "W_q"), numpy_helper.from_array(scale, p + "W_scale"),
+                              numpy_helper.from_array(np.zeros(w.shape[1], np.int8), p + "W_zp")])
+        used.add(w_init.name)
+        nodes += [helper.make_node("DynamicQuantizeLinear", [node.input[0]], [p + "A_q", p + "A_scale", p + "A_zp"]),
+                  helper.make_node("MatMulInteger", [p + "A_q", p + "W_q", p + "A_zp", p + "W_zp"], [p + "Y_int"]),
+                  helper.make_node("Cast", [p + "Y_int"], [p + "Y_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [p + "A_scale", p + "W_scale"], [p + "scale"]),
+                  helper.make_node("Mul", [p + "Y_f", p + "scale"], [node.output[0]])]
+    still = {i for n in nodes for i in n.input}
+    keep = [i for i in g.initializer if i.name not in used or i.name in still]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, dst)
+    return count
+
+
 def export_ort_cells(d):
     """Exports every cell as its own ONNX model into directory d; returns {(width, depth): path}."""
     if not os.path.exists(os.path.join(ROOT, ".data", "onnxruntime", "node_modules", "onnxruntime-node")):
@@ -168,20 +211,44 @@ def export_ort_cells(d):
             path = os.path.join(d, f"cell-{w:g}-{dd:g}.onnx")
             subprocess.run([sys.executable, os.path.abspath(__file__), "--onnx-export", str(w), str(dd), path],
                            check=True, capture_output=True, text=True)
-            paths[(w, dd)] = path
+            paths[(w, dd, "fp32")] = path
+            q = os.path.join(d, f"cell-{w:g}-{dd:g}-int8.onnx")
+            quantize_onnx_int8(path, q)
+            paths[(w, dd, "int8")] = q
     return paths
+
+
+def check_ort_int8(paths):
+    """ORT INT8 against ORT FP32 on one input per cell: the relative error of the logits, and the
+    fused INT8 operators ORT ran (from its optimized graph)."""
+    import onnx
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for (w, dd, prec), path in paths.items():
+            if prec != "int8":
+                continue
+            opt_path = os.path.join(d, "opt.onnx")
+            r = subprocess.run(["node", os.path.join(ROOT, "tools", "ort_bench.js"), path,
+                                json.dumps({"compare": paths[(w, dd, "fp32")], "optimized": opt_path})],
+                               check=True, capture_output=True, text=True)
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            ops = {}
+            for n in onnx.load(opt_path).graph.node:
+                ops[n.op_type] = ops.get(n.op_type, 0) + 1
+            out[(w, dd)] = {"rel_err": res["rel_err"], "ops": ops}
+    return out
 
 
 def run_ort(paths, batches, threads, reps):
     """One round of ONNX Runtime at every exported cell."""
     res, version = [], "?"
-    for (w, dd), path in paths.items():
+    for (w, dd, prec), path in paths.items():
         out = subprocess.run(["node", os.path.join(ROOT, "tools", "ort_bench.js"), path,
                               json.dumps({"batches": batches, "threads": threads, "reps": reps})],
                              check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         version = r["version"]
-        res += [dict(x, width=w, depth=dd) for x in r["results"]]
+        res += [dict(x, width=w, depth=dd, precision=prec) for x in r["results"]]
     return version, res
 
 
@@ -218,9 +285,9 @@ def run_torch(threads, batches, reps):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_dynabert(bench, batches, threads):
-    filt = "BM_PeakFma|BM_BertBase/batch:(%s)/w:[0-9]/d:[0-9]/threads:(%s)/" % (
-        "|".join(map(str, batches)), "|".join(map(str, threads)))
+def run_dynabert(bench, batches, threads, precisions):
+    filt = "BM_PeakFma|BM_BertBase/precision:(%s)/batch:(%s)/w:[0-9]/d:[0-9]/threads:(%s)/" % (
+        "|".join(precisions), "|".join(map(str, batches)), "|".join(map(str, threads)))
     out = subprocess.run([bench, "--benchmark_filter=" + filt, "--benchmark_format=json"], check=True,
                          capture_output=True, text=True)
     data = json.loads(out.stdout)
@@ -231,7 +298,7 @@ def run_dynabert(bench, batches, threads):
         elif b.get("aggregate_name") == "median":
             parts = dict(kv.split(":") for kv in b["run_name"].split("/")[1:] if ":" in kv)
             res.append({"batch": int(parts["batch"]), "width": WIDTHS[int(parts["w"])], "depth": DEPTHS[int(parts["d"])],
-                        "threads": int(parts["threads"]), "ms": b["real_time"]})
+                        "threads": int(parts["threads"]), "precision": parts["precision"], "ms": b["real_time"]})
     return data["context"], peaks, res
 
 
@@ -253,10 +320,13 @@ def main():
     ap.add_argument("--bench", default="build/release/bench/dynabert_bench")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"], choices=["fp32", "bf16", "int8"],
+                    help="dynabert precisions (ORT runs FP32, and INT8 when int8 is listed)")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3, help="alternating dynabert / ONNX Runtime rounds")
     ap.add_argument("--out", default="docs/performance.md")
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     ap.add_argument("--torch-worker", type=int)
     ap.add_argument("--onnx-export", nargs=3, metavar=("WIDTH", "DEPTH", "PATH"))
     a = ap.parse_args()
@@ -264,24 +334,30 @@ def main():
         return torch_worker(a.torch_worker, a.batches, a.reps)
     if a.onnx_export:
         return onnx_export_worker(float(a.onnx_export[0]), float(a.onnx_export[1]), a.onnx_export[2])
+    if "fp32" not in a.precisions:
+        a.precisions = ["fp32"] + a.precisions
 
     t0 = time.time()
-    tor, torch_version, blas = [], "?", "?"
-    for t in a.threads:
+    tor, torch_version, blas = [], "not run", "?"
+    for t in ([] if a.no_torch else a.threads):
         r = run_torch(t, a.batches, a.reps)
         tor += r["results"]
         torch_version = r["torch"]
         blas = f"{r['blas']}, max error of a 64x256x768 product vs float64 {r['blas_err']:.1e}"
-    key = lambda r: (r["batch"], r["threads"], r["width"], r["depth"])
+    key = lambda r: (r.get("precision", "fp32"), r["batch"], r["threads"], r["width"], r["depth"])
     tmap = {key(r): r["ms"] for r in tor}
     # dynabert and ONNX Runtime, the close pair, are measured in alternating rounds so that both see
     # the same spells of load on this shared machine; each figure is the median over the rounds.
-    dyn_rounds, ort_rounds, peak_rounds, ort_version = [], [], [], "not run"
+    dyn_rounds, ort_rounds, peak_rounds, ort_version, ort_checks = [], [], [], "not run", {}
     with tempfile.TemporaryDirectory() as d:
         paths = {} if a.no_ort else export_ort_cells(d)
+        if "int8" not in a.precisions:
+            paths = {k: v for k, v in paths.items() if k[2] == "fp32"}
+        elif paths:
+            ort_checks = check_ort_int8(paths)
         for rnd in range(a.rounds):
             print(f"round {rnd + 1}/{a.rounds}: dynabert", file=sys.stderr, flush=True)
-            _, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads)
+            _, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads, a.precisions)
             dyn_rounds.append({key(r): r["ms"] for r in dyn})
             peak_rounds.append(peaks)
             if paths:
@@ -290,15 +366,16 @@ def main():
                 ort_rounds.append({key(r): r["ms"] for r in ort})
     over_rounds = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in (rounds[0] if rounds else {})}
     peaks, dmap, omap = over_rounds(peak_rounds), over_rounds(dyn_rounds), over_rounds(ort_rounds)
-    # rounds in which dynabert was faster than ONNX Runtime, per combination
-    won = {k: sum(dr[k] < orr[k] for dr, orr in zip(dyn_rounds, ort_rounds)) for k in omap}
+    # rounds in which dynabert was faster than ONNX Runtime (same precision), per combination
+    won = {k: sum(dr[k] < orr[k] for dr, orr in zip(dyn_rounds, ort_rounds)) for k in omap if k in dmap}
 
     lines = []
     cmd = "/usr/bin/python3 tools/compare_peers.py --bench " + a.bench + " --batches " + " ".join(map(str, a.batches)) + \
-          " --threads " + " ".join(map(str, a.threads)) + f" --rounds {a.rounds}"
+          " --threads " + " ".join(map(str, a.threads)) + " --precisions " + " ".join(a.precisions) + f" --rounds {a.rounds}"
     lines += ["<!-- generated by tools/compare_peers.py: do not edit the tables by hand -->",
               "## Whole model: dynabert vs PyTorch and ONNX Runtime, same run", "",
-              f"Command: `{cmd}` (after `cmake --preset release && cmake --build build/release --target dynabert_bench`)", "",
+              f"Command: `{cmd}` (after `cmake --preset release && cmake --build build/release --target dynabert_bench` "
+              "and `scripts/fetch-data.sh onnxruntime`)", "",
               f"Machine: {machine()}. Measured FP32 FMA peak (BM_PeakFma): "
               + ", ".join(f"{v:.0f} GFLOP/s on {k} thread{'s' if k > 1 else ''}" for k, v in sorted(peaks.items())) + ".",
               f"Date {datetime.date.today()}; PyTorch {torch_version} (Debian) on {blas}; "
@@ -313,34 +390,36 @@ def main():
     verdict = []
     for batch in a.batches:
         for t in a.threads:
-            lines += [f"### batch {batch}, {t} thread{'s' if t > 1 else ''}", "",
+            lines += [f"### FP32, batch {batch}, {t} thread{'s' if t > 1 else ''}", "",
                       "| width | depth | GFLOP | dynabert ms | GFLOP/s | % of peak | PyTorch ms | vs PyTorch | ORT ms | vs ORT | rounds ahead |",
                       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for w in WIDTHS:
                 for d in DEPTHS:
-                    dm = dmap[(batch, t, w, d)]
-                    tm = tmap[(batch, t, w, d)]
+                    k = ("fp32", batch, t, w, d)
+                    dm = dmap[k]
+                    tm = tmap.get(k, float("nan"))
                     gf = flops(w, d) * batch / 1e9
                     rate = gf / dm * 1e3
-                    om = omap.get((batch, t, w, d), float("nan"))
+                    om = omap.get(k, float("nan"))
                     lines.append(f"| {w:g} | {d:g} | {gf:.2f} | {dm:.1f} | {rate:.0f} | {rate / peaks[t] * 100:.0f} % | "
                                  f"{tm:.1f} | {tm / dm:.2f}x | {om:.1f} | {om / dm:.2f}x | "
-                                 f"{won.get((batch, t, w, d), 0)}/{len(ort_rounds)} |")
+                                 f"{won.get(k, 0)}/{len(ort_rounds)} |")
                     verdict.append((batch, t, w, d, dm, tm, rate / peaks[t] * 100, om))
             lines.append("")
     slow = [v for v in verdict if v[0] == 1 and v[4] > v[5]]
     full1 = [v for v in verdict if v[0] == 1 and v[1] == 1 and v[2] == 1.0 and v[3] == 1.0]
     lines += ["### Bars of the inference-core issue", "",
               f"- batch 1, every cell at least as fast as PyTorch at 1 and 2 threads: "
-              f"{'met' if not slow else 'NOT met for ' + ', '.join(f'({v[2]:g}, {v[3]:g}) x{v[1]}' for v in slow)}",
+              + ("not measured" if not tmap else 'met' if not slow else 'NOT met for ' + ', '.join(f'({v[2]:g}, {v[3]:g}) x{v[1]}' for v in slow)),
               "- full model, batch 1, one thread, at least 75 % of measured FP32 peak: "
               + (f"{full1[0][6]:.0f} % ({'met' if full1[0][6] >= 75 else 'NOT met'})" if full1 else "not measured"), ""]
     ms = {(v[0], v[1], v[2], v[3]): v[4] for v in verdict}
+    fp32_omap = {k: v for k, v in omap.items() if k[0] == "fp32"}
     behind = [v for v in verdict if not v[7] >= v[4]]
     lines += ["### Bars of the deploy-anywhere issue", "",
               "- every cell, batch " + " and ".join(map(str, a.batches)) + ", " + " and ".join(map(str, a.threads))
               + " threads, at least as fast as ONNX Runtime: "
-              + ("met" if omap and not behind else "not measured" if not omap else "NOT met for " + ", ".join(
+              + ("met" if fp32_omap and not behind else "not measured" if not fp32_omap else "NOT met for " + ", ".join(
                   f"(w {v[2]:g}, d {v[3]:g}, batch {v[0]}, {v[1]}t: {v[4]:.1f} vs {v[7]:.1f} ms)" for v in behind))]
     if 1 in a.threads and 2 in a.threads:
         for batch in a.batches:
@@ -352,6 +431,7 @@ def main():
             lines.append(f"- smallest cell (0.25, 0.5) vs full, batch 1, {t} thread{'s' if t > 1 else ''}: {r:.1f}x faster "
                          f"({'met' if r >= 6 else 'NOT met'}, bar 6x; it has {flops(1, 1) / flops(0.25, 0.5):.1f}x fewer FLOPs)")
     lines.append("")
+    lines += low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks)
     text = "\n".join(lines)
     out = a.out
     doc = open(out).read() if os.path.exists(out) else ""
@@ -366,6 +446,65 @@ def main():
         f.write(doc)
     os.replace(tmp, out)
     print(text)
+
+
+def low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks):
+    """Tables and bars of the low-precision issue: dynabert BF16 and INT8 against its FP32 and ORT INT8."""
+    lows = [p for p in ("bf16", "int8") if p in a.precisions]
+    if not lows:
+        return []
+    lines = ["## Low precision: dynabert BF16 and INT8 vs FP32 and ONNX Runtime INT8, same run", "",
+             "ORT INT8 is the graph ORT's `quantize_dynamic` writes (per-column int8 weights, `DynamicQuantizeLinear` "
+             "on activations, `MatMulInteger`), built by this script with python3-onnx and fused by ORT at load. "
+             "\"x FP32\": dynabert FP32 ms / this ms; \"vs ORT INT8\": ORT INT8 ms / dynabert INT8 ms.", ""]
+    if ort_checks:
+        errs = [v["rel_err"] for v in ort_checks.values()]
+        fused = sorted({op for v in ort_checks.values() for op in v["ops"] if "Integer" in op or "Quantize" in op})
+        lines += [f"ORT INT8 graphs checked against the FP32 graphs on one batch: max relative logit error "
+                  f"{min(errs):.1e} to {max(errs):.1e} over the cells; INT8 operators in ORT's optimized graphs: "
+                  + ", ".join(fused) + ".", ""]
+    bars = []
+    for batch in a.batches:
+        for t in a.threads:
+            head = "| width | depth | FP32 ms | " + " | ".join(f"{p.upper()} ms | x FP32" for p in lows)
+            sep = "|---:|---:|---:|" + "---:|---:|" * len(lows)
+            if "int8" in lows:
+                head += " | ORT INT8 ms | vs ORT INT8 | rounds ahead"
+                sep += "---:|---:|---:|"
+            lines += [f"### batch {batch}, {t} thread{'s' if t > 1 else ''}", "", head + " |", sep]
+            for w in WIDTHS:
+                for d in DEPTHS:
+                    f = dmap[("fp32", batch, t, w, d)]
+                    row = f"| {w:g} | {d:g} | {f:.1f} | "
+                    for p in lows:
+                        v = dmap[(p, batch, t, w, d)]
+                        row += f"{v:.1f} | {f / v:.2f}x | "
+                    if "int8" in lows:
+                        k = ("int8", batch, t, w, d)
+                        om = omap.get(k, float("nan"))
+                        row += f"{om:.1f} | {om / dmap[k]:.2f}x | {won.get(k, 0)}/{len(ort_rounds)} | "
+                        bars.append((batch, t, w, d, dmap[k], om))
+                    lines.append(row.rstrip(" "))
+            lines.append("")
+    lines += ["### Bars of the low-precision issue", ""]
+    if "int8" in lows:
+        measured = [b for b in bars if b[5] == b[5]]
+        short = [b for b in measured if b[5] / b[4] < 1.25]
+        lines.append("- INT8 at least 1.25x faster than ORT INT8 in every combination: " +
+                     ("not measured" if not measured else "met (worst " +
+                      f"{min(b[5] / b[4] for b in measured):.2f}x)" if not short else "NOT met for " + ", ".join(
+                          f"(w {b[2]:g}, d {b[3]:g}, batch {b[0]}, {b[1]}t: {b[5] / b[4]:.2f}x)" for b in short)))
+    for p, bar in (("int8", 3.0), ("bf16", 1.8)):
+        if p not in lows:
+            continue
+        for batch in a.batches:
+            for t in a.threads:
+                r = dmap[("fp32", batch, t, 1.0, 1.0)] / dmap[(p, batch, t, 1.0, 1.0)]
+                binding = (p == "int8" and batch == 8 and t == 1) or p == "bf16"
+                lines.append(f"- {p.upper()} vs FP32 at full size, batch {batch}, {t} thread{'s' if t > 1 else ''}: {r:.2f}x"
+                             + (f" ({'met' if r >= bar else 'NOT met'}, bar {bar:g}x)" if binding else ""))
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

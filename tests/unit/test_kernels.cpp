@@ -432,3 +432,160 @@ BOOST_AUTO_TEST_CASE(reference_products_agree_with_eigen) {
     BOOST_TEST(err < 1e-11, rows << "x" << outs << "x" << ins << ": " << err);
   }
 }
+
+// ---- low precision (kernels/lowp.hpp): every kernel this CPU runs against the plain twins --------
+namespace {
+std::vector<kernels::LowpKernel> lowp_kernels(Precision p) {
+  std::vector<kernels::LowpKernel> ks;
+  for (auto k : {kernels::LowpKernel::kScalar, kernels::LowpKernel::kMadd16, kernels::LowpKernel::kVnni512,
+                 kernels::LowpKernel::kEmulated, kernels::LowpKernel::kNative512})
+    if (kernels::has_lowp_kernel(k, p)) ks.push_back(k);
+  return ks;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(int8_activation_quantization_matches_its_twin) {
+  std::mt19937 g(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int k = std::uniform_int_distribution<int>(1, 300)(g), kpad = kernels::lowp_kpad(k, Precision::kInt8);
+    auto x = randn(k, g, trial % 2 ? 0.01f : 3.0f);
+    if (trial % 7 == 0) x[trial % k] = 50.0f;  // an outlier
+    std::vector<std::int8_t> q(kpad + 8, 99), qr(k);
+    std::int32_t corr = -1;
+    const float sa = kernels::quantize_a_row(q.data(), &corr, x.data(), k, kpad);
+    const float sr = kernels::quantize_s8(qr.data(), x.data(), k);
+    BOOST_REQUIRE(sa == sr);
+    long sum = 0;
+    for (int i = 0; i < k; ++i) {
+      BOOST_REQUIRE(q[i] == qr[i]);
+      BOOST_REQUIRE(q[i] >= -127);
+      sum += q[i];
+    }
+    for (int i = k; i < kpad; ++i) BOOST_REQUIRE(q[i] == 0);
+    BOOST_REQUIRE(corr == 128 * sum);
+    // dequantized values are within half a step
+    for (int i = 0; i < k; ++i) BOOST_REQUIRE(std::abs(q[i] * sa - x[i]) <= 0.5001f * sa);
+  }
+  // an all-zero row has scale 0; a row with Inf or NaN has a NaN scale (its outputs become NaN)
+  std::vector<float> z(20, 0.0f);
+  std::vector<std::int8_t> q(20);
+  std::int32_t corr = 0;
+  BOOST_TEST(kernels::quantize_a_row(q.data(), &corr, z.data(), 20, 20) == 0.0f);
+  z[3] = NAN;
+  BOOST_TEST(std::isnan(kernels::quantize_a_row(q.data(), &corr, z.data(), 20, 20)));
+  z[3] = INFINITY;
+  BOOST_TEST(std::isnan(kernels::quantize_a_row(q.data(), &corr, z.data(), 20, 20)));
+}
+
+BOOST_AUTO_TEST_CASE(bf16_rounding_matches_its_twin_and_the_hardware) {
+  std::mt19937 g(12);
+  std::vector<float> x = randn(4000, g, 10.0f);
+  const float specials[] = {0.0f, -0.0f, 1.0f, 1.00390625f /* tie, even */, 1.01171875f /* tie, odd */, 3.4e38f, -3.4e38f,
+                            1.2e-38f, 1e-40f /* denormal */, -1e-40f, INFINITY, -INFINITY, 65504.0f, 1.0f / 3.0f};
+  x.insert(x.end(), std::begin(specials), std::end(specials));
+  const int k = static_cast<int>(x.size());
+  std::vector<std::uint16_t> y(kernels::lowp_kpad(k, Precision::kBf16) + 2, 7);
+  kernels::bf16_a_row(y.data(), x.data(), k, kernels::lowp_kpad(k, Precision::kBf16));
+  for (int i = 0; i < k; ++i) BOOST_REQUIRE_MESSAGE(y[i] == kernels::to_bf16(x[i]), "value " << x[i]);
+  BOOST_TEST(kernels::from_bf16(kernels::to_bf16(1.00390625f)) == 1.0f);       // tie to even (down)
+  BOOST_TEST(kernels::from_bf16(kernels::to_bf16(1.01171875f)) == 1.015625f);  // tie to even (up)
+  BOOST_TEST(std::isnan(kernels::from_bf16(kernels::to_bf16(NAN))));
+  BOOST_TEST(kernels::from_bf16(kernels::to_bf16(1e-40f)) == 0.0f);
+}
+
+BOOST_AUTO_TEST_CASE(lowp_gemm_kernels_match_reference_over_random_shapes) {
+  std::mt19937 g(13);
+  std::uniform_int_distribution<int> dm(1, 70), dn(1, 150), dk(1, 600);
+  const Activation acts[] = {Activation::kNone, Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh};
+  Threads three(3);
+  for (Precision p : {Precision::kInt8, Precision::kBf16}) {
+    const auto kernels_here = lowp_kernels(p);
+    BOOST_TEST_MESSAGE(to_string(p) << ": " << kernels_here.size() << " kernels");
+    for (int trial = 0; trial < 90; ++trial) {
+      const int M = dm(g), N = dn(g), K = dk(g);
+      const int n = std::uniform_int_distribution<int>(1, N)(g), k = std::uniform_int_distribution<int>(1, K)(g);
+      const long lda = K + trial % 3, ldw = K + trial % 5, ldc = N + trial % 7;
+      auto a = randn(M * lda, g), w = randn(N * ldw, g, 0.1f), bias = randn(N, g), res = randn(M * ldc, g);
+      kernels::LowpWeight pw;
+      pw.pack(p, N, K, [&](int r) { return w.data() + r * ldw; });
+      kernels::Epilogue ep;
+      ep.bias = trial % 2 ? bias.data() : nullptr;
+      ep.residual = trial % 3 == 0 ? res.data() : nullptr;
+      ep.ld_residual = ldc;
+      ep.act = acts[trial % 4];
+      ep.alpha = trial % 5 == 0 ? 0.125f : 1.0f;
+      // the twin on unpacked operands
+      std::vector<float> cref(M * ldc, -7.0f);
+      if (p == Precision::kInt8) {
+        std::vector<std::int8_t> qa(M * k), qw(N * K);
+        std::vector<float> sa(M), sw(N);
+        for (int m = 0; m < M; ++m) sa[m] = kernels::quantize_s8(qa.data() + m * k, a.data() + m * lda, k);
+        for (int r = 0; r < N; ++r) sw[r] = kernels::quantize_s8(qw.data() + r * K, w.data() + r * ldw, K);
+        kernels::reference::linear_s8(cref.data(), ldc, qa.data(), k, sa.data(), qw.data(), K, sw.data(), M, n, k, ep);
+      } else {
+        std::vector<std::uint16_t> ba(M * k), bw(N * K);
+        for (int m = 0; m < M; ++m)
+          for (int i = 0; i < k; ++i) ba[m * k + i] = kernels::to_bf16(a[m * lda + i]);
+        for (int r = 0; r < N; ++r)
+          for (int i = 0; i < K; ++i) bw[r * K + i] = kernels::to_bf16(w[r * ldw + i]);
+        kernels::reference::linear_bf16(cref.data(), ldc, ba.data(), k, bw.data(), K, M, n, k, ep);
+      }
+      AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(k, p) * 2);
+      AlignedBuffer<float> scale(M);
+      AlignedBuffer<std::int32_t> corr(M);
+      const Threads& th = trial % 2 ? three : Threads();
+      const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), lda, M, k, th);
+      for (auto kern : kernels_here) {
+        std::vector<float> c(M * ldc, -7.0f);
+        kernels::gemm_lowp(c.data(), ldc, conv, M, pw.view(), n, k, ep, th, kern);
+        // int8: the integer sums are exact, so only the epilogue's float arithmetic differs;
+        // bf16: FP32 accumulation in another order than the double twin
+        const double err = gemm_err(c.data(), cref.data(), c.size(), p == Precision::kInt8 ? 1 : k);
+        BOOST_TEST(err < (p == Precision::kInt8 ? 2e-6 : 1e-5), to_string(kern) << " M " << M << " N " << N << " K " << K
+                                                                              << " n " << n << " k " << k << " err " << err);
+        for (int m = 0; m < M; ++m)
+          for (long j = n; j < ldc; ++j) BOOST_REQUIRE(c[m * ldc + j] == -7.0f);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(lowp_gemm_is_bitwise_independent_of_threads_and_close_to_fp32) {
+  std::mt19937 g(14);
+  const int M = 420, N = 200, K = 264;  // M >= DYNABERT_GEMM_MSPLIT: two threads split the rows
+  auto a = randn(M * K, g), w = randn(N * K, g, 0.05f);
+  kernels::PackedWeight pf(w.data(), N, K, K);
+  AlignedBuffer<float> scratch(kernels::gemm_scratch_floats());
+  std::vector<float> ref(M * N);
+  kernels::gemm(ref.data(), N, a.data(), K, M, pf.view(), N, K, {}, scratch.data());
+  double ref_norm = 0;
+  for (float v : ref) ref_norm = std::max(ref_norm, double(std::abs(v)));
+  for (Precision p : {Precision::kInt8, Precision::kBf16}) {
+    kernels::LowpWeight pw;
+    pw.pack(p, N, K, [&](int r) { return w.data() + r * K; });
+    AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(K, p) * 2);
+    AlignedBuffer<float> scale(M);
+    AlignedBuffer<std::int32_t> corr(M);
+    const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), K, M, K, Threads(2));
+    std::vector<float> c1(M * N), c2(M * N), c3(M * N);
+    kernels::gemm_lowp(c1.data(), N, conv, M, pw.view(), N, K, {}, Threads(1));
+    kernels::gemm_lowp(c2.data(), N, conv, M, pw.view(), N, K, {}, Threads(2));
+    kernels::gemm_lowp(c3.data(), N, conv, 100, pw.view(), N, K, {}, Threads(3));  // panels split
+    BOOST_TEST(std::memcmp(c1.data(), c2.data(), sizeof(float) * c1.size()) == 0);
+    BOOST_TEST(std::memcmp(c1.data(), c3.data(), sizeof(float) * 100 * N) == 0);
+    double worst = 0;
+    for (std::size_t i = 0; i < c1.size(); ++i) worst = std::max(worst, std::abs(double(c1[i]) - ref[i]));
+    // against the largest output: int8 rounds both operands to 1/254 of their row's range
+    BOOST_TEST(worst / ref_norm < (p == Precision::kInt8 ? 2e-2 : 5e-3), to_string(p) << " worst " << worst / ref_norm);
+  }
+  // widths past the packing and accumulation are refused
+  kernels::LowpWeight pw;
+  pw.pack(Precision::kInt8, N, K, [&](int r) { return w.data() + r * K; });
+  kernels::Epilogue acc;
+  acc.accumulate = true;
+  std::vector<float> c(M * N);
+  const kernels::LowpA none{a.data(), K, nullptr, nullptr};
+  BOOST_CHECK_THROW(kernels::gemm_lowp(c.data(), N, none, 4, pw.view(), N + 1, K, {}), InputError);
+  BOOST_CHECK_THROW(kernels::gemm_lowp(c.data(), N, none, 4, pw.view(), N, K + 1, {}), InputError);
+  BOOST_CHECK_THROW(kernels::gemm_lowp(c.data(), N, none, 4, pw.view(), N, K, acc), InputError);
+}

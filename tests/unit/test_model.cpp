@@ -599,3 +599,122 @@ BOOST_AUTO_TEST_CASE(packed_tokens_give_bitwise_the_padded_results) {
   m.forward(full, SubNetwork::full(w.config()), o, ws);
   BOOST_TEST(!ws.packed);
 }
+
+// ---- low precision (INT8, BF16) -------------------------------------------------------------------
+BOOST_AUTO_TEST_SUITE(low_precision)
+
+BOOST_AUTO_TEST_CASE(every_cell_in_bf16_and_int8_stays_close_to_fp32_and_allocates_nothing) {
+  BertWeights<float> w(random_config(4, 96, 6, 240), HeadSpec{true, 3});  // sizes not multiples of 16
+  w.init_random(31, 0.08, true);
+  const std::vector<Precision> all = {Precision::kFp32, Precision::kBf16, Precision::kInt8};
+  ElasticBert<float> m(w, all);
+  ElasticBert<float> int8_only(w, {Precision::kInt8});
+  auto ws = m.make_workspace({3, 40, 2});
+  auto ws8 = int8_only.make_workspace({3, 40, 2});
+  std::mt19937 g(5);
+  std::vector<std::int32_t> ids(3 * 40), lengths = {40, 17, 3};
+  for (auto& v : ids) v = static_cast<std::int32_t>(g() % 300);
+  Inputs in;
+  in.input_ids = ids.data(); in.lengths = lengths.data(); in.batch = 3; in.seq_len = 40;
+  const Threads two(2);
+  const std::size_t n = 3 * 40 * 96;
+  for (double wd : {1.0, 0.5, 1.0 / 6})
+    for (double dd : {1.0, 0.5}) {
+      auto net = SubNetwork::dynabert(w.config(), wd, dd);
+      std::vector<float> ref(n), got(n), logits_ref(9), logits(9);
+      Outputs o;
+      o.last_hidden = ref.data();
+      o.logits = logits_ref.data();
+      m.forward(in, net, o, ws, two);
+      double scale = 0;
+      for (float v : ref) scale = std::max(scale, double(std::abs(v)));
+      for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+        net.precision = p;
+        o.last_hidden = got.data();
+        o.logits = logits.data();
+        m.forward(in, net, o, ws, two);
+        // the last hidden state (LayerNorm output, values of order 1) against FP32
+        const double e = max_abs(got.data(), ref.data(), n) / scale;
+        BOOST_TEST(e < (p == Precision::kInt8 ? 6e-2 : 1.5e-2), to_string(p) << " w " << wd << " d " << dd << " error " << e);
+        BOOST_TEST(e > 0.0);  // really computed in another precision
+        if (p == Precision::kInt8) {  // an INT8-only model computes bitwise the same
+          std::vector<float> only(n);
+          o.last_hidden = only.data();
+          int8_only.forward(in, net, o, ws8, two);
+          BOOST_TEST(std::memcmp(only.data(), got.data(), n * sizeof(float)) == 0);
+        }
+      }
+    }
+  // no allocation after warm-up, in any precision; results do not depend on the thread count
+  auto net = SubNetwork::dynabert(w.config(), 0.5, 0.5);
+  std::vector<float> logits(9), again(9);
+  Outputs o;
+  o.logits = logits.data();
+  for (Precision p : all) {
+    net.precision = p;
+    m.forward(in, net, o, ws, two);
+  }
+  const long before = test_alloc::count.load(), buffers = aligned_allocations().load();
+  for (Precision p : all) {
+    net.precision = p;
+    m.forward(in, net, o, ws, two);
+    m.forward(in, net, o, ws, Threads(1));
+  }
+  BOOST_TEST(test_alloc::count.load() - before == 0);
+  BOOST_TEST(aligned_allocations().load() - buffers == 0);
+  for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+    net.precision = p;
+    m.forward(in, net, o, ws, Threads(1));
+    again = logits;
+    m.forward(in, net, o, ws, two);
+    BOOST_TEST(std::memcmp(again.data(), logits.data(), sizeof(float) * 9) == 0);
+  }
+  // memory per packing: INT8 about a quarter, BF16 about half of FP32
+  BOOST_TEST(m.weight_bytes(Precision::kInt8) < m.weight_bytes(Precision::kFp32) * 0.3);
+  BOOST_TEST(m.weight_bytes(Precision::kBf16) < m.weight_bytes(Precision::kFp32) * 0.55);
+  BOOST_TEST(int8_only.weight_bytes(Precision::kFp32) == 0u);
+  BOOST_TEST(int8_only.weight_bytes() < m.weight_bytes() / 2);
+}
+
+BOOST_AUTO_TEST_CASE(precisions_a_model_was_not_prepared_for_are_named_errors) {
+  BertWeights<float> w(random_config(2, 32, 2, 64), HeadSpec{true, 2});
+  w.init_random(3);
+  ElasticBert<float> fp32(w);
+  auto ws = fp32.make_workspace({1, 8, 1});
+  std::vector<std::int32_t> ids(8, 5);
+  Inputs in;
+  in.input_ids = ids.data(); in.batch = 1; in.seq_len = 8;
+  std::vector<float> logits(2);
+  Outputs o;
+  o.logits = logits.data();
+  auto net = SubNetwork::full(w.config());
+  net.precision = Precision::kInt8;
+  BOOST_TEST(has(error_of([&] { fp32.forward(in, net, o, ws); }), "not prepared for int8"));
+  ElasticBert<float> int8(w, {Precision::kInt8});
+  auto small = fp32.make_workspace({1, 8, 1});  // a workspace made for an FP32-only model
+  BOOST_TEST(has(error_of([&] { int8.forward(in, net, o, small); }), "no room for int8"));
+  BOOST_TEST(has(error_of([&] { ElasticBert<float> twice(w, {Precision::kInt8, Precision::kInt8}); }), "listed twice"));
+  BOOST_TEST(has(error_of([&] { ElasticBert<float> none(w, {}); }), "at least one precision"));
+  const auto wd = w.cast<double>();
+  BOOST_TEST(has(error_of([&] { ElasticBert<double> d(wd, {Precision::kBf16}); }), "needs the float model"));
+  // a session holds packings per its options and names cells by precision
+  SessionOptions so;
+  so.max_batch = 1; so.max_seq_len = 8;
+  so.widths = {1.0, 0.5};
+  so.precisions = {Precision::kInt8, Precision::kFp32};
+  Session<float> s(w, so);
+  BOOST_TEST((s.cell(1.0, 1.0).precision == Precision::kInt8));  // the first precision is the default
+  BOOST_TEST((s.cell(0.5, 0.5, Precision::kFp32).precision == Precision::kFp32));
+  BOOST_TEST(has(error_of([&] { (void)s.cell(1.0, 1.0, Precision::kBf16); }), "was not prepared"));
+  BOOST_TEST(has(error_of([&] { s.set_grid({{1.0, 1.0, 0.9, Precision::kBf16}}); }), "does not hold"));
+  const auto mem = s.memory();
+  BOOST_TEST(mem.int8_bytes > 0u);
+  BOOST_TEST(mem.fp32_bytes > 3 * mem.int8_bytes);
+  BOOST_TEST(mem.bf16_bytes == 0u);
+  s.run(in, 0.5, 1.0, Precision::kInt8, o);
+  const auto g = parse_grid(R"([{"width":1,"depth":1,"accuracy":0.9,"precision":"int8"},{"width":1,"depth":1,"accuracy":0.91}])");
+  BOOST_TEST((g[0].precision == Precision::kInt8 && g[1].precision == Precision::kFp32));
+  BOOST_TEST(has(error_of([&] { parse_grid(R"([{"width":1,"depth":1,"accuracy":0.9,"precision":"int4"}])"); }), "precision"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -62,6 +62,9 @@ class CheckpointReader {
   void read(const std::string& name, T* dst, std::uint64_t count) const {
     file_of(name).read(original(name), dst, count);
   }
+  void read_i8(const std::string& name, std::int8_t* dst, std::uint64_t count) const {
+    file_of(name).read_i8(original(name), dst, count);
+  }
   /// Metadata of the first file.
   const std::map<std::string, std::string>& metadata() const { return files_.front()->metadata(); }
 

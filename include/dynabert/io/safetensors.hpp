@@ -148,6 +148,18 @@ class SafetensorsFile {
       }
     }
   }
+  /// Reads an I8 tensor (int8 weights of an INT8 checkpoint) into dst (`count` values).
+  void read_i8(const std::string& name, std::int8_t* dst, std::uint64_t count) const {
+    const TensorInfo& t = info(name);
+    DYNABERT_REQUIRE(t.dtype == DType::kI8, FormatError, path_, ": tensor '", name, "' has dtype ", t.dtype_name, ", expected I8");
+    DYNABERT_REQUIRE(t.numel() == count, FormatError, path_, ": tensor '", name, "' has ", t.numel(), " elements, expected ",
+                     count);
+    std::ifstream in(path_, std::ios::binary);
+    DYNABERT_REQUIRE(in.good(), FormatError, path_, ": cannot open");
+    in.seekg(static_cast<std::streamoff>(data_start_ + t.begin));
+    in.read(reinterpret_cast<char*>(dst), static_cast<std::streamsize>(count));
+    DYNABERT_REQUIRE(in.good(), FormatError, path_, ": tensor '", name, "': read failed");
+  }
   template <class T = float>
   std::vector<T> read(const std::string& name) const {
     std::vector<T> v(info(name).numel());
@@ -242,13 +254,14 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-/// Collects F32 tensors (by pointer: they must stay alive until write) and string metadata.
+/// Collects F32 and I8 tensors (by pointer: they must stay alive until write) and string metadata.
 class SafetensorsWriter {
  public:
   void add(const std::string& name, std::vector<std::int64_t> shape, const float* data) {
-    DYNABERT_REQUIRE(name != "__metadata__" && names_.insert(name).second, InputError,
-                     "safetensors writer: tensor '", name, "' added twice");
-    entries_.push_back({name, std::move(shape), data});
+    add_entry({name, std::move(shape), data, "F32", 4});
+  }
+  void add(const std::string& name, std::vector<std::int64_t> shape, const std::int8_t* data) {
+    add_entry({name, std::move(shape), data, "I8", 1});
   }
   void add_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
@@ -296,10 +309,10 @@ class SafetensorsWriter {
       for (auto d : e.shape) n *= static_cast<std::uint64_t>(d);
       if (i > 0 || !metadata_.empty()) header += ',';
       quoted(header, e.name);
-      header += ":{\"dtype\":\"F32\",\"shape\":[";
+      header += ":{\"dtype\":\"" + std::string(e.dtype) + "\",\"shape\":[";
       for (std::size_t k = 0; k < e.shape.size(); ++k) header += (k ? "," : "") + std::to_string(e.shape[k]);
-      header += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + 4 * n) + "]}";
-      off += 4 * n;
+      header += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + e.elem * n) + "]}";
+      off += e.elem * n;
     }
     header += '}';
     header.append((8 - header.size() % 8) % 8, ' ');
@@ -312,7 +325,7 @@ class SafetensorsWriter {
       for (auto& e : entries_) {
         std::uint64_t cnt = 1;
         for (auto d : e.shape) cnt *= static_cast<std::uint64_t>(d);
-        out.write(reinterpret_cast<const char*>(e.data), static_cast<std::streamsize>(4 * cnt));
+        out.write(static_cast<const char*>(e.data), static_cast<std::streamsize>(e.elem * cnt));
       }
     });
   }
@@ -321,8 +334,15 @@ class SafetensorsWriter {
   struct Entry {
     std::string name;
     std::vector<std::int64_t> shape;
-    const float* data;
+    const void* data;
+    const char* dtype;
+    std::uint64_t elem;
   };
+  void add_entry(Entry e) {
+    DYNABERT_REQUIRE(e.name != "__metadata__" && names_.insert(e.name).second, InputError,
+                     "safetensors writer: tensor '", e.name, "' added twice");
+    entries_.push_back(std::move(e));
+  }
   std::vector<Entry> entries_;
   std::set<std::string> names_;
   std::map<std::string, std::string> metadata_;

@@ -196,8 +196,6 @@ inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool tr
 /// values of one k side by side).
 enum class AMode { kPacked, kRows, kColumns };
 
-/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc. Only the first n_valid
-/// columns of C are written.
 /// The epilogue on a finished tile of C (rows x cols at row0, col0 of the whole product): read
 /// back from L1 once, in SIMD (a partial last vector goes through a padded copy, so every column
 /// gets the same arithmetic).
@@ -234,36 +232,19 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
   }
 }
 
-template <int MR, AMode kMode>
-inline void micro_kernel(int kc, const float* __restrict a, long lda, const float* __restrict b, float* __restrict c,
-                         long ldc, int n_valid, bool accumulate, const float* prefetch, const Epilogue* ep, long row0,
-                         long col0) {
+/// Stores a finished register tile (MR rows x kNR columns of C at row0, col0 of the product;
+/// only the first n_valid columns exist): C (+)= acc, then the epilogue. A full tile applies
+/// scale, bias, pre-activation and residual in registers and an activation on the stored rows, in
+/// the same SIMD arithmetic as everywhere; a partial tile goes through apply_epilogue. Shared by the
+/// FP32 micro-kernel and the low-precision ones (kernels/lowp.hpp), which hand over dequantized
+/// accumulators.
+template <int MR>
+[[gnu::always_inline]] inline void store_tile(simd::Batch (&acc)[MR][GemmShape::kNV], float* __restrict c, long ldc,
+                                              int n_valid, bool accumulate, const Epilogue* ep, long row0, long col0) {
   using B = simd::Batch;
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
-  B acc[MR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
-  for (int k = 0; k < kc; ++k) {
-    if (prefetch) {  // pull the next micro-panel towards L1 while this one computes
-      __builtin_prefetch(prefetch + k * kNR, 0, 3);
-      __builtin_prefetch(prefetch + k * kNR + 16, 0, 3);
-    }
-    B bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const B ai(kMode == AMode::kRows ? a[i * lda + k] : kMode == AMode::kColumns ? a[k * lda + i] : a[k * MR + i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
-    }
-  }
   if (n_valid == kNR) {
-    // full tile: scale, bias, pre-activation and residual in registers; an activation (FFN-in,
-    // pooler) afterwards on the stored rows, in the same SIMD arithmetic as everywhere
     const bool act = ep && ep->act != Activation::kNone;
     for (int i = 0; i < MR; ++i) {
       float* crow = c + i * ldc;
@@ -299,6 +280,38 @@ inline void micro_kernel(int kc, const float* __restrict a, long lda, const floa
       std::memcpy(crow, tmp, sizeof(float) * n_valid);
   }
   if (ep) apply_epilogue(c, ldc, MR, n_valid, row0, col0, *ep);  // a partial tile: the generic pass
+}
+
+/// The register tile: C[MR x kNR] (+)= A_sliver * B_panel over kc. Only the first n_valid
+/// columns of C are written.
+template <int MR, AMode kMode>
+inline void micro_kernel(int kc, const float* __restrict a, long lda, const float* __restrict b, float* __restrict c,
+                         long ldc, int n_valid, bool accumulate, const float* prefetch, const Epilogue* ep, long row0,
+                         long col0) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  constexpr int NV = GemmShape::kNV;
+  B acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
+  for (int k = 0; k < kc; ++k) {
+    if (prefetch) {  // pull the next micro-panel towards L1 while this one computes
+      __builtin_prefetch(prefetch + k * kNR, 0, 3);
+      __builtin_prefetch(prefetch + k * kNR + 16, 0, 3);
+    }
+    B bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const B ai(kMode == AMode::kRows ? a[i * lda + k] : kMode == AMode::kColumns ? a[k * lda + i] : a[k * MR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
+    }
+  }
+  store_tile<MR>(acc, c, ldc, n_valid, accumulate, ep, row0, col0);
 }
 
 using MicroKernel = void (*)(int, const float*, long, const float*, float*, long, int, bool, const float*,

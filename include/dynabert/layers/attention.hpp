@@ -120,6 +120,20 @@ class SelfAttention {
     qkv_.pack_fused_qkv(p_.q_w, p_.k_w, p_.v_w, p_.q_b, p_.k_b, p_.v_b, nh, dh, H, backward);
     o_.pack(p_.o_w, H, nh * dh, static_cast<long>(nh) * dh, backward);
   }
+  /// Adds int8 or bf16 packings of the fused Q/K/V and output weights (serving; before
+  /// forget_matrices()); drop_fp32() then frees the FP32 ones when only low precision is served.
+  void pack_lowp(Precision p) {
+    qkv_.pack_lowp(p);
+    o_.pack_lowp(p);
+  }
+  void drop_fp32() {
+    qkv_.drop_fp32();
+    o_.drop_fp32();
+  }
+  bool has(Precision p) const { return qkv_.has(p) && o_.has(p); }
+  std::size_t bytes(Precision p) const { return qkv_.bytes(p) + o_.bytes(p); }
+  Linear<T>& qkv_linear() { return qkv_; }
+  Linear<T>& output_linear() { return o_; }
   /// Drops the views of the weight matrices (serving keeps only the packed copies; float).
   void forget_matrices() {
     p_.q_w = p_.k_w = p_.v_w = p_.o_w = nullptr;

@@ -108,6 +108,23 @@ class EncoderLayer {
     attention_.pack(backward);
     ffn_.pack(backward);
   }
+  /// Low-precision packings for serving (kernels/lowp.hpp): the four linear layers.
+  void pack_lowp(Precision p) {
+    attention_.pack_lowp(p);
+    ffn_.pack_lowp(p);
+  }
+  void drop_fp32() {
+    attention_.drop_fp32();
+    ffn_.drop_fp32();
+  }
+  bool has(Precision p) const { return attention_.has(p) && ffn_.has(p); }
+  /// Bytes of the packings of precision p (LayerNorms and biases count with FP32).
+  std::size_t bytes(Precision p) const {
+    return attention_.bytes(p) + ffn_.bytes(p) +
+           (p == Precision::kFp32 ? sizeof(T) * (6 * s_.attention.hidden + s_.ffn.intermediate) : 0);
+  }
+  Attention& attention() { return attention_; }
+  FeedForward<T>& ffn() { return ffn_; }
   void forget_matrices() {
     attention_.forget_matrices();
     ffn_.forget_matrices();

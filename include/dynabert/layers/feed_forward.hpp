@@ -68,6 +68,19 @@ class FeedForward {
     in_.pack(p_.in_w, s_.intermediate, s_.hidden, s_.hidden, backward);
     out_.pack(p_.out_w, s_.hidden, s_.intermediate, s_.intermediate, backward);
   }
+  /// Adds int8 or bf16 packings of both weights (serving; before forget_matrices()).
+  void pack_lowp(Precision p) {
+    in_.pack_lowp(p);
+    out_.pack_lowp(p);
+  }
+  void drop_fp32() {
+    in_.drop_fp32();
+    out_.drop_fp32();
+  }
+  bool has(Precision p) const { return in_.has(p) && out_.has(p); }
+  std::size_t bytes(Precision p) const { return in_.bytes(p) + out_.bytes(p); }
+  Linear<T>& in_linear() { return in_; }
+  Linear<T>& out_linear() { return out_; }
   void forget_matrices() {
     p_.in_w = p_.out_w = nullptr;
     in_.forget_source();

@@ -10,6 +10,8 @@
 // can go stale.
 // pack_fused_qkv() builds the attention's fused Q/K/V weight with rows interleaved per head
 // ([q_h | k_h | v_h] for h = 0, 1, ...), so that the first h heads are a row prefix.
+// For serving, pack_lowp() adds int8 and bf16 packings of the same weight (kernels/lowp.hpp); a
+// call whose Compute asks for a precision the layer holds runs in it, else in FP32.
 #pragma once
 #include <cstring>
 #include <type_traits>
@@ -17,6 +19,7 @@
 #include "dynabert/core/aligned.hpp"
 #include "dynabert/core/parallel.hpp"
 #include "dynabert/kernels/gemm.hpp"
+#include "dynabert/kernels/lowp.hpp"
 #include "dynabert/kernels/ops.hpp"
 #include "dynabert/kernels/reference.hpp"
 #include "dynabert/layers/context.hpp"
@@ -41,8 +44,23 @@ class Linear {
   Linear() = default;
   int n() const { return n_; }
   int k() const { return k_; }
-  /// Bytes of prepared weights (both orientations when packed for training; 0 when read in place).
-  std::size_t bytes() const { return sizeof(T) * (fwd_.size() + bwd_.size() + bias_.size()); }
+  /// Bytes of prepared weights (both orientations when packed for training; 0 when read in place),
+  /// all precisions.
+  std::size_t bytes() const {
+    return sizeof(T) * (fwd_.size() + bwd_.size() + bias_.size()) + s8_.bytes() + bf16_.bytes();
+  }
+  /// Bytes of the packing of one precision (the fused bias counts with FP32).
+  std::size_t bytes(Precision p) const {
+    if (p == Precision::kInt8) return s8_.bytes();
+    if (p == Precision::kBf16) return bf16_.bytes();
+    return sizeof(T) * (fwd_.size() + bwd_.size() + bias_.size());
+  }
+  /// Whether forward() can run in precision p.
+  bool has(Precision p) const {
+    if (p == Precision::kInt8) return !s8_.empty();
+    if (p == Precision::kBf16) return !bf16_.empty();
+    return !ops::kFast<T> || fwd_view_.data != nullptr;
+  }
 
   /// Prepares W [n, k] (row stride ldw); with `backward`, also W^T for dy W. The reference path
   /// (T other than float) reads W in place: it must stay alive and unmoved.
@@ -90,6 +108,33 @@ class Linear {
       (void)backward;
     }
   }
+  /// Adds a packing in precision p (bf16 or int8) of the weight given to pack() or
+  /// pack_fused_qkv(), whose source must still be alive (float only; for serving).
+  void pack_lowp(Precision p) {
+    static_assert(ops::kFast<T>, "low-precision packings are for the float path");
+    DYNABERT_REQUIRE(fused_ || w_ != nullptr, InputError, "linear: pack_lowp after the source was forgotten");
+    (p == Precision::kInt8 ? s8_ : bf16_).pack(p, n_, k_, [&](int r) { return row(r); });
+  }
+  /// Adds the int8 packing from rows quantized already (an INT8 checkpoint): q(r) points at row
+  /// r's k int8 values, scale(r) is its scale. For a fused Q/K/V weight, row r is fused_row(r).
+  template <class RowQ, class RowS>
+  void pack_quantized(RowQ&& q, RowS&& scale) {
+    static_assert(ops::kFast<T>, "low-precision packings are for the float path");
+    s8_.pack_quantized(n_, k_, std::forward<RowQ>(q), std::forward<RowS>(scale));
+  }
+  /// Row r of a fused Q/K/V weight: part (0 Q, 1 K, 2 V) and the row within it.
+  void fused_row(int r, int& part, long& row) const {
+    const int h = r / (3 * dh_), i = r % dh_;
+    part = (r / dh_) % 3;
+    row = static_cast<long>(h) * dh_ + i;
+  }
+  /// Drops the FP32 packing (a model served only in low precision; float only).
+  void drop_fp32() {
+    static_assert(ops::kFast<T>, "the reference path reads its weights in place");
+    fwd_.resize(0);
+    bwd_.resize(0);
+    fwd_view_ = bwd_view_ = kernels::PackedView{};
+  }
   /// Forgets the source views (after packing, for serving; float only).
   void forget_source() {
     static_assert(ops::kFast<T>, "the reference path reads its weights in place");
@@ -112,6 +157,17 @@ class Linear {
       e.alpha = ep.alpha;
       e.pre_activation = ep.pre_activation;
       e.ld_pre_activation = ep.ld_pre_activation;
+      const Precision p = c.precision;
+      if (p != Precision::kFp32 && has(p) && k > 0) {
+        if (M <= 0 || n <= 0) return;
+        DYNABERT_REQUIRE(c.lowp != nullptr && c.lowp->fits(M, k, p), InputError, "linear: ", to_string(p),
+                         " call without room to convert ", M, " x ", k, " inputs");
+        const auto a = kernels::convert_a(p, c.lowp->a.data(), c.lowp->scale.data(), c.lowp->corr.data(), x, ldx, M, k, c.th());
+        kernels::gemm_lowp(y, ldy, a, M, (p == Precision::kInt8 ? s8_ : bf16_).view(), n, k, e, c.th());
+        return;
+      }
+      DYNABERT_REQUIRE(fwd_view_.data != nullptr, InputError, "linear: no FP32 packing (prepared for ",
+                       s8_.empty() ? "" : "int8 ", bf16_.empty() ? "" : "bf16 ", "only)");
       kernels::gemm(y, ldy, x, ldx, M, fwd_view_, n, k, e, c.gemm_scratch, c.th());
     } else {
       c.th().for_chunks(M, [&](int, long lo, long hi) {
@@ -173,6 +229,7 @@ class Linear {
   int dh_ = 0;
   AlignedBuffer<T> fwd_, bwd_, bias_;
   kernels::PackedView fwd_view_, bwd_view_;
+  kernels::LowpWeight s8_, bf16_;
 };
 
 /// dW[:n, :k] += dy[M, n]^T x[M, k] (row stride lddw), and db[:n] += column sums of dy when db is

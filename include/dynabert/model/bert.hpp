@@ -5,9 +5,11 @@
 // and a Threads, copies no weight and allocates nothing. T = float is the fast path; T = double
 // runs the same blocks on reference kernels.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "dynabert/core/error.hpp"
 #include "dynabert/core/parallel.hpp"
@@ -34,8 +36,12 @@ struct Outputs {
 template <class T = float, class Dims = DynamicDims>
 class ElasticBert {
  public:
-  /// Prepares (packs) all weights. `weights` is not referenced afterwards.
-  explicit ElasticBert(const BertWeights<T>& weights) : config_(weights.config()), heads_(weights.heads()) {
+  /// Prepares (packs) all weights, for every precision in `precisions` (FP32, BF16, INT8: a call
+  /// picks one of them through SubNetwork::precision; low precisions need T = float). `weights` is
+  /// not referenced afterwards.
+  explicit ElasticBert(const BertWeights<T>& weights, std::vector<Precision> precisions = {Precision::kFp32})
+      : config_(weights.config()), heads_(weights.heads()), precisions_(std::move(precisions)) {
+    check_precisions();
     heads_.mlm = false;  // serving does not predict tokens
     // The model's own copy of what is read in place: embedding tables, biases, LayerNorms (for
     // float; the matrices exist only packed), or everything (the reference path of other types
@@ -48,7 +54,15 @@ class ElasticBert {
     for (auto& s : store_.specs()) std::memcpy(store_.view(s.name), weights.view(s.name), sizeof(T) * s.numel());
     blocks_.build(config_, heads_, detail::TensorLookup<T>{&store_, &weights});
     blocks_.pack(false);
-    if constexpr (kPacked) blocks_.forget_matrices();
+    if constexpr (kPacked) {
+      for (Precision p : precisions_)
+        if (p != Precision::kFp32) blocks_.pack_lowp(p);
+      // an INT8 checkpoint: its own int8 values and scales, not a re-quantization of q x scale
+      if (has_precision(Precision::kInt8))
+        blocks_.pack_int8_quantized([&](const std::string& n) { return weights.quantized(n); });
+      if (!has_precision(Precision::kFp32)) blocks_.drop_layer_fp32();
+      blocks_.forget_matrices();
+    }
   }
   ElasticBert(const ElasticBert&) = delete;  // the blocks view the store: not copyable
   ElasticBert& operator=(const ElasticBert&) = delete;
@@ -57,11 +71,19 @@ class ElasticBert {
   int num_labels() const { return heads_.num_labels; }
   bool has_pooler() const { return heads_.pooler; }
 
-  /// A workspace for calls up to the given limits.
-  Workspace<T> make_workspace(WorkspaceLimits lim) const { return Workspace<T>(config_, lim); }
+  /// A workspace for calls up to the given limits (in any of the model's precisions).
+  Workspace<T> make_workspace(WorkspaceLimits lim) const { return Workspace<T>(config_, lim, precisions_); }
 
-  /// Bytes of prepared weights.
+  /// Bytes of prepared weights (every precision).
   std::size_t weight_bytes() const { return blocks_.bytes(); }
+  /// Bytes of the encoder layers' packings in precision p (0 when not prepared).
+  std::size_t weight_bytes(Precision p) const { return has_precision(p) ? blocks_.layer_bytes(p) : 0; }
+  /// Bytes every precision shares: embeddings, pooler, classifier.
+  std::size_t shared_weight_bytes() const { return blocks_.bytes() - blocks_.layer_bytes(Precision::kFp32) -
+                                                   blocks_.layer_bytes(Precision::kBf16) - blocks_.layer_bytes(Precision::kInt8); }
+  /// The precisions the model was prepared for, and whether it has p.
+  const std::vector<Precision>& precisions() const { return precisions_; }
+  bool has_precision(Precision p) const { return std::find(precisions_.begin(), precisions_.end(), p) != precisions_.end(); }
 
   /// Runs sub-network `net` on `in`, writing what `out` asks for. Throws InputError on bad input.
   void forward(const Inputs& in, const SubNetwork& net, const Outputs& out, Workspace<T>& ws,
@@ -72,7 +94,7 @@ class ElasticBert {
     // Padding tokens are packed away (no GEMM work for them) unless per-token outputs are wanted.
     const bool pack = out.pack_tokens && !out.hidden_states && !out.last_hidden;
     const BatchLayout lay = begin(in, pack, ws);
-    const layers::Compute c{&threads, ws.gemm_scratch.data(), nullptr};
+    const layers::Compute c{&threads, ws.gemm_scratch.data(), nullptr, net.precision, &ws.lowp};
     blocks_.run(in, net, lay, ws, c, [&](std::size_t state, const T* hidden) {
       if (out.hidden_states) copy_out(out.hidden_states + state * tokens * H, hidden, tokens * H);
     });
@@ -99,7 +121,7 @@ class ElasticBert {
     check(in, net, Outputs{}, ws, threads);
     const std::size_t n = static_cast<std::size_t>(in.batch) * in.seq_len * config_.hidden_size;
     const BatchLayout lay = begin(in, hidden_states == nullptr, ws);
-    const layers::Compute c{&threads, ws.gemm_scratch.data(), nullptr};
+    const layers::Compute c{&threads, ws.gemm_scratch.data(), nullptr, net.precision, &ws.lowp};
     blocks_.run(in, net, lay, ws, c, [&](std::size_t state, const T* hidden) {
       if (hidden_states) std::memcpy(hidden_states + state * n, hidden, n * sizeof(T));
     });
@@ -132,13 +154,31 @@ class ElasticBert {
     DYNABERT_REQUIRE(threads.count() <= lim.max_threads, InputError, "call uses ", threads.count(),
                      " threads; the workspace was sized for ", lim.max_threads);
     net.validate(config_);
+    DYNABERT_REQUIRE(has_precision(net.precision), InputError, "the model was not prepared for ", to_string(net.precision),
+                     " (construct it, or open the session, with that precision)");
+    if (net.precision != Precision::kFp32) {
+      const int kmax = std::max({config_.hidden_size, config_.max_layer_intermediate(), config_.max_layer_heads() * config_.head_dim()});
+      DYNABERT_REQUIRE(ws.lowp.fits(static_cast<long>(in.batch) * in.seq_len, kmax, net.precision), InputError,
+                       "the workspace has no room for ", to_string(net.precision), " calls (make it with this model's make_workspace)");
+    }
     DYNABERT_REQUIRE(!(out.logits && !blocks_.classifier), InputError, "logits requested from a model without a classifier head");
     DYNABERT_REQUIRE(!(out.pooled && !blocks_.pooler), InputError, "pooled output requested from a model without a pooler");
     blocks_.embeddings.check(in);
   }
 
+  void check_precisions() const {
+    DYNABERT_REQUIRE(!precisions_.empty(), InputError, "a model needs at least one precision");
+    for (std::size_t i = 0; i < precisions_.size(); ++i) {
+      DYNABERT_REQUIRE((std::is_same_v<T, float> || precisions_[i] == Precision::kFp32), InputError,
+                       to_string(precisions_[i]), " needs the float model");
+      for (std::size_t j = 0; j < i; ++j)
+        DYNABERT_REQUIRE(precisions_[j] != precisions_[i], InputError, "precision ", to_string(precisions_[i]), " listed twice");
+    }
+  }
+
   BertConfig config_;
   HeadSpec heads_;
+  std::vector<Precision> precisions_;
   ParameterSet<T> store_;
   detail::BertBlocks<T, Dims> blocks_;
 };

@@ -87,6 +87,58 @@ class BertBlocks {
     if (classifier) classifier->pack(backward);
     if (mlm) mlm->pack(backward);
   }
+  /// Adds int8 or bf16 packings of the encoder layers' linear layers (serving, before
+  /// forget_matrices()); the pooler, the classifier and attention's own products stay FP32.
+  void pack_lowp(Precision p) {
+    for (auto& l : layers) l.pack_lowp(p);
+  }
+  /// The int8 packings from matrices quantized already (an INT8 checkpoint, `quantized(name)`
+  /// returning a QuantizedMatrix or null): layers whose six matrices are all there are packed
+  /// from them, without re-quantizing; returns how many layers were.
+  template <class Lookup>
+  int pack_int8_quantized(Lookup&& quantized) {
+    int done = 0;
+    for (int l = 0; l < static_cast<int>(layers.size()); ++l) {
+      const std::string p = prefix(l);
+      const auto* q = quantized(p + "attention.self.query.weight");
+      const auto* k = quantized(p + "attention.self.key.weight");
+      const auto* v = quantized(p + "attention.self.value.weight");
+      const auto* o = quantized(p + "attention.output.dense.weight");
+      const auto* fi = quantized(p + "intermediate.dense.weight");
+      const auto* fo = quantized(p + "output.dense.weight");
+      if (!(q && k && v && o && fi && fo)) continue;
+      auto& qkv = layers[l].attention().qkv_linear();
+      const decltype(q) parts[3] = {q, k, v};
+      qkv.pack_quantized(
+          [&](int r) { int part; long row; qkv.fused_row(r, part, row); return parts[part]->q.data() + row * parts[part]->cols; },
+          [&](int r) { int part; long row; qkv.fused_row(r, part, row); return parts[part]->scale[static_cast<std::size_t>(row)]; });
+      auto plain = [](auto& lin, const auto* m) {
+        lin.pack_quantized([&](int r) { return m->q.data() + static_cast<long>(r) * m->cols; },
+                           [&](int r) { return m->scale[static_cast<std::size_t>(r)]; });
+      };
+      plain(layers[l].attention().output_linear(), o);
+      plain(layers[l].ffn().in_linear(), fi);
+      plain(layers[l].ffn().out_linear(), fo);
+      ++done;
+    }
+    return done;
+  }
+  /// Frees the encoder layers' FP32 packings (a model served only in low precision).
+  void drop_layer_fp32() {
+    for (auto& l : layers) l.drop_fp32();
+  }
+  /// Whether every encoder layer can run in precision p.
+  bool has(Precision p) const {
+    for (auto& l : layers)
+      if (!l.has(p)) return false;
+    return true;
+  }
+  /// Bytes of the encoder layers' packings in precision p.
+  std::size_t layer_bytes(Precision p) const {
+    std::size_t b = 0;
+    for (auto& l : layers) b += l.bytes(p);
+    return b;
+  }
   /// Drops the matrix views (serving keeps only the packed copies).
   void forget_matrices() {
     for (auto& l : layers) l.forget_matrices();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/kernels/precision.hpp"
 #include "dynabert/model/config.hpp"
 
 namespace dynabert {
@@ -65,6 +66,8 @@ struct SubNetwork {
   /// Optional gates [num_hidden_layers x num_attention_heads], row-major: gate[l][h] multiplies
   /// head h's attention probabilities in layer l (DynaBERT's head-importance mask). Null = all 1.
   const float* head_gates = nullptr;
+  /// Arithmetic of the encoder layers' linear layers (the model must have been prepared for it).
+  Precision precision = Precision::kFp32;
 
   /// The whole model.
   static SubNetwork full(const BertConfig& c) {

@@ -4,6 +4,7 @@
 // linear weights from it (serving).
 #pragma once
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "dynabert/core/error.hpp"
 #include "dynabert/io/checkpoint.hpp"
 #include "dynabert/io/safetensors.hpp"
+#include "dynabert/kernels/lowp.hpp"
 #include "dynabert/core/params.hpp"
 #include "dynabert/layers/embeddings.hpp"
 #include "dynabert/layers/encoder_layer.hpp"
@@ -31,6 +33,14 @@ struct HeadSpec {
   int num_labels = 0;
   /// Masked-language-model head (cls.predictions.*; decoder tied to the word embeddings).
   bool mlm = false;
+};
+
+/// An int8 matrix as an INT8 checkpoint stores it: rows quantized symmetrically
+/// (kernels::quantize_s8), q [rows, cols] and one scale per row.
+struct QuantizedMatrix {
+  std::vector<std::int8_t> q;
+  std::vector<float> scale;
+  int rows = 0, cols = 0;
 };
 
 /// Typed pointers into the flat buffer for one encoder layer.
@@ -103,6 +113,25 @@ class BertWeights : public ParameterSet<T> {
 
   const BertConfig& config() const { return config_; }
   const HeadSpec& heads() const { return heads_; }
+
+  /// Whether `name` is one of the matrices an INT8 checkpoint stores in int8: the encoder layers'
+  /// Q, K, V, attention-output, FFN-in and FFN-out weights.
+  static bool int8_matrix(const std::string& name) {
+    if (name.rfind("encoder.layer.", 0) != 0) return false;
+    for (const char* end : {".attention.self.query.weight", ".attention.self.key.weight", ".attention.self.value.weight",
+                            ".attention.output.dense.weight", ".intermediate.dense.weight", ".output.dense.weight"})
+      if (name.size() > std::strlen(end) && name.compare(name.size() - std::strlen(end), std::strlen(end), end) == 0 &&
+          name.find("LayerNorm") == std::string::npos)
+        return true;
+    return false;
+  }
+  /// The int8 matrices of an INT8 checkpoint this set was loaded from, while the parameters have
+  /// not changed since (then the float values are exactly q x scale); null otherwise.
+  const QuantizedMatrix* quantized(const std::string& name) const {
+    if (this->version() != quantized_version_) return nullptr;
+    const auto it = quantized_.find(name);
+    return it == quantized_.end() ? nullptr : &it->second;
+  }
   using ParameterSet<T>::specs;
   using ParameterSet<T>::has;
   using ParameterSet<T>::spec;
@@ -171,27 +200,46 @@ class BertWeights : public ParameterSet<T> {
     T* base = w.buffer().data();
     for (auto& s : w.specs()) {
       T* dst = base + s.offset;
+      if (r.info(s.name).dtype == io::DType::kI8) {
+        read_int8(r, s, dst, w.quantized_);
+        continue;
+      }
       r.read(s.name, dst, s.numel());
       for (std::size_t i = 0; i < s.numel(); ++i)  // NaN or infinity: a broken file, never silent garbage
         DYNABERT_REQUIRE(std::isfinite(static_cast<double>(dst[i])), FormatError, r.file_name(s.name), ": tensor '", s.name,
                          "' holds ", static_cast<double>(dst[i]), " at element ", i);
     }
+    w.quantized_version_ = w.version();
     return w;
   }
 
   /// Writes a Hugging Face checkpoint folder: config.json and model.safetensors, names prefixed
   /// with "bert." when a classifier or MLM head is present (BertForSequenceClassification /
   /// BertForMaskedLM layout; the head tensors "classifier.*" and "cls.*" stay unprefixed).
-  void save(const std::string& folder, const std::map<std::string, std::string>& metadata = {}) const {
+  /// With `int8`, the encoder layers' linear weights are written as I8 with an F32 row scale
+  /// "<name>_scale" (symmetric per output row; docs/formats.md), every other tensor in F32; a set
+  /// loaded from an INT8 checkpoint writes its int8 values unchanged.
+  void save(const std::string& folder, const std::map<std::string, std::string>& metadata = {}, bool int8 = false) const {
     static_assert(std::is_same_v<T, float>, "checkpoints are written in F32");
     io::create_folders(folder);
     io::SafetensorsWriter w;
     const bool prefixed = heads_.num_labels > 0 || heads_.mlm;
+    std::map<std::string, QuantizedMatrix> fresh;  // quantized here (kept alive until written)
     for (auto& s : specs()) {
       const bool top = s.name.rfind("classifier.", 0) == 0 || s.name.rfind("cls.", 0) == 0;
-      w.add((prefixed && !top ? "bert." : "") + s.name, s.shape, this->data() + s.offset);
+      const std::string name = (prefixed && !top ? "bert." : "") + s.name;
+      if (int8 && int8_matrix(s.name)) {
+        const QuantizedMatrix* q = quantized(s.name);
+        if (!q) q = &(fresh[s.name] = quantize_matrix(this->data() + s.offset, static_cast<int>(s.shape[0]),
+                                                      static_cast<int>(s.shape[1])));
+        w.add(name, s.shape, q->q.data());
+        w.add(name + "_scale", {s.shape[0]}, q->scale.data());
+        continue;
+      }
+      w.add(name, s.shape, this->data() + s.offset);
     }
     w.add_metadata("format", "pt");
+    if (int8) w.add_metadata("dynabert_int8", "encoder linear weights I8, symmetric per output row, scale in <name>_scale");
     for (auto& [k, v] : metadata) w.add_metadata(k, v);
     w.write((std::filesystem::path(folder) / "model.safetensors").string());
     const std::string cfg = config_.to_json().dump(2);
@@ -219,6 +267,44 @@ class BertWeights : public ParameterSet<T> {
             t("output.dense.weight"), t("output.dense.bias"),
             t("output.LayerNorm.weight"), t("output.LayerNorm.bias")};
   }
+  /// Rows of W [rows, cols] quantized to int8 (kernels::quantize_s8).
+  static QuantizedMatrix quantize_matrix(const float* w, int rows, int cols) {
+    QuantizedMatrix m;
+    m.rows = rows;
+    m.cols = cols;
+    m.q.resize(static_cast<std::size_t>(rows) * cols);
+    m.scale.resize(static_cast<std::size_t>(rows));
+    for (int r = 0; r < rows; ++r)
+      m.scale[r] = kernels::quantize_s8(m.q.data() + static_cast<std::size_t>(r) * cols, w + static_cast<std::size_t>(r) * cols, cols);
+    return m;
+  }
+  /// An I8 tensor and its row scales: checked, dequantized into dst and kept in `out`.
+  static void read_int8(const io::CheckpointReader& r, const TensorSpec& s, T* dst, std::map<std::string, QuantizedMatrix>& out) {
+    const std::string file = r.file_name(s.name);
+    DYNABERT_REQUIRE(int8_matrix(s.name) && s.shape.size() == 2, FormatError, file, ": tensor '", s.name,
+                     "' is I8, which only the encoder layers' linear weights may be");
+    const std::string sn = s.name + "_scale";
+    DYNABERT_REQUIRE(r.contains(sn), FormatError, file, ": I8 tensor '", s.name, "' has no row scales '", sn, "'");
+    DYNABERT_REQUIRE(r.info(sn).shape == std::vector<std::int64_t>{s.shape[0]}, FormatError, r.file_name(sn), ": tensor '", sn,
+                     "' has shape ", shape_str(r.info(sn).shape), " but ", s.name, " has ", s.shape[0], " rows");
+    QuantizedMatrix m;
+    m.rows = static_cast<int>(s.shape[0]);
+    m.cols = static_cast<int>(s.shape[1]);
+    m.q.resize(s.numel());
+    m.scale.resize(static_cast<std::size_t>(m.rows));
+    r.read_i8(s.name, m.q.data(), s.numel());
+    r.read(sn, m.scale.data(), m.scale.size());
+    for (int i = 0; i < m.rows; ++i)
+      DYNABERT_REQUIRE(std::isfinite(m.scale[i]) && m.scale[i] >= 0.0f, FormatError, r.file_name(sn), ": tensor '", sn,
+                       "' holds ", m.scale[i], " at row ", i, " (scales are finite and not negative)");
+    for (std::size_t i = 0; i < s.numel(); ++i) {
+      DYNABERT_REQUIRE(m.q[i] != -128, FormatError, file, ": tensor '", s.name, "' holds -128 at element ", i,
+                       " (symmetric int8 uses -127..127)");
+      dst[i] = static_cast<T>(static_cast<float>(m.q[i]) * m.scale[i / static_cast<std::size_t>(m.cols)]);
+    }
+    out[s.name] = std::move(m);
+  }
+
   /// `c` validated, with placeholder label names when the heads ask for more labels than it names.
   static const BertConfig& prepared(BertConfig& c, const HeadSpec& heads) {
     c.validate();
@@ -231,6 +317,8 @@ class BertWeights : public ParameterSet<T> {
 
   BertConfig config_;
   HeadSpec heads_;
+  std::map<std::string, QuantizedMatrix> quantized_;  ///< int8 matrices as loaded (INT8 checkpoints)
+  std::uint64_t quantized_version_ = ~std::uint64_t{0};
 };
 
 }  // namespace dynabert

@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "dynabert/core/aligned.hpp"
 #include "dynabert/kernels/gemm.hpp"
@@ -26,7 +27,9 @@ template <class T>
 class Workspace {
  public:
   Workspace() = default;
-  Workspace(const BertConfig& c, WorkspaceLimits lim) : lim_(lim) {
+  /// `precisions`: those the model's calls may use (a low precision adds room to convert the
+  /// linear layers' inputs).
+  Workspace(const BertConfig& c, WorkspaceLimits lim, const std::vector<Precision>& precisions = {}) : lim_(lim) {
     DYNABERT_REQUIRE(lim.max_batch >= 1 && lim.max_seq_len >= 1 && lim.max_threads >= 1, InputError,
                      "workspace limits must be positive (batch ", lim.max_batch, ", length ", lim.max_seq_len,
                      ", threads ", lim.max_threads, ")");
@@ -53,6 +56,9 @@ class Workspace {
     attn_stride = layers::SelfAttention<T>::scratch_size(lim.max_seq_len, c.head_dim(), false);
     gemm_scratch.resize(gemm_stride * lim.max_threads);
     attn_scratch.resize(attn_stride * lim.max_threads);
+    const int kmax = std::max({c.hidden_size, c.max_layer_intermediate(), c.max_layer_heads() * c.head_dim()});
+    for (Precision p : precisions)
+      if (p != Precision::kFp32) lowp.reserve(static_cast<long>(T_), kmax, p);
   }
 
   const WorkspaceLimits& limits() const { return lim_; }
@@ -60,7 +66,7 @@ class Workspace {
   std::size_t bytes() const {
     return sizeof(T) * (hidden.size() + tmp.size() + h1.size() + ctx.size() + qkv.size() + ffn.size() + pooled.size() +
                         gather.size() + attn_scratch.size()) +
-           sizeof(float) * gemm_scratch.size() + layout.bytes();
+           sizeof(float) * gemm_scratch.size() + layout.bytes() + lowp.bytes();
   }
 
   /// The buffers of one encoder layer's call.
@@ -81,6 +87,7 @@ class Workspace {
   bool packed = false;    ///< the last call packed its tokens
   AlignedBuffer<float> gemm_scratch;
   AlignedBuffer<T> attn_scratch;
+  layers::LowpScratch lowp;  ///< low-precision calls convert the linear layers' inputs here
   std::size_t gemm_stride = 0, attn_stride = 0;
   long ffn_ld = 0;  ///< row stride of `ffn`
   long qkv_ld = 0;  ///< row stride of `qkv`

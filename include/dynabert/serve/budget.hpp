@@ -25,19 +25,20 @@
 #include <string>
 #include <vector>
 
-#include "dynabert/io/json.hpp"
-
 #include "dynabert/core/error.hpp"
+#include "dynabert/io/json.hpp"
+#include "dynabert/kernels/precision.hpp"
 
 namespace dynabert {
 
-/// One cell of the accuracy grid.
+/// One cell of the accuracy grid: a sub-network (width, depth) in a precision, and its accuracy.
 struct GridCell {
   double width = 1.0, depth = 1.0;
   double accuracy = 0.0;  ///< any score where larger is better
+  Precision precision = Precision::kFp32;
 };
 
-/// The grid of a "dynabert_grid" JSON array ([{"width":..,"depth":..,"accuracy":..}, ...]).
+/// The grid of a "dynabert_grid" JSON array ([{"width":..,"depth":..,"accuracy":..[,"precision":"int8"]}, ...]).
 inline std::vector<GridCell> parse_grid(const std::string& json_text, const std::string& source = "grid") {
   const io::Json j = io::parse_json(json_text, source);
   DYNABERT_REQUIRE(j.is_array() && !j.empty(), FormatError, source, ": the grid must be a non-empty array");
@@ -48,6 +49,10 @@ inline std::vector<GridCell> parse_grid(const std::string& json_text, const std:
     DYNABERT_REQUIRE(w && d && a && w->is_number() && d->is_number() && a->is_number(), FormatError, source, ": cell ", i,
                      " needs numeric width, depth and accuracy");
     g.push_back({w->as_double(), d->as_double(), a->as_double()});
+    if (const io::Json* p = c.find("precision")) {  // optional: "fp32" (default), "bf16", "int8"
+      DYNABERT_REQUIRE(p->is_string() && parse_precision(p->as_string(), g.back().precision), FormatError, source, ": cell ",
+                       i, " has a precision that is not \"fp32\", \"bf16\" or \"int8\"");
+    }
     DYNABERT_REQUIRE(g.back().width > 0 && g.back().width <= 1 && g.back().depth > 0 && g.back().depth <= 1 &&
                          std::isfinite(g.back().accuracy),
                      FormatError, source, ": cell ", i, " has width ", g.back().width, " and depth ", g.back().depth,

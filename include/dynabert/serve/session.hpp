@@ -38,13 +38,18 @@ struct SessionOptions {
   int max_concurrent_calls = 1;  ///< workspaces in the pool
   std::vector<double> widths = {1.0, 0.75, 0.5, 0.25};  ///< cells prepared for run(width, depth)
   std::vector<double> depths = {1.0, 0.75, 0.5};
+  /// Packings the session holds (FP32, BF16, INT8 of the same weights); a call picks one, and
+  /// run(width, depth) uses the first.
+  std::vector<Precision> precisions = {Precision::kFp32};
 };
 
 /// Bytes a session holds.
 struct MemoryReport {
-  std::size_t weight_bytes = 0;     ///< packed weights (shared by every call)
+  std::size_t weight_bytes = 0;     ///< packed weights (shared by every call), all precisions
   std::size_t workspace_bytes = 0;  ///< one workspace at the configured limits
   int workspaces = 0;
+  std::size_t shared_weight_bytes = 0;  ///< embeddings, pooler, classifier: every precision uses them
+  std::size_t fp32_bytes = 0, bf16_bytes = 0, int8_bytes = 0;  ///< encoder layers, per packing held
   std::size_t total() const { return weight_bytes + workspace_bytes * static_cast<std::size_t>(workspaces); }
 };
 
@@ -57,43 +62,66 @@ struct BudgetedCall {
 template <class T = float, class Dims = DynamicDims>
 class Session {
  public:
-  Session(const BertWeights<T>& weights, SessionOptions opt) : opt_(std::move(opt)), model_(weights) {
+  Session(const BertWeights<T>& weights, SessionOptions opt) : opt_(std::move(opt)), model_(weights, opt_.precisions) {
     DYNABERT_REQUIRE(opt_.max_concurrent_calls >= 1, InputError, "max_concurrent_calls must be >= 1, got ",
                      opt_.max_concurrent_calls);
     for (int i = 0; i < opt_.max_concurrent_calls; ++i) {
       pool_.push_back(model_.make_workspace({opt_.max_batch, opt_.max_seq_len, opt_.max_threads}));
       free_.push_back(i);
     }
-    for (double d : opt_.depths)
-      for (double w : opt_.widths) cells_.push_back({w, d, SubNetwork::dynabert(model_.config(), w, d)});
+    for (Precision p : opt_.precisions)
+      for (double d : opt_.depths)
+        for (double w : opt_.widths) {
+          cells_.push_back({w, d, SubNetwork::dynabert(model_.config(), w, d)});
+          cells_.back().net.precision = p;
+        }
   }
 
   /// Loads a checkpoint folder; its "dynabert_grid" metadata, when present, becomes the grid.
   static std::unique_ptr<Session> open(const std::string& dir, SessionOptions opt) {
     auto s = std::make_unique<Session>(BertWeights<T>::load(dir), std::move(opt));
     const auto meta = read_metadata(dir);
-    if (auto it = meta.find("dynabert_grid"); it != meta.end()) s->grid_ = parse_grid(it->second, dir + " metadata");
+    if (auto it = meta.find("dynabert_grid"); it != meta.end()) {
+      // the cells in precisions this session holds (a grid may list every precision it was measured in)
+      for (auto& c : parse_grid(it->second, dir + " metadata"))
+        if (s->model_.has_precision(c.precision)) s->grid_.push_back(c);
+    }
     return s;
   }
 
   const BertConfig& config() const { return model_.config(); }
   const ElasticBert<T, Dims>& model() const { return model_; }
   const SessionOptions& options() const { return opt_; }
-  MemoryReport memory() const { return {model_.weight_bytes(), pool_.front().bytes(), static_cast<int>(pool_.size())}; }
+  MemoryReport memory() const {
+    MemoryReport r{model_.weight_bytes(), pool_.front().bytes(), static_cast<int>(pool_.size())};
+    r.shared_weight_bytes = model_.shared_weight_bytes();
+    r.fp32_bytes = model_.weight_bytes(Precision::kFp32);
+    r.bf16_bytes = model_.weight_bytes(Precision::kBf16);
+    r.int8_bytes = model_.weight_bytes(Precision::kInt8);
+    return r;
+  }
   /// The accuracy grid (from the checkpoint or set_grid); empty when there is none.
   const std::vector<GridCell>& grid() const { return grid_; }
   void set_grid(std::vector<GridCell> g) {
-    for (auto& c : g) (void)SubNetwork::dynabert(config(), c.width, c.depth);  // validates
+    for (auto& c : g) {
+      (void)SubNetwork::dynabert(config(), c.width, c.depth);  // validates
+      DYNABERT_REQUIRE(model_.has_precision(c.precision), InputError, "grid cell (", c.width, ", ", c.depth, ", ",
+                       to_string(c.precision), ") needs a precision the session does not hold");
+    }
     grid_ = std::move(g);
     budget_.reset();
   }
 
-  /// The prepared sub-network of cell (width, depth): one of options().widths x depths.
-  const SubNetwork& cell(double width, double depth) const {
+  /// The prepared sub-network of cell (width, depth) in precision p: one of options().widths x
+  /// depths x precisions.
+  const SubNetwork& cell(double width, double depth, Precision p) const {
     for (auto& c : cells_)
-      if (c.width == width && c.depth == depth) return c.net;
-    raise<InputError>("cell (width ", width, ", depth ", depth, ") was not prepared; the session has widths and depths of its options");
+      if (c.width == width && c.depth == depth && c.net.precision == p) return c.net;
+    raise<InputError>("cell (width ", width, ", depth ", depth, ", ", to_string(p),
+                      ") was not prepared; the session has the widths, depths and precisions of its options");
   }
+  /// The same in the session's first precision.
+  const SubNetwork& cell(double width, double depth) const { return cell(width, depth, opt_.precisions.front()); }
 
   /// Runs `net` on `in`. Thread-safe; blocks while every workspace is in use.
   void run(const Inputs& in, const SubNetwork& net, const Outputs& out, const Threads& threads = Threads()) const {
@@ -102,6 +130,10 @@ class Session {
   }
   void run(const Inputs& in, double width, double depth, const Outputs& out, const Threads& threads = Threads()) const {
     run(in, cell(width, depth), out, threads);
+  }
+  void run(const Inputs& in, double width, double depth, Precision p, const Outputs& out,
+           const Threads& threads = Threads()) const {
+    run(in, cell(width, depth, p), out, threads);
   }
 
   /// (Call before serving: not safe to run while other threads call run_within.)
@@ -113,7 +145,10 @@ class Session {
                      "calibration needs reps >= 1 and 1 <= short length < max_seq_len");
     auto ctl = std::make_unique<BudgetController>(grid_, bo);
     grid_nets_.clear();
-    for (auto& g : grid_) grid_nets_.push_back(SubNetwork::dynabert(config(), g.width, g.depth));
+    for (auto& g : grid_) {
+      grid_nets_.push_back(SubNetwork::dynabert(config(), g.width, g.depth));
+      grid_nets_.back().precision = g.precision;
+    }
     std::vector<std::int32_t> ids(static_cast<std::size_t>(opt_.max_seq_len), 1000 % config().vocab_size);
     std::vector<T> sink(static_cast<std::size_t>(std::max(1, model_.num_labels())) * config().hidden_size);
     Outputs o;

@@ -1,0 +1,667 @@
+// Low-precision GEMM for inference: C = epilogue(A W^T) with W packed once at load in int8 or
+// bfloat16 and A converted per call, accumulation in int32 (INT8) or FP32 (BF16), and the FP32
+// epilogue of kernels/gemm.hpp (bias, GELU, tanh, residual) applied to the dequantized tile in
+// registers.
+//
+// INT8. W [n, k] is quantized symmetrically per output row at load: s_w[n] = max|W[n, :]| / 127,
+// q = round(W / s_w) in [-127, 127], stored biased as u8 = q + 128. A is quantized per call and per
+// row (token) the same way into s8 with s_a[m], and its row sums are kept. `vpdpbusd` multiplies
+// the u8 weights by the s8 activations, so
+//     acc[m][n] = sum_k (q_w + 128) q_a = sum_k q_w q_a + 128 sum_k q_a,
+// and the epilogue computes (acc - 128 rowsum_a[m]) * s_a[m] * s_w[n]: the correction depends only
+// on the row of A, so it holds for every prefix of K (every DynaBERT width) with nothing stored per
+// width. Products u8 x s8 summed in int32 cannot saturate. CPUs without AVX512_VNNI run the same
+// layout with 16-bit intermediate products (`vpmaddwd` on zero-extended weights and sign-extended
+// activations: exact, no saturation); others a plain loop.
+//
+// BF16. W is rounded to bfloat16 (nearest even) at load and packed as pairs of k for `vdpbf16ps`;
+// A is rounded per call; FP32 accumulation (28 independent chains per tile, enough to hide the
+// instruction's latency). CPUs without AVX512_BF16 widen the pairs to FP32 and use FMAs (the same
+// products in the same order as the instruction, which computes the odd element of a pair first).
+//
+// Layout (every width a prefix view, as for FP32): panels of kNR output rows, panel p holding all of
+// K, groups of G consecutive k (G = 4 for int8, 2 for bf16); element (n, k) at
+//   p * kpad * kNR * E  +  (k / G) * kNR * G * E  +  (n % kNR) * G * E  +  (k % G) * E   bytes
+// (E = element bytes, kpad = k rounded up to G). A narrower output width uses the first panels, a
+// narrower input width the first groups of each panel (A is zero-padded to the group, so the rest
+// of a group multiplies zeros). K is not blocked: an int8 panel of K = 3072 is the size of an FP32
+// panel block of 768.
+//
+// Every kernel has a plain twin in namespace reference below; tests/unit/test_kernels.cpp compares
+// them on random shapes.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "dynabert/core/aligned.hpp"
+#include "dynabert/core/error.hpp"
+#include "dynabert/core/parallel.hpp"
+#include "dynabert/core/simd.hpp"
+#include "dynabert/kernels/gemm.hpp"
+#include "dynabert/kernels/precision.hpp"
+#include "dynabert/kernels/reference.hpp"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define DYNABERT_HAS_VNNI512 1
+#else
+#define DYNABERT_HAS_VNNI512 0
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#define DYNABERT_HAS_BF16_512 1
+#else
+#define DYNABERT_HAS_BF16_512 0
+#endif
+
+namespace dynabert::kernels {
+
+// ---- bfloat16 ------------------------------------------------------------------------------------
+
+/// FP32 -> bfloat16, round to nearest even, as `vcvtneps2bf16` does it: denormal inputs become
+/// signed zeros, NaN stays a quiet NaN.
+inline std::uint16_t to_bf16(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) == 0) return static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+inline float from_bf16(std::uint16_t h) {
+  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// ---- layout --------------------------------------------------------------------------------------
+
+/// k per group and bytes per element of a low precision.
+inline constexpr int lowp_group(Precision p) { return p == Precision::kInt8 ? 4 : 2; }
+inline constexpr int lowp_elem_bytes(Precision p) { return p == Precision::kInt8 ? 1 : 2; }
+/// k rounded up to whole groups.
+inline int lowp_kpad(int k, Precision p) { return (k + lowp_group(p) - 1) / lowp_group(p) * lowp_group(p); }
+
+/// Row stride (elements) of a converted A operand with k columns: whole 64-byte lines, and not a
+/// multiple of 4 KB (rows 4 KB apart would share one L1 set when the tile reads 14 of them).
+inline long lowp_a_ld(int k, Precision p) {
+  const long e = lowp_elem_bytes(p), line = 64 / e;
+  long ld = (lowp_kpad(k, p) + line - 1) / line * line;
+  if ((ld * e) % 4096 == 0) ld += line;
+  return ld;
+}
+
+/// A packed low-precision right-hand side (non-owning), logical W of n x k.
+struct LowpView {
+  const std::uint8_t* data = nullptr;
+  const float* scale = nullptr;  ///< int8: s_w per output row, padded with zeros to whole panels
+  int n = 0, k = 0, kpad = 0;
+  Precision precision = Precision::kInt8;
+  std::size_t panel_bytes() const { return static_cast<std::size_t>(kpad) * kNR * lowp_elem_bytes(precision); }
+  const std::uint8_t* panel(int p) const { return data + p * panel_bytes(); }
+};
+
+/// Symmetric int8 quantization of n values: returns the scale max|x| / 127 (0 for an all-zero row,
+/// NaN when a value is not finite) and writes q = round_half_even(x * 127 / max|x|).
+inline float quantize_s8(std::int8_t* q, const float* x, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::abs(x[i]));
+  if (!(amax <= std::numeric_limits<float>::max())) {  // Inf or NaN: no meaningful scale
+    std::memset(q, 0, static_cast<std::size_t>(n));
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  if (amax == 0.0f) {
+    std::memset(q, 0, static_cast<std::size_t>(n));
+    return 0.0f;
+  }
+  const float inv = 127.0f / amax;
+  for (int i = 0; i < n; ++i) {
+    const float r = std::nearbyint(x[i] * inv);
+    q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+  }
+  return amax / 127.0f;
+}
+
+/// A weight matrix packed once in a low precision (owning).
+class LowpWeight {
+ public:
+  LowpWeight() = default;
+  bool empty() const { return view_.data == nullptr; }
+  const LowpView& view() const { return view_; }
+  Precision precision() const { return view_.precision; }
+  std::size_t bytes() const { return data_.size() + scale_.size() * sizeof(float); }
+
+  /// Packs W [n, k] in precision p (bf16 or int8); row(r) returns a pointer to W's row r (k floats).
+  template <class Row>
+  void pack(Precision p, int n, int k, Row&& row) {
+    DYNABERT_REQUIRE(p != Precision::kFp32, InputError, "LowpWeight packs bf16 or int8");
+    if (p == Precision::kInt8) {
+      AlignedBuffer<std::int8_t> q(static_cast<std::size_t>(k) + 1);
+      start(p, n, k);
+      for (int r = 0; r < n; ++r) {
+        scale_[r] = quantize_s8(q.data(), row(r), k);
+        put_s8(r, q.data());
+      }
+    } else {
+      start(p, n, k);
+      for (int r = 0; r < n; ++r) {
+        const float* w = row(r);
+        std::uint16_t* base = reinterpret_cast<std::uint16_t*>(data_.data());
+        const int pnl = r / kNR, j = r % kNR;
+        for (int kk = 0; kk < k; ++kk)
+          base[static_cast<std::size_t>(pnl) * view_.kpad * kNR + (kk / 2) * kNR * 2 + j * 2 + kk % 2] = to_bf16(w[kk]);
+      }
+    }
+  }
+  /// Packs int8 rows quantized already (q(r): k values of row r, scale(r) its scale): an INT8
+  /// checkpoint is served without re-quantizing.
+  template <class RowQ, class RowS>
+  void pack_quantized(int n, int k, RowQ&& q, RowS&& scale) {
+    start(Precision::kInt8, n, k);
+    for (int r = 0; r < n; ++r) {
+      scale_[r] = scale(r);
+      put_s8(r, q(r));
+    }
+  }
+
+ private:
+  void start(Precision p, int n, int k) {
+    DYNABERT_REQUIRE(n >= 1 && k >= 1, InputError, "low-precision weight of ", n, "x", k);
+    const int panels = (n + kNR - 1) / kNR;
+    view_ = LowpView{nullptr, nullptr, n, k, lowp_kpad(k, p), p};
+    data_.resize(static_cast<std::size_t>(panels) * view_.panel_bytes(), true);
+    if (p == Precision::kInt8) {
+      // padding: weight 0 is stored as 128 (it multiplies A's zero padding or a zero scale)
+      std::memset(data_.data(), 128, data_.size());
+      scale_.resize(static_cast<std::size_t>(panels) * kNR, true);
+      view_.scale = scale_.data();
+    } else {
+      scale_.resize(0);
+    }
+    view_.data = data_.data();
+  }
+  void put_s8(int r, const std::int8_t* q) {
+    const int pnl = r / kNR, j = r % kNR;
+    std::uint8_t* d = data_.data() + pnl * view_.panel_bytes() + j * 4;
+    for (int kk = 0; kk < view_.k; ++kk)
+      d[(kk / 4) * kNR * 4 + kk % 4] = static_cast<std::uint8_t>(static_cast<int>(q[kk]) + 128);
+  }
+
+  AlignedBuffer<std::uint8_t> data_;
+  AlignedBuffer<float> scale_;
+  LowpView view_;
+};
+
+// ---- the A operand -------------------------------------------------------------------------------
+
+/// A converted left-hand side: `data` [M, ld] in the kernel's element type; for int8 also the row
+/// scales s_a and the corrections 128 x (row sum of q_a).
+struct LowpA {
+  const void* data = nullptr;
+  long ld = 0;
+  const float* scale = nullptr;
+  const std::int32_t* corr = nullptr;
+};
+
+/// One row of A in int8: q[0, kpad) (zero past k), returns s_a and writes corr = 128 x sum q.
+inline float quantize_a_row(std::int8_t* q, std::int32_t* corr, const float* x, int k, int kpad) {
+#if defined(__AVX512BW__)
+  __m512 vmax = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= k; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  float amax = _mm512_reduce_max_ps(vmax);
+  for (; i < k; ++i) amax = std::max(amax, std::abs(x[i]));
+  if (!(amax <= std::numeric_limits<float>::max()) || amax == 0.0f) {
+    std::memset(q, 0, static_cast<std::size_t>(kpad));
+    *corr = 0;
+    return amax == 0.0f ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+  }
+  const float inv = 127.0f / amax;
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  __m512i sum = _mm512_setzero_si512();
+  i = 0;
+  for (; i + 16 <= k; i += 16) {
+    __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));  // nearest even
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    sum = _mm512_add_epi32(sum, v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(v));
+  }
+  std::int32_t s = _mm512_reduce_add_epi32(sum);
+  for (; i < k; ++i) {
+    const float r = std::nearbyint(x[i] * inv);
+    q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+    s += q[i];
+  }
+  for (; i < kpad; ++i) q[i] = 0;
+  *corr = 128 * s;
+  return amax / 127.0f;
+#else
+  const float sa = quantize_s8(q, x, k);
+  std::int32_t s = 0;
+  for (int i = 0; i < k; ++i) s += q[i];
+  for (int i = k; i < kpad; ++i) q[i] = 0;
+  *corr = 128 * s;
+  return sa;
+#endif
+}
+
+/// One row of A in bfloat16: y[0, kpad) (zero past k).
+inline void bf16_a_row(std::uint16_t* y, const float* x, int k, int kpad) {
+  int i = 0;
+#if DYNABERT_HAS_BF16_512
+  for (; i + 16 <= k; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i))));
+#endif
+  for (; i < k; ++i) y[i] = to_bf16(x[i]);
+  for (; i < kpad; ++i) y[i] = 0;
+}
+
+/// Converts rows [0, M) of x [M, k] (row stride ldx) into `buf` (M x lowp_a_ld(k, p) elements of
+/// the precision; for int8 also scale[M] and corr[M]), threads splitting the rows.
+inline LowpA convert_a(Precision p, void* buf, float* scale, std::int32_t* corr, const float* x, long ldx, int M, int k,
+                       const Threads& th) {
+  const long ld = lowp_a_ld(k, p);
+  const int kpad = lowp_kpad(k, p);
+  if (p == Precision::kInt8) {
+    auto* q = static_cast<std::int8_t*>(buf);
+    th.for_chunks(M, [&](int, long lo, long hi) {
+      for (long m = lo; m < hi; ++m) scale[m] = quantize_a_row(q + m * ld, corr + m, x + m * ldx, k, kpad);
+    });
+    return {buf, ld, scale, corr};
+  }
+  auto* y = static_cast<std::uint16_t*>(buf);
+  th.for_chunks(M, [&](int, long lo, long hi) {
+    for (long m = lo; m < hi; ++m) bf16_a_row(y + m * ld, x + m * ldx, k, kpad);
+  });
+  return {buf, ld, nullptr, nullptr};
+}
+
+// ---- micro-kernels -------------------------------------------------------------------------------
+// Each computes one MR x kNR tile over all groups of K, dequantizes it into FP32 batches and hands
+// it to store_tile (kernels/gemm.hpp), which applies the epilogue. a: the tile's first row of A;
+// sa, corr: its rows' scales and corrections (int8); sw: the panel's weight scales (int8).
+
+namespace lowp {
+
+using TileFn = void (*)(int groups, const void* a, long lda, const std::uint8_t* b, const float* sa,
+                        const std::int32_t* corr, const float* sw, float* c, long ldc, int n_valid, const Epilogue* ep,
+                        long row0, long col0);
+
+inline std::int32_t load4(const void* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+/// Dequantizes an int32 tile (row i, column j at acc[i * kNR + j]) into batches and stores it.
+/// Not inlined into the tiles: their accumulator loops keep every register.
+template <int MR>
+[[gnu::noinline]] inline void store_s8_tile(const std::int32_t* acc, const float* sa, const std::int32_t* corr, const float* sw, float* c,
+                          long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+  using B = simd::Batch;
+  using I = xsimd::batch<std::int32_t, simd::Arch>;
+  constexpr int L = simd::kLanes, NV = GemmShape::kNV;
+  B f[MR][NV];
+  for (int i = 0; i < MR; ++i) {
+    const I ci(corr[i]);
+    const B si(sa[i]);
+    for (int v = 0; v < NV; ++v)
+      f[i][v] = xsimd::to_float(I::load_unaligned(acc + i * kNR + v * L) - ci) * (si * B::load_unaligned(sw + v * L));
+  }
+  detail::store_tile<MR>(f, c, ldc, n_valid, false, ep, row0, col0);
+}
+
+/// INT8, plain loops over the packed layout (any CPU).
+struct S8Scalar {
+  static constexpr int kMR = 4, kGroup = 4;
+  static constexpr Precision kPrecision = Precision::kInt8;
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* b, const float* sa, const std::int32_t* corr,
+                   const float* sw, float* c, long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+    const auto* a = static_cast<const std::int8_t*>(av);
+    alignas(64) std::int32_t acc[MR * kNR] = {};
+    for (int g = 0; g < groups; ++g)
+      for (int i = 0; i < MR; ++i) {
+        const std::int8_t* ar = a + i * lda + 4 * g;
+        for (int j = 0; j < kNR; ++j) {
+          const std::uint8_t* bj = b + static_cast<long>(g) * kNR * 4 + j * 4;
+          acc[i * kNR + j] += bj[0] * ar[0] + bj[1] * ar[1] + bj[2] * ar[2] + bj[3] * ar[3];
+        }
+      }
+    store_s8_tile<MR>(acc, sa, corr, sw, c, ldc, n_valid, ep, row0, col0);
+  }
+};
+
+#if defined(__AVX2__)
+/// INT8 without VNNI (AVX2, and AVX-512 CPUs before VNNI): weights zero-extended and activations
+/// sign-extended to 16 bits, `vpmaddwd` into int32 pairs (exact: 255 x 127 x 2 fits), pairs added
+/// at the end. About the FP32 FMA rate in multiply-adds.
+struct S8Madd16 {
+  static constexpr int kMR = 2, kGroup = 4;
+  static constexpr Precision kPrecision = Precision::kInt8;
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* b, const float* sa, const std::int32_t* corr,
+                   const float* sw, float* c, long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+    const auto* a = static_cast<const std::int8_t*>(av);
+    constexpr int C8 = kNR / 8;  // 8-column chunks: 32 bytes of a group
+    __m256i acc[MR][C8][2];
+    for (int i = 0; i < MR; ++i)
+      for (int ch = 0; ch < C8; ++ch) acc[i][ch][0] = acc[i][ch][1] = _mm256_setzero_si256();
+    for (int g = 0; g < groups; ++g) {
+      const std::uint8_t* bg = b + static_cast<long>(g) * kNR * 4;
+      __m256i a16[MR];
+      for (int i = 0; i < MR; ++i) {
+        const __m128i x = _mm_cvtepi8_epi16(_mm_cvtsi32_si128(load4(a + i * lda + 4 * g)));
+        a16[i] = _mm256_set1_epi64x(_mm_cvtsi128_si64(x));  // (a0, a1, a2, a3) in every 64 bits
+      }
+      for (int ch = 0; ch < C8; ++ch) {
+        const __m256i lo = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(bg + ch * 32)));
+        const __m256i hi = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(bg + ch * 32 + 16)));
+        for (int i = 0; i < MR; ++i) {
+          acc[i][ch][0] = _mm256_add_epi32(acc[i][ch][0], _mm256_madd_epi16(lo, a16[i]));
+          acc[i][ch][1] = _mm256_add_epi32(acc[i][ch][1], _mm256_madd_epi16(hi, a16[i]));
+        }
+      }
+    }
+    // lanes hold (column, pair) half sums: [c0 p01, c0 p23, c1 p01, ...]; add the pairs
+    alignas(64) std::int32_t out[MR * kNR];
+    for (int i = 0; i < MR; ++i)
+      for (int ch = 0; ch < C8; ++ch) {
+        const __m256i h = _mm256_hadd_epi32(acc[i][ch][0], acc[i][ch][1]);  // c0 c1 c4 c5 c2 c3 c6 c7
+        _mm256_store_si256(reinterpret_cast<__m256i*>(out + i * kNR + ch * 8), _mm256_permute4x64_epi64(h, 0xD8));
+      }
+    store_s8_tile<MR>(out, sa, corr, sw, c, ldc, n_valid, ep, row0, col0);
+  }
+};
+#endif
+
+#if DYNABERT_HAS_VNNI512
+/// INT8 with AVX512_VNNI: 14 rows x 32 columns, 28 int32 accumulators, `vpdpbusd` with the u8
+/// weights in registers and the four s8 activations of a row broadcast from memory.
+struct S8Vnni512 {
+  static constexpr int kMR = GemmShape::kMR, kGroup = 4;
+  static constexpr Precision kPrecision = Precision::kInt8;
+  static_assert(GemmShape::kNV == 2 && simd::kLanes == 16, "the VNNI tile is two zmm wide");
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* __restrict b, const float* sa,
+                   const std::int32_t* corr, const float* sw, float* c, long ldc, int n_valid, const Epilogue* ep, long row0,
+                   long col0) {
+    const auto* __restrict a = static_cast<const std::int8_t*>(av);
+    __m512i acc[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    for (int g = 0; g < groups; ++g) {
+      const __m512i b0 = _mm512_load_si512(b + g * 128), b1 = _mm512_load_si512(b + g * 128 + 64);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m512i ai = _mm512_set1_epi32(load4(a + i * lda + 4 * g));
+        acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, ai);
+        acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, ai);
+      }
+    }
+    // through memory to the shared dequantizing store: with the epilogue inlined here, GCC 12
+    // spilled the accumulators inside the loop above (about 70 % of the instruction's peak
+    // instead of 90 %)
+    alignas(64) std::int32_t out[MR * kNR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      _mm512_store_si512(out + i * kNR, acc[i][0]);
+      _mm512_store_si512(out + i * kNR + 16, acc[i][1]);
+    }
+    store_s8_tile<MR>(out, sa, corr, sw, c, ldc, n_valid, ep, row0, col0);
+  }
+};
+#endif
+
+/// BF16 on any CPU: each pair widened to FP32 (shift / mask) and two FMAs, odd element first (the
+/// order of `vdpbf16ps`).
+struct Bf16Emulated {
+  static constexpr int kMR = simd::kLanes >= 16 ? 12 : 4, kGroup = 2;
+  static constexpr Precision kPrecision = Precision::kBf16;
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* b, const float*, const std::int32_t*,
+                   const float*, float* c, long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+    using B = simd::Batch;
+    using U = xsimd::batch<std::uint32_t, simd::Arch>;
+    constexpr int L = simd::kLanes, NV = GemmShape::kNV;
+    const auto* a = static_cast<const std::uint16_t*>(av);
+    const auto* bw = reinterpret_cast<const std::uint32_t*>(b);
+    B acc[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
+    const U high(0xFFFF0000u);
+    for (int g = 0; g < groups; ++g) {
+      B even[NV], odd[NV];
+      for (int v = 0; v < NV; ++v) {
+        const U u = U::load_aligned(bw + static_cast<long>(g) * kNR + v * L);
+        even[v] = xsimd::bitwise_cast<B>(u << 16);
+        odd[v] = xsimd::bitwise_cast<B>(u & high);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const std::uint16_t* ar = a + i * lda + 2 * g;
+        const B ae(from_bf16(ar[0])), ao(from_bf16(ar[1]));
+        for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ae, even[v], xsimd::fma(ao, odd[v], acc[i][v]));
+      }
+    }
+    detail::store_tile<MR>(acc, c, ldc, n_valid, false, ep, row0, col0);
+  }
+};
+
+#if DYNABERT_HAS_BF16_512
+/// BF16 with AVX512_BF16: 14 rows x 32 columns, 28 FP32 accumulator chains, `vdpbf16ps` with the
+/// weight pairs in registers and a row's activation pair broadcast.
+struct Bf16Native512 {
+  static constexpr int kMR = GemmShape::kMR, kGroup = 2;
+  static constexpr Precision kPrecision = Precision::kBf16;
+  static_assert(GemmShape::kNV == 2 && simd::kLanes == 16, "the BF16 tile is two zmm wide");
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* __restrict b, const float*, const std::int32_t*,
+                   const float*, float* c, long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+    const auto* __restrict a = static_cast<const std::uint16_t*>(av);
+    __m512 acc[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; ++g) {
+      const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + g * 128));
+      const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + g * 128 + 64));
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m512bh ai = reinterpret_cast<__m512bh>(_mm512_set1_epi32(load4(a + i * lda + 2 * g)));
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+      }
+    }
+    simd::Batch f[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      f[i][0] = acc[i][0];
+      f[i][1] = acc[i][1];
+    }
+    detail::store_tile<MR>(f, c, ldc, n_valid, false, ep, row0, col0);
+  }
+};
+#endif
+
+template <class K, int... I>
+constexpr std::array<TileFn, sizeof...(I)> make_tile_table(std::integer_sequence<int, I...>) {
+  return {&K::template tile<I + 1>...};
+}
+/// K::tile<mr> for mr = 1..K::kMR.
+template <class K>
+inline TileFn tile_for(int mr) {
+  static constexpr auto table = make_tile_table<K>(std::make_integer_sequence<int, K::kMR>{});
+  return table[mr - 1];
+}
+
+/// Rows [m0, m1) x panels [p0, p1) of C, rows a chunk at a time (the chunk's A stays in L2 while
+/// the panels stream past it).
+template <class K>
+inline void run_panels(float* c, long ldc, const LowpA& a, long m0, long m1, const LowpView& B, int n, int k,
+                       const Epilogue* ep, int p0, int p1) {
+  constexpr long kChunk = K::kMR * 8;
+  const int groups = (k + K::kGroup - 1) / K::kGroup;
+  const long esize = lowp_elem_bytes(K::kPrecision);
+  const auto* A = static_cast<const std::uint8_t*>(a.data);
+  for (long mc0 = m0; mc0 < m1; mc0 += kChunk) {
+    const long mc1 = std::min(m1, mc0 + kChunk);
+    for (int p = p0; p < p1; ++p) {
+      const std::uint8_t* bp = B.panel(p);
+      const int col0 = p * kNR, nv = std::min(kNR, n - col0);
+      const float* sw = B.scale ? B.scale + col0 : nullptr;
+      for (long i0 = mc0; i0 < mc1; i0 += K::kMR) {
+        const int mr = static_cast<int>(std::min<long>(K::kMR, mc1 - i0));
+        tile_for<K>(mr)(groups, A + i0 * a.ld * esize, a.ld, bp, a.scale ? a.scale + i0 : nullptr,
+                        a.corr ? a.corr + i0 : nullptr, sw, c + i0 * ldc + col0, ldc, nv, ep, i0, col0);
+      }
+    }
+  }
+}
+
+}  // namespace lowp
+
+/// The kernels a build has: the fastest for its instruction set is the default; tests run every
+/// one this CPU can execute.
+enum class LowpKernel { kAuto, kScalar, kMadd16, kVnni512, kEmulated, kNative512 };
+
+inline const char* to_string(LowpKernel k) {
+  switch (k) {
+    case LowpKernel::kScalar: return "int8 scalar";
+    case LowpKernel::kMadd16: return "int8 AVX2 vpmaddwd";
+    case LowpKernel::kVnni512: return "int8 AVX512_VNNI vpdpbusd";
+    case LowpKernel::kEmulated: return "bf16 FP32 FMAs";
+    case LowpKernel::kNative512: return "bf16 AVX512_BF16 vdpbf16ps";
+    default: return "auto";
+  }
+}
+/// The default kernel of a precision in this build.
+inline LowpKernel default_lowp_kernel(Precision p) {
+  if (p == Precision::kInt8) {
+#if DYNABERT_HAS_VNNI512
+    return LowpKernel::kVnni512;
+#elif defined(__AVX2__)
+    return LowpKernel::kMadd16;
+#else
+    return LowpKernel::kScalar;
+#endif
+  }
+#if DYNABERT_HAS_BF16_512
+  return LowpKernel::kNative512;
+#else
+  return LowpKernel::kEmulated;
+#endif
+}
+/// Whether this build has kernel `k` (for precision p).
+inline bool has_lowp_kernel(LowpKernel k, Precision p) {
+  if (p == Precision::kInt8) {
+    if (k == LowpKernel::kScalar) return true;
+#if defined(__AVX2__)
+    if (k == LowpKernel::kMadd16) return true;
+#endif
+#if DYNABERT_HAS_VNNI512
+    if (k == LowpKernel::kVnni512) return true;
+#endif
+    return k == LowpKernel::kAuto;
+  }
+  if (k == LowpKernel::kEmulated || k == LowpKernel::kAuto) return true;
+#if DYNABERT_HAS_BF16_512
+  if (k == LowpKernel::kNative512) return true;
+#endif
+  return false;
+}
+
+namespace lowp {
+template <class K>
+inline void gemm_with(float* c, long ldc, const LowpA& a, int M, const LowpView& B, int n, int k, const Epilogue& ep,
+                      const Threads& threads) {
+  const Epilogue* e = ep.trivial() ? nullptr : &ep;
+  const int panels = (n + kNR - 1) / kNR;
+  if (threads.count() > 1 && M >= DYNABERT_GEMM_MSPLIT) {  // many rows: threads split M in whole tiles
+    const long tiles = (M + K::kMR - 1) / K::kMR;
+    threads.for_chunks(tiles, [&](int, long t0, long t1) {
+      const long m0 = t0 * K::kMR, m1 = std::min<long>(M, t1 * K::kMR);
+      if (m1 > m0) run_panels<K>(c, ldc, a, m0, m1, B, n, k, e, 0, panels);
+    });
+    return;
+  }
+  threads.for_chunks(panels, [&](int, long p0, long p1) {
+    run_panels<K>(c, ldc, a, 0, M, B, n, k, e, static_cast<int>(p0), static_cast<int>(p1));
+  });
+}
+}  // namespace lowp
+
+/// C[M, n] = epilogue(A[M, k] W[:n, :k]^T) with W packed in `B` (int8 or bf16) and A converted by
+/// convert_a() for B's precision (with the same k). `kernel` picks a specific kernel (tests,
+/// benchmarks); kAuto the build's fastest. Epilogue.accumulate is not supported (inference only).
+inline void gemm_lowp(float* c, long ldc, const LowpA& a, int M, const LowpView& B, int n, int k, const Epilogue& ep,
+                      const Threads& threads = Threads(), LowpKernel kernel = LowpKernel::kAuto) {
+  DYNABERT_REQUIRE(B.data != nullptr, InputError, "gemm_lowp: no packed weight");
+  DYNABERT_REQUIRE(n >= 1 && n <= B.n && k >= 1 && k <= B.k, InputError, "gemm_lowp: active ", n, "x", k,
+                   " exceeds packed ", B.n, "x", B.k);
+  DYNABERT_REQUIRE(!ep.accumulate, InputError, "gemm_lowp: accumulating into C is not supported");
+  DYNABERT_REQUIRE(has_lowp_kernel(kernel, B.precision), InputError, "gemm_lowp: kernel '", to_string(kernel),
+                   "' is not in this build for ", to_string(B.precision));
+  if (M <= 0) return;
+  if (kernel == LowpKernel::kAuto) kernel = default_lowp_kernel(B.precision);
+  switch (kernel) {
+#if DYNABERT_HAS_VNNI512
+    case LowpKernel::kVnni512: return lowp::gemm_with<lowp::S8Vnni512>(c, ldc, a, M, B, n, k, ep, threads);
+#endif
+#if defined(__AVX2__)
+    case LowpKernel::kMadd16: return lowp::gemm_with<lowp::S8Madd16>(c, ldc, a, M, B, n, k, ep, threads);
+#endif
+#if DYNABERT_HAS_BF16_512
+    case LowpKernel::kNative512: return lowp::gemm_with<lowp::Bf16Native512>(c, ldc, a, M, B, n, k, ep, threads);
+#endif
+    case LowpKernel::kEmulated: return lowp::gemm_with<lowp::Bf16Emulated>(c, ldc, a, M, B, n, k, ep, threads);
+    default: return lowp::gemm_with<lowp::S8Scalar>(c, ldc, a, M, B, n, k, ep, threads);
+  }
+}
+
+// ---- plain twins ---------------------------------------------------------------------------------
+namespace reference {
+
+/// INT8 linear on unpacked operands: y = act(alpha * float(sum_k qa qw) * (sa * sw) + bias) +
+/// residual (the fast kernels compute the same integer sums exactly).
+inline void linear_s8(float* y, long ldy, const std::int8_t* qa, long lda, const float* sa, const std::int8_t* qw, long ldw,
+                      const float* sw, int M, int n, int k, const Epilogue& ep) {
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < n; ++j) {
+      std::int64_t s = 0;
+      for (int i = 0; i < k; ++i) s += static_cast<std::int64_t>(qa[m * lda + i]) * qw[j * ldw + i];
+      float r = static_cast<float>(s) * (sa[m] * sw[j]) * ep.alpha;
+      if (ep.bias) r += ep.bias[j];
+      if (ep.pre_activation) ep.pre_activation[m * ep.ld_pre_activation + j] = r;
+      r = activate(ep.act, r);
+      if (ep.residual) r += ep.residual[m * ep.ld_residual + j];
+      y[m * ldy + j] = r;
+    }
+}
+
+/// BF16 linear on unpacked bf16 operands, accumulated in double.
+inline void linear_bf16(float* y, long ldy, const std::uint16_t* a, long lda, const std::uint16_t* w, long ldw, int M, int n,
+                        int k, const Epilogue& ep) {
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < n; ++j) {
+      double s = 0;
+      for (int i = 0; i < k; ++i) s += static_cast<double>(from_bf16(a[m * lda + i])) * from_bf16(w[j * ldw + i]);
+      float r = static_cast<float>(s) * ep.alpha;
+      if (ep.bias) r += ep.bias[j];
+      if (ep.pre_activation) ep.pre_activation[m * ep.ld_pre_activation + j] = r;
+      r = activate(ep.act, r);
+      if (ep.residual) r += ep.residual[m * ep.ld_residual + j];
+      y[m * ldy + j] = r;
+    }
+}
+
+}  // namespace reference
+
+}  // namespace dynabert::kernels
