@@ -123,14 +123,14 @@ def main():
     lines += ["", "Bars of the one-engine issue (batch 32: at least 1.5x PyTorch on one thread and 1.8x on two): " +
               ("met" if not missed else "NOT met for " + ", ".join(missed))]
     text = "\n".join(lines)
-    doc = open(a.out).read()
+    print(text, flush=True)
+    doc = open(a.out).read() if os.path.exists(a.out) else "# Performance\n"
     begin, end = "<!-- BEGIN compare_train -->", "<!-- END compare_train -->"
     block = f"{begin}\n{text}\n{end}"
     doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):] if begin in doc else doc.rstrip() + "\n\n" + block + "\n"
     with open(a.out + ".tmp", "w") as f:
         f.write(doc)
     os.replace(a.out + ".tmp", a.out)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,36 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
   }
 }
 
+/// Stores one full row of a finished tile (kNR columns of C at `crow`, row `row` and column col0
+/// of the product): C (+)= r, then the epilogue: scale, bias, pre-activation and residual in
+/// registers, an activation on the stored row in the same SIMD arithmetic as everywhere.
+[[gnu::always_inline]] inline void store_row(simd::Batch (&r0)[GemmShape::kNV], float* __restrict crow, bool accumulate,
+                                             const Epilogue* ep, long row, long col0) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  constexpr int NV = GemmShape::kNV;
+  const bool act = ep && ep->act != Activation::kNone;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    B r = accumulate ? r0[v] + B::load_unaligned(crow + v * L) : r0[v];
+    if (ep) {
+      if (ep->alpha != 1.0f) r *= B(ep->alpha);
+      if (ep->bias) r += B::load_unaligned(ep->bias + col0 + v * L);
+      if (ep->pre_activation) r.store_unaligned(ep->pre_activation + row * ep->ld_pre_activation + col0 + v * L);
+      if (!act && ep->residual) r += B::load_unaligned(ep->residual + row * ep->ld_residual + col0 + v * L);
+    }
+    r.store_unaligned(crow + v * L);
+  }
+  if (act) {
+    kernels::activation(crow, crow, kNR, ep->act);
+    if (ep->residual) {
+      const float* rr = ep->residual + row * ep->ld_residual + col0;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) (B::load_unaligned(crow + v * L) + B::load_unaligned(rr + v * L)).store_unaligned(crow + v * L);
+    }
+  }
+}
+
 /// Stores a finished register tile (MR rows x kNR columns of C at row0, col0 of the product;
 /// only the first n_valid columns exist): C (+)= acc, then the epilogue. A full tile applies
 /// scale, bias, pre-activation and residual in registers and an activation on the stored rows, in
@@ -245,29 +275,7 @@ template <int MR>
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
   if (n_valid == kNR) {
-    const bool act = ep && ep->act != Activation::kNone;
-    for (int i = 0; i < MR; ++i) {
-      float* crow = c + i * ldc;
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        B r = accumulate ? acc[i][v] + B::load_unaligned(crow + v * L) : acc[i][v];
-        if (ep) {
-          if (ep->alpha != 1.0f) r *= B(ep->alpha);
-          if (ep->bias) r += B::load_unaligned(ep->bias + col0 + v * L);
-          if (ep->pre_activation) r.store_unaligned(ep->pre_activation + (row0 + i) * ep->ld_pre_activation + col0 + v * L);
-          if (!act && ep->residual) r += B::load_unaligned(ep->residual + (row0 + i) * ep->ld_residual + col0 + v * L);
-        }
-        r.store_unaligned(crow + v * L);
-      }
-      if (act) {
-        kernels::activation(crow, crow, kNR, ep->act);
-        if (ep->residual) {
-          const float* rr = ep->residual + (row0 + i) * ep->ld_residual + col0;
-#pragma GCC unroll 4
-          for (int v = 0; v < NV; ++v) (B::load_unaligned(crow + v * L) + B::load_unaligned(rr + v * L)).store_unaligned(crow + v * L);
-        }
-      }
-    }
+    for (int i = 0; i < MR; ++i) store_row(acc[i], c + i * ldc, accumulate, ep, row0 + i, col0);
     return;
   }
   alignas(64) float tmp[kNR];

@@ -200,6 +200,50 @@ class LowpWeight {
   LowpView view_;
 };
 
+/// Bytes of an n x k matrix packed in precision p (whole panels).
+inline std::size_t lowp_packed_bytes(int n, int k, Precision p) {
+  return static_cast<std::size_t>((n + kNR - 1) / kNR) * kNR * lowp_kpad(k, p) * lowp_elem_bytes(p);
+}
+
+/// Packs an n x k matrix already in bfloat16 into `dst` (lowp_packed_bytes(n, k, kBf16) bytes),
+/// without owning it (attention packs K and V^T per task this way). With `transposed`, src(i) is
+/// row i of W^T (n values; element (r, c) of W is src(c)[r]); else row i of W (k values).
+template <class Src>
+inline LowpView pack_bf16(std::uint8_t* dst, int n, int k, bool transposed, Src&& src) {
+  const int kp = lowp_kpad(k, Precision::kBf16), panels = (n + kNR - 1) / kNR;
+  LowpView v{dst, nullptr, n, k, kp, Precision::kBf16};
+  auto* d = reinterpret_cast<std::uint16_t*>(dst);
+  const std::size_t per_panel = static_cast<std::size_t>(kp) * kNR;
+  if (!transposed) {
+    for (int p = 0; p < panels; ++p) {
+      std::uint16_t* pd = d + p * per_panel;
+      const int jn = std::min(kNR, n - p * kNR);
+      for (int j = 0; j < jn; ++j) {
+        const std::uint16_t* row = src(p * kNR + j);
+        for (int kk = 0; kk < k; ++kk) pd[(kk / 2) * kNR * 2 + j * 2 + kk % 2] = row[kk];
+        if (k % 2) pd[(k / 2) * kNR * 2 + j * 2 + 1] = 0;
+      }
+      for (int j = jn; j < kNR; ++j)
+        for (int g = 0; g < kp / 2; ++g) pd[g * kNR * 2 + j * 2] = pd[g * kNR * 2 + j * 2 + 1] = 0;
+    }
+  } else {
+    for (int g = 0; g < kp / 2; ++g) {  // k pair (2g, 2g + 1): two rows of W^T, interleaved
+      const std::uint16_t* r0 = src(2 * g);
+      const std::uint16_t* r1 = 2 * g + 1 < k ? src(2 * g + 1) : nullptr;
+      for (int p = 0; p < panels; ++p) {
+        std::uint16_t* out = d + p * per_panel + static_cast<std::size_t>(g) * kNR * 2;
+        const int jn = std::min(kNR, n - p * kNR);
+        for (int j = 0; j < jn; ++j) {
+          out[2 * j] = r0[p * kNR + j];
+          out[2 * j + 1] = r1 ? r1[p * kNR + j] : 0;
+        }
+        for (int j = jn; j < kNR; ++j) out[2 * j] = out[2 * j + 1] = 0;
+      }
+    }
+  }
+  return v;
+}
+
 // ---- the A operand -------------------------------------------------------------------------------
 
 /// A converted left-hand side: `data` [M, ld] in the kernel's element type; for int8 also the row
@@ -310,12 +354,23 @@ template <int MR>
   using B = simd::Batch;
   using I = xsimd::batch<std::int32_t, simd::Arch>;
   constexpr int L = simd::kLanes, NV = GemmShape::kNV;
+  B w[NV];
+  for (int v = 0; v < NV; ++v) w[v] = B::load_unaligned(sw + v * L);
+  if (n_valid == kNR) {  // row by row: dequantize, then the epilogue, in registers
+    for (int i = 0; i < MR; ++i) {
+      const I ci(corr[i]);
+      const B si(sa[i]);
+      B f[NV];
+      for (int v = 0; v < NV; ++v) f[v] = xsimd::to_float(I::load_aligned(acc + i * kNR + v * L) - ci) * (si * w[v]);
+      detail::store_row(f, c + i * ldc, false, ep, row0 + i, col0);
+    }
+    return;
+  }
   B f[MR][NV];
   for (int i = 0; i < MR; ++i) {
     const I ci(corr[i]);
     const B si(sa[i]);
-    for (int v = 0; v < NV; ++v)
-      f[i][v] = xsimd::to_float(I::load_unaligned(acc + i * kNR + v * L) - ci) * (si * B::load_unaligned(sw + v * L));
+    for (int v = 0; v < NV; ++v) f[i][v] = xsimd::to_float(I::load_aligned(acc + i * kNR + v * L) - ci) * (si * w[v]);
   }
   detail::store_tile<MR>(f, c, ldc, n_valid, false, ep, row0, col0);
 }

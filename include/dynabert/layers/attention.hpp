@@ -19,7 +19,9 @@
 //                        output products. d(gate) per head (DynaBERT's head importance) is summed
 //                        per task and then in task order: bitwise the same for any thread count.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -31,6 +33,10 @@
 #include "dynabert/layers/batch.hpp"
 #include "dynabert/layers/context.hpp"
 #include "dynabert/layers/linear.hpp"
+
+#ifndef DYNABERT_LOWP_ATTENTION  // 0: attention's own products stay FP32 in BF16 and INT8 calls
+#define DYNABERT_LOWP_ATTENTION 1
+#endif
 
 namespace dynabert::layers {
 
@@ -148,10 +154,21 @@ class SelfAttention {
     if constexpr (ops::kFast<T>) {
       const std::size_t pk = round_up(kernels::packed_size(S, static_cast<int>(dh)), 16),
                         pv = round_up(kernels::packed_size(static_cast<int>(dh), S), 16), ss = round_up(s * s, 16);
-      return training ? 2 * ss + pk + 3 * pv : pk + ss + pv;
+      return training ? 2 * ss + pk + 3 * pv : std::max(pk + ss + pv, lowp_scratch_size(S, head_dim));
     } else {
       return training ? 2 * s * s : s * s;
     }
+  }
+
+  /// Floats of a worker's scratch for one (sequence, head) task in BF16 (inference in BF16 or INT8).
+  static std::size_t lowp_scratch_size(int S, int head_dim) {
+    constexpr Precision b = Precision::kBf16;
+    auto line = [](std::size_t bytes) { return (bytes + 63) / 64 * 64; };
+    const std::size_t s = static_cast<std::size_t>(S), dh = static_cast<std::size_t>(head_dim);
+    const std::size_t bytes = line(kernels::lowp_packed_bytes(S, head_dim, b)) + line(kernels::lowp_packed_bytes(head_dim, S, b)) +
+                              line(s * s * 4) + line(s * kernels::lowp_a_ld(head_dim, b) * 2) + line(s * kernels::lowp_a_ld(S, b) * 2) +
+                              2 * line(s * dh * 2);
+    return bytes / sizeof(float) + 16;
   }
 
   /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache.
@@ -266,6 +283,10 @@ class SelfAttention {
     const kernels::DropoutKey key = drop.derive(static_cast<std::uint32_t>(task));
     T* scratch = buf.scratch + static_cast<std::size_t>(worker) * buf.scratch_stride;
     if constexpr (ops::kFast<T>) {
+      if (DYNABERT_LOWP_ATTENTION && !cache && c.precision != Precision::kFp32) {
+        forward_task_bf16(q, k, v, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
+        return;
+      }
       const std::size_t lim = static_cast<std::size_t>(S);
       float* packk = scratch;
       float* scores = packk + round_up(kernels::packed_size(static_cast<int>(lim), dh), 16);
@@ -316,6 +337,48 @@ class SelfAttention {
         }
       }
     }
+  }
+
+  /// Inference in a BF16 or INT8 call: both products of a task in BF16 with FP32 accumulation
+  /// (scores = Q K^T with the scale in the epilogue, FP32 softmax, context = P V with the gate).
+  void forward_task_bf16(const T* q, const T* k, const T* v, long ldq, int nq, int kend, int S, const float* bias, T scale,
+                         T gate, T* ctx, long ld_ctx, T* scratch) const {
+    static_assert(ops::kFast<T>, "BF16 attention is for the float path");
+    constexpr Precision b = Precision::kBf16;
+    const int dh = head_dim();
+    auto* base = reinterpret_cast<std::uint8_t*>(scratch);
+    auto take = [&](std::size_t bytes) {
+      std::uint8_t* p = base;
+      base += (bytes + 63) / 64 * 64;
+      return p;
+    };
+    std::uint8_t* kpack = take(kernels::lowp_packed_bytes(S, dh, b));
+    std::uint8_t* vpack = take(kernels::lowp_packed_bytes(dh, S, b));
+    float* scores = reinterpret_cast<float*>(take(static_cast<std::size_t>(S) * S * 4));
+    const long ldqa = kernels::lowp_a_ld(dh, b), ldpa = kernels::lowp_a_ld(kend, b);
+    auto* qa = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * ldqa * 2));
+    auto* pa = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * kernels::lowp_a_ld(S, b) * 2));
+    auto* kb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
+    auto* vb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
+    const int kpd = kernels::lowp_kpad(dh, b);
+    for (int i = 0; i < nq; ++i) kernels::bf16_a_row(qa + i * ldqa, q + i * ldq, dh, kpd);
+    for (int j = 0; j < kend; ++j) {
+      kernels::bf16_a_row(kb + static_cast<long>(j) * dh, k + j * ldq, dh, dh);
+      kernels::bf16_a_row(vb + static_cast<long>(j) * dh, v + j * ldq, dh, dh);
+    }
+    const auto kv = kernels::pack_bf16(kpack, kend, dh, false, [&](int j) { return kb + static_cast<long>(j) * dh; });
+    const auto vt = kernels::pack_bf16(vpack, dh, kend, true, [&](int j) { return vb + static_cast<long>(j) * dh; });
+    kernels::Epilogue es;
+    es.alpha = scale;
+    kernels::gemm_lowp(scores, kend, {qa, ldqa, nullptr, nullptr}, nq, kv, kend, dh, es);
+    const int kpk = kernels::lowp_kpad(kend, b);
+    for (int i = 0; i < nq; ++i) {
+      kernels::softmax_row(scores + static_cast<long>(i) * kend, kend, 1.0f, bias);
+      kernels::bf16_a_row(pa + i * ldpa, scores + static_cast<long>(i) * kend, kend, kpk);
+    }
+    kernels::Epilogue ec;
+    ec.alpha = gate;
+    kernels::gemm_lowp(ctx, ld_ctx, {pa, ldpa, nullptr, nullptr}, nq, vt, dh, kend, ec);
   }
 
   void backward_task(long task, int worker, T* dqkv, const T* d_ctx, const BatchLayout& lay, const Cache& cache, T* gate_part,
