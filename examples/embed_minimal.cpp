@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     const auto r = session->run_within(in, 5.0, out, threads);
     std::printf("budget 5 ms: width %.2f depth %.2f, %.2f ms (predicted %.2f)\n", r.cell.width, r.cell.depth, r.measured_ms,
                 r.predicted_ms);
-  } catch (const dynabert::Error& e) {  // bad files and bad inputs end up here, with a message
+  } catch (const std::exception& e) {  // bad files and inputs (dynabert::Error, with a message), or the system's
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

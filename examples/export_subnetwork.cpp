@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   double width = 1.0, depth = 1.0;
   std::vector<int> layers, heads, neurons;
   std::string precision = "fp32";
+  bool force = false;
   app.add_option("--model", model_dir, "elastic checkpoint folder")->required();
   app.add_option("--out", out_dir, "folder to write")->required();
   app.add_option("--width", width, "width multiplier m_w in (0, 1]");
@@ -33,20 +34,12 @@ int main(int argc, char** argv) {
   app.add_option("--neurons", neurons, "kept FFN neurons per listed layer")->delimiter(',');
   app.add_option("--precision", precision, "weights of the encoder layers: fp32 (default) or int8")
       ->check(CLI::IsMember({"fp32", "int8"}));
+  app.add_flag("--force", force, "replace an existing --out folder even when it does not hold a checkpoint");
   CLI11_PARSE(app, argc, argv);
   try {
     namespace fs = std::filesystem;
-    {  // the output must not be, contain or lie inside the input
-      const auto in = fs::weakly_canonical(fs::absolute(model_dir)), out = fs::weakly_canonical(fs::absolute(out_dir));
-      auto inside = [](const fs::path& a, const fs::path& b) {  // a is b or below b
-        auto ai = a.begin(), bi = b.begin();
-        for (; bi != b.end() && !bi->empty(); ++ai, ++bi)
-          if (ai == a.end() || *ai != *bi) return false;
-        return true;
-      };
-      DYNABERT_REQUIRE(!inside(out, in) && !inside(in, out), InputError, "--out ", out_dir, " overlaps --model ", model_dir,
-                       ": write the exported cell to a folder of its own");
-    }
+    // checked before anything is read or written: not overlapping the input, not a folder of other files
+    const io::OutputFolder target = io::plan_output_folder(out_dir, model_dir, force);
     const auto w = BertWeights<float>::load(model_dir);
     const auto& cfg = w.config();
     SubNetwork net;
@@ -68,8 +61,9 @@ int main(int argc, char** argv) {
       what = "width " + std::to_string(width) + ", depth " + std::to_string(depth);
     }
     const auto small = extract_subnetwork(w, net);
-    // written whole into a temporary folder, then renamed: a folder named --out is always complete
-    const std::string tmp = out_dir + ".tmp";
+    // written whole into a hidden temporary folder beside --out, then put in place: a folder named
+    // --out is always complete, and the previous one is removed only once the new one is there
+    const std::string& tmp = target.tmp;
     fs::remove_all(tmp);
     small.save(tmp, {{"dynabert_exported_from", fs::absolute(model_dir).string()}, {"dynabert_subnetwork", what}},
                precision == "int8");
@@ -80,13 +74,9 @@ int main(int argc, char** argv) {
         DYNABERT_REQUIRE(!ec, IoError, (fs::path(tmp) / f).string(), ": cannot copy (", ec.message(), ")");
         io::sync_path((fs::path(tmp) / f).string());
       }
-    if (fs::exists(out_dir)) {
-      DYNABERT_REQUIRE(fs::is_directory(out_dir), InputError, "--out ", out_dir, " exists and is not a folder");
-      fs::remove_all(out_dir);
-    }
-    io::publish_folder(tmp, out_dir);
+    io::replace_folder(target);
     const auto src_bytes = fs::file_size(fs::path(model_dir) / "model.safetensors");
-    const auto out_bytes = fs::file_size(fs::path(out_dir) / "model.safetensors");
+    const auto out_bytes = fs::file_size(fs::path(target.final) / "model.safetensors");
     std::printf("exported %s (%s): %d of %d layers, %zu of %zu parameters (%.1f %%), model.safetensors %.2f MB (source %.2f MB)\n",
                 what.c_str(), precision.c_str(), net.depth(), cfg.num_hidden_layers, small.num_parameters(), w.num_parameters(),
                 100.0 * small.num_parameters() / w.num_parameters(), out_bytes / 1e6, src_bytes / 1e6);

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   std::string model_dir, data_file, format, out_dir, variant = "cumulative", text_col = "text", label_col = "label", vocab_dir;
   int max_len = 128, batch = 8, threads = 1;
   long max_examples = 0;
+  bool force = false;
   app.add_option("--model", model_dir, "fine-tuned checkpoint folder (with a classification or regression head)")->required();
   app.add_option("--data", data_file, "labelled data: a file, or the SpamAssassin data folder for --format spam")->required();
   app.add_option("--format", format, "sentiment (JSON array of {text, class}), jsonl, tsv or spam")
@@ -41,11 +42,12 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch)->check(CLI::Range(1, 4096));
   app.add_option("--threads", threads)->check(CLI::Range(1, 256));
   app.add_option("--max-examples", max_examples, "score on the first N examples only (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--force", force, "replace an existing --out folder even when it does not hold a checkpoint");
   CLI11_PARSE(app, argc, argv);
   try {
     namespace fs = std::filesystem;
-    DYNABERT_REQUIRE(fs::weakly_canonical(out_dir) != fs::weakly_canonical(model_dir), InputError,
-                     "--out is the --model folder; write the rewired checkpoint elsewhere");
+    // checked before anything is read or written: not overlapping the input, not a folder of other files
+    const io::OutputFolder target = io::plan_output_folder(out_dir, model_dir, force);
     auto weights = BertWeights<float>::load(model_dir);
     const int C = weights.heads().num_labels;
     DYNABERT_REQUIRE(C > 0, InputError, model_dir, ": importance needs a classification or regression head");
@@ -90,7 +92,7 @@ int main(int argc, char** argv) {
       for (std::size_t h = 0; h < perm.heads[l].size(); ++h) head_perm[l * NH + h] = static_cast<float>(perm.heads[l][h]);
       for (std::size_t j = 0; j < perm.neurons[l].size(); ++j) neuron_perm[static_cast<std::size_t>(l) * I + j] = static_cast<float>(perm.neurons[l][j]);
     }
-    const std::string tmp = out_dir + ".tmp";
+    const std::string& tmp = target.tmp;  // filled whole, then put in place of --out
     fs::remove_all(tmp);
     const std::map<std::string, std::string> meta = {{"dynabert_rewired", variant},
                                                      {"dynabert_importance_data", fs::absolute(data_file).string()},
@@ -106,10 +108,14 @@ int main(int argc, char** argv) {
                                   "permutations applied: new position -> original index");
     w.write((fs::path(tmp) / "importance.safetensors").string());
     for (const char* f : {"vocab.txt", "tokenizer_config.json"})
-      if (fs::exists(fs::path(model_dir) / f)) fs::copy_file(fs::path(model_dir) / f, fs::path(tmp) / f);
-    fs::remove_all(out_dir);
-    fs::rename(tmp, out_dir);
-    std::printf("scored %zu examples (%s variant); rewired %d layers; wrote %s\n", data.size(), variant.c_str(), L, out_dir.c_str());
+      if (fs::exists(fs::path(model_dir) / f)) {
+        std::error_code ec;
+        fs::copy_file(fs::path(model_dir) / f, fs::path(tmp) / f, fs::copy_options::overwrite_existing, ec);
+        DYNABERT_REQUIRE(!ec, IoError, (fs::path(tmp) / f).string(), ": cannot copy (", ec.message(), ")");
+        io::sync_path((fs::path(tmp) / f).string());
+      }
+    io::replace_folder(target);
+    std::printf("scored %zu examples (%s variant); rewired %d layers; wrote %s\n", data.size(), variant.c_str(), L, target.final.c_str());
     for (int l = 0; l < L; ++l) {
       std::printf("layer %d heads, most important first:", l);
       for (int h : perm.heads[l]) std::printf(" %d", h);

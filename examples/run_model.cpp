@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -129,7 +130,10 @@ int main(int argc, char** argv) {
     if (!generate_dir.empty()) {
       BertWeights<float> w(preset(preset_name), HeadSpec{true, labels});
       w.init_random(seed);
-      w.save(generate_dir, {{"generator", "dynabert_run --generate"}});
+      const io::OutputFolder target = io::plan_output_folder(generate_dir, "", /*force=*/false);
+      std::filesystem::remove_all(target.tmp);
+      w.save(target.tmp, {{"generator", "dynabert_run --generate"}});  // written whole, then put in place
+      io::replace_folder(target);
       std::printf("wrote %s: %zu parameters (%s preset)\n", generate_dir.c_str(), w.num_parameters(), preset_name.c_str());
       return 0;
     }

@@ -431,7 +431,7 @@ int main(int argc, char** argv) {
       }
       std::printf("| %.2f | %.2f | %d | %d | %zu | %.4f |\n", cell.width, cell.depth, cell.heads, cell.neurons, cell.layers.size(), sum / n);
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }

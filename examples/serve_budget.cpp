@@ -3,11 +3,17 @@
 // the measured latency. The session calibrates every cell of the accuracy grid at start-up (a
 // few seconds), then the budget controller follows the machine's load.
 //
-//   dynabert_serve --model DIR --budget-ms 60 [--threads 2] [--vocab DIR] [--grid grid.json] [--log calls.csv]
-//   dynabert_serve --model DIR --width 1 --depth 1 ...     (a fixed cell, for comparison)
+//   dynabert_serve --model DIR --budget-ms 60 [--precision auto|fp32|bf16|int8] [--threads 2] [--vocab DIR]
+//                  [--grid grid.json] [--log calls.csv] [--probabilities]
+//   dynabert_serve --model DIR --width 1 --depth 1 [--precision int8] ...   (a fixed cell, for comparison)
 //
-// The grid is the checkpoint's "dynabert_grid" metadata (examples/train_dynabert.cpp writes it)
-// or a JSON file [{"width":1,"depth":1,"accuracy":0.93}, ...].
+// The grid is the checkpoint's "dynabert_grid" metadata (examples/train_dynabert.cpp writes it,
+// with the accuracy of every cell in FP32, BF16 and INT8) or a JSON file
+// [{"width":1,"depth":1,"accuracy":0.93,"precision":"int8"}, ...]. With --precision auto (the
+// default under a budget) the controller picks the most accurate (width, depth, precision) that
+// fits; a fixed precision restricts the grid to it. A line that cannot be classified (NUL or
+// other control bytes, invalid UTF-8, longer than --max-line-bytes, no token) is reported on
+// stderr with its number and the rest are still classified.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,9 +28,34 @@
 
 using namespace dynabert;
 
+namespace {
+/// Why a line of input is not classified: "" when it is fine, else what is wrong with it (invalid
+/// UTF-8, or control bytes other than tab: text meant for a classifier has neither).
+std::string line_problem(const std::string& line) {
+  const auto* p = reinterpret_cast<const unsigned char*>(line.data());
+  const std::size_t n = line.size();
+  for (std::size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      if ((c < 0x20 && c != '\t') || c == 0x7F) return "holds control byte " + std::to_string(c) + " at byte " + std::to_string(i);
+      ++i;
+      continue;
+    }
+    const int len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+    bool ok = len > 0 && i + len <= n;
+    for (int k = 1; ok && k < len; ++k) ok = (p[i + k] & 0xC0) == 0x80;
+    if (ok && len == 3) ok = !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] >= 0xA0);  // overlong, surrogate
+    if (ok && len == 4) ok = !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] >= 0x90);  // overlong, > U+10FFFF
+    if (!ok) return "invalid UTF-8 at byte " + std::to_string(i);
+    i += static_cast<std::size_t>(len);
+  }
+  return "";
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"Classify lines of standard input under a latency budget"};
-  std::string model_dir, vocab_dir, grid_file, log_file;
+  std::string model_dir, vocab_dir, grid_file, log_file, precision_name;
   double budget_ms = 0, width = 1.0, depth = 1.0;
   int threads = 1, max_len = 128, reps = 3;
   std::size_t max_line = 1 << 20;
@@ -42,42 +73,65 @@ int main(int argc, char** argv) {
   app.add_option("--grid", grid_file, "accuracy grid JSON (default: the checkpoint's metadata)");
   app.add_option("--calibration-reps", reps, "timed calls per cell and size at start-up")->check(CLI::Range(1, 10000));
   app.add_option("--log", log_file, "write one CSV row per call here");
+  app.add_option("--precision", precision_name,
+                 "arithmetic: fp32, bf16, int8, or auto (under a budget: the controller picks it per call; default)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16", "int8"}));
   CLI11_PARSE(app, argc, argv);
   if (budget->count() == 0) budget_ms = 0;
+  if (precision_name.empty()) precision_name = budget_ms > 0 ? "auto" : "fp32";
   try {
     const auto tok = text::BertTokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);
+    DYNABERT_REQUIRE(budget_ms > 0 || precision_name != "auto", InputError, "--precision auto needs --budget-ms");
     SessionOptions opt;
     opt.max_batch = 1; opt.max_seq_len = max_len; opt.max_threads = threads;
+    opt.widths = {width};  // the fixed cell (budgeted calls use the grid's cells)
+    opt.depths = {depth};
+    Precision fixed_precision = Precision::kFp32;
+    if (precision_name == "auto") {
+      opt.precisions = {Precision::kFp32, Precision::kBf16, Precision::kInt8};
+    } else {
+      parse_precision(precision_name, fixed_precision);
+      opt.precisions = {fixed_precision};
+    }
     auto session = Session<float>::open(model_dir, opt);
     const auto& cfg = session->config();
     DYNABERT_REQUIRE(session->model().num_labels() > 0, InputError, model_dir, ": the model has no classifier head");
     const Threads th(threads);
     const auto mem = session->memory();
-    std::fprintf(stderr, "session: %d layers, hidden %d; weights %.1f MB, workspace %.1f MB; %d thread(s)\n",
-                 cfg.num_hidden_layers, cfg.hidden_size, mem.weight_bytes / 1e6, mem.workspace_bytes / 1e6, threads);
+    std::fprintf(stderr,
+                 "session: %d layers, hidden %d; weights %.1f MB (shared %.1f, fp32 %.1f, bf16 %.1f, int8 %.1f), workspace %.1f MB; "
+                 "%d thread(s); kernels for %s\n",
+                 cfg.num_hidden_layers, cfg.hidden_size, mem.weight_bytes / 1e6, mem.shared_weight_bytes / 1e6, mem.fp32_bytes / 1e6,
+                 mem.bf16_bytes / 1e6, mem.int8_bytes / 1e6, mem.workspace_bytes / 1e6, threads, simd::arch_name());
     if (budget_ms > 0) {
       if (!grid_file.empty()) {
         std::ifstream f(grid_file);
         DYNABERT_REQUIRE(f.good(), InputError, grid_file, ": cannot open");
         std::stringstream ss;
         ss << f.rdbuf();
-        session->set_grid(parse_grid(ss.str(), grid_file));
+        std::vector<GridCell> g;
+        for (auto& c : parse_grid(ss.str(), grid_file))
+          if (session->model().has_precision(c.precision)) g.push_back(c);
+        session->set_grid(g);
       }
+      DYNABERT_REQUIRE(!session->grid().empty(), InputError, "the accuracy grid has no cell in ", precision_name,
+                       " (a grid lists each cell's precision; one written before the low-precision paths is FP32 only)");
       const auto a = std::chrono::steady_clock::now();
       session->calibrate(th, reps);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
       std::fprintf(stderr, "calibrated %zu cells in %.1f s (%d-token and %d-token calls):\n", session->grid().size(), secs, 16,
                    max_len);
       for (std::size_t c = 0; c < session->grid().size(); ++c)
-        std::fprintf(stderr, "  width %.2f depth %.2f  accuracy %.4f  %7.2f ms at %d tokens\n", session->grid()[c].width,
-                     session->grid()[c].depth, session->grid()[c].accuracy, session->budget()->base_ms(c, max_len), max_len);
+        std::fprintf(stderr, "  width %.2f depth %.2f %s  accuracy %.4f  %7.2f ms at %d tokens\n", session->grid()[c].width,
+                     session->grid()[c].depth, to_string(session->grid()[c].precision), session->grid()[c].accuracy,
+                     session->budget()->base_ms(c, max_len), max_len);
     }
-    const SubNetwork fixed = SubNetwork::dynabert(cfg, width, depth);
+    const SubNetwork& fixed = session->cell(width, depth, fixed_precision);
     std::ofstream log;
     if (!log_file.empty()) {
       log.open(log_file);
       DYNABERT_REQUIRE(log.good(), InputError, log_file, ": cannot write");
-      log << "call,seconds,tokens,width,depth,predicted_ms,measured_ms,label\n";
+      log << "call,seconds,tokens,width,depth,precision,predicted_ms,measured_ms,label\n";
     }
     std::vector<float> logits(static_cast<std::size_t>(session->model().num_labels()));
     Outputs o;
@@ -109,6 +163,7 @@ int main(int argc, char** argv) {
       if (got == 2) { report("longer than " + std::to_string(max_line) + " bytes (--max-line-bytes)"); continue; }
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.find('\0') != std::string::npos) { report("holds a NUL byte"); continue; }
+      if (const std::string why = line_problem(line); !why.empty()) { report(why); continue; }
       std::vector<std::int32_t> pieces;
       try {
         pieces = tok.tokenize(line);
@@ -128,12 +183,12 @@ int main(int argc, char** argv) {
         const auto a = std::chrono::steady_clock::now();
         session->run(in, fixed, o, th);
         r.measured_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
-        r.cell = {width, depth, 0.0};
+        r.cell = {width, depth, 0.0, fixed_precision};
       }
       const int best = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       const std::string label = best < static_cast<int>(cfg.id2label.size()) ? cfg.id2label[best] : std::to_string(best);
-      std::printf("%s\twidth %.2f depth %.2f\t%.2f ms%s", label.c_str(), r.cell.width, r.cell.depth, r.measured_ms,
-                  budget_ms > 0 && r.measured_ms > budget_ms ? "\tover budget" : "");
+      std::printf("%s\twidth %.2f depth %.2f %s\t%.2f ms%s", label.c_str(), r.cell.width, r.cell.depth,
+                  to_string(r.cell.precision), r.measured_ms, budget_ms > 0 && r.measured_ms > budget_ms ? "\tover budget" : "");
       if (probabilities) {
         const float mx = *std::max_element(logits.begin(), logits.end());
         double sum = 0;
@@ -147,8 +202,8 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       if (log.is_open()) {
         const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        log << n << ',' << t << ',' << in.seq_len << ',' << r.cell.width << ',' << r.cell.depth << ',' << r.predicted_ms << ','
-            << r.measured_ms << ',' << label << '\n';
+        log << n << ',' << t << ',' << in.seq_len << ',' << r.cell.width << ',' << r.cell.depth << ','
+            << to_string(r.cell.precision) << ',' << r.predicted_ms << ',' << r.measured_ms << ',' << label << '\n';
       }
     }
     if (bad) std::fprintf(stderr, "%ld of %ld lines not classified\n", bad, n);

@@ -176,17 +176,22 @@ int main(int argc, char** argv) {
   app.add_option("--init", init_dir, "start the teacher from this Hugging Face checkpoint folder instead of random weights");
   app.set_config("--config", "", "read any of these options from a TOML/INI file (key = value)");
   app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
-  for (int i = 1; i + 1 < argc; ++i)  // a --config that is not text is refused before CLI11 reads it
-    if (std::string(argv[i]) == "--config") {
-      std::ifstream f(argv[i + 1], std::ios::binary);
+  for (int i = 1; i < argc; ++i) {  // a --config that is not text is refused before CLI11 reads it
+    const std::string arg = argv[i];
+    std::string file;
+    if (arg == "--config" && i + 1 < argc) file = argv[i + 1];
+    else if (arg.rfind("--config=", 0) == 0) file = arg.substr(9);
+    if (!file.empty()) {
+      std::ifstream f(file, std::ios::binary);
       std::string head(4096, '\0');
       f.read(head.data(), static_cast<std::streamsize>(head.size()));
       head.resize(static_cast<std::size_t>(f.gcount()));
       if (!f.bad() && head.find('\0') != std::string::npos) {
-        std::fprintf(stderr, "error: --config %s is not a text file\n", argv[i + 1]);
+        std::fprintf(stderr, "error: --config %s is not a text file\n", file.c_str());
         return 2;
       }
     }
+  }
   CLI11_PARSE(app, argc, argv);
   if (max_len <= 0) max_len = task == "spam" ? 128 : 64;
   try {
@@ -428,10 +433,16 @@ int main(int argc, char** argv) {
       mean_base += base[i].metrics.accuracy / cells.size();
     }
     // 6. outputs
-    student.params().save(out + "/checkpoint", {{"dynabert_widths", "[1.0, 0.75, 0.5, 0.25]"},
-                                                {"dynabert_depths", "[1.0, 0.75, 0.5]"},
-                                                {"dynabert_grid", grid.dump()}});
-    std::filesystem::copy_file(data + "/vocab/vocab.txt", out + "/checkpoint/vocab.txt", fs::copy_options::overwrite_existing);
+    // the checkpoint is written whole into a hidden folder beside it, then put in place: a folder
+    // named checkpoint is always complete (weights, config.json, vocab.txt)
+    const io::OutputFolder ck = io::plan_output_folder(out + "/checkpoint", "", /*force=*/false);
+    fs::remove_all(ck.tmp);
+    student.params().save(ck.tmp, {{"dynabert_widths", "[1.0, 0.75, 0.5, 0.25]"},
+                                   {"dynabert_depths", "[1.0, 0.75, 0.5]"},
+                                   {"dynabert_grid", grid.dump()}});
+    std::filesystem::copy_file(data + "/vocab/vocab.txt", ck.tmp + "/vocab.txt", fs::copy_options::overwrite_existing);
+    io::sync_path(ck.tmp + "/vocab.txt");
+    io::replace_folder(ck);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::ostringstream summary;
     double mean_f1 = 0;

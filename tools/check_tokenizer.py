@@ -146,7 +146,7 @@ ADVERSARIAL = [
     "emoji 😀👍🏽 ok", "中文字符和日本語のテキスト", "한국어 텍스트", "mixed中文english", "[CLS] start [SEP] end [MASK]",
     "word[SEP]word", "[C\x00LS] not special", "[cls] lower", "a" * 120, "x" + "é" * 101, "   ", "\t\n", "",
     "don't won't y'all", "3.14 1,000,000 $5 50% 10-20", "e-mail@example.com http://a.b/c?d=e", "“quoted” ‘single’ «guillemets»",
-    "ÀÉÎÕÜ àéîõü ÇÑ", "Ωmega ωmega µ", "Ⅻ ⅻ ① ⒜", "ﾊﾝｶｸ ＦＵＬＬ", "a\u0301 e\u0308 combining", "\ufeffbom", "\ufffdreplacement",
+    "ÀÉÎÕÜ àéîõü ÇÑ", "\u00aaΣ \u00baΣ \U0001F130Σ xΣ", "Ωmega ωmega µ", "Ⅻ ⅻ ① ⒜", "ﾊﾝｶｸ ＦＵＬＬ", "a\u0301 e\u0308 combining", "\ufeffbom", "\ufffdreplacement",
 ]
 
 

@@ -102,6 +102,16 @@ BOOST_AUTO_TEST_CASE(real_vocabulary_hand_checked_ids, *boost::unit_test::precon
   // special tokens written in the text stay whole (exact case); other brackets split
   BOOST_TEST(t.tokenize("hello [MASK]![SEP]") == I({7592, 103, 999, 102}), boost::test_tools::per_element());
   BOOST_TEST(t.tokenize("[cls]") == I({1031, 18856, 2015, 1033}), boost::test_tools::per_element());
+  // Python's str.lower(): a word-final capital sigma becomes the final form (after a cased letter,
+  // including Other_Lowercase ones like U+00AA); dotted capital I; U+2028 splits words as
+  // str.split() does; text of white space only has no token; a NUL inside a special token breaks it
+  // (ids from tools/check_tokenizer.py's reference)
+  BOOST_TEST(t.tokenize("ΟΔΟΣ ΣΑΣ Σ") == I({1169, 29722, 15297, 1173, 14608, 19579, 1173}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("\u00aaΣ") == I({1076, 19579}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("İstanbul") == I({9960}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("line\u2028break") == I({2240, 3338}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("   ").empty());
+  BOOST_TEST(t.tokenize(std::string("[C\0LS]", 6)) == I({1031, 18856, 2015, 1033}), boost::test_tools::per_element());
 }
 
 // ---- dataset readers and splits -----------------------------------------------------------------

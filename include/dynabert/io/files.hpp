@@ -85,6 +85,64 @@ inline void publish_folder(const std::string& tmp, const std::string& final) {
   sync_path(parent_folder(final));
 }
 
+/// Where a program writes an output folder that it replaces whole (dynabert_export,
+/// dynabert_rewire): `final` (the --out path without a trailing slash) and `tmp`, a hidden sibling
+/// unique to this process, which the program fills and then hands to replace_folder().
+struct OutputFolder {
+  std::string final, tmp;
+};
+
+/// Checks an output folder before anything is written: it must not be, contain or lie inside
+/// `input` (the folder read; "" when there is none); an existing `out` must be a folder that holds a checkpoint
+/// (config.json or model.safetensors) or nothing, unless `force`: a typo never deletes a folder
+/// of other files. InputError names what is wrong.
+inline OutputFolder plan_output_folder(const std::string& out, const std::string& input, bool force = false) {
+  namespace fs = std::filesystem;
+  DYNABERT_REQUIRE(!out.empty(), InputError, "the output folder is empty");
+  fs::path o = fs::path(out);
+  while (!o.has_filename() && o.has_parent_path() && o != o.root_path()) o = o.parent_path();  // "x/" -> "x"
+  DYNABERT_REQUIRE(o.has_filename() && o.filename() != "." && o.filename() != "..", InputError, "--out ", out,
+                   " does not name a folder of its own");
+  std::error_code ec;
+  const fs::path out_abs = fs::weakly_canonical(fs::absolute(o, ec), ec);
+  const fs::path in_abs = input.empty() ? fs::path() : fs::weakly_canonical(fs::absolute(input, ec), ec);
+  auto inside = [](const fs::path& a, const fs::path& b) {  // a is b or below b
+    auto ai = a.begin(), bi = b.begin();
+    for (; bi != b.end() && !bi->empty(); ++ai, ++bi)
+      if (ai == a.end() || *ai != *bi) return false;
+    return true;
+  };
+  DYNABERT_REQUIRE(input.empty() || (!inside(out_abs, in_abs) && !inside(in_abs, out_abs)), InputError, "--out ", out,
+                   " overlaps ", input, ": write to a folder of its own");
+  if (fs::exists(o, ec)) {
+    DYNABERT_REQUIRE(fs::is_directory(o, ec), InputError, "--out ", out, " exists and is not a folder");
+    const bool checkpoint = fs::exists(o / "config.json", ec) || fs::exists(o / "model.safetensors", ec);
+    DYNABERT_REQUIRE(force || checkpoint || fs::is_empty(o, ec), InputError, "--out ", out,
+                     " exists and holds files that are not a checkpoint: choose another folder (or --force to replace it)");
+  }
+  const fs::path tmp = o.parent_path() / ("." + o.filename().string() + ".tmp." + std::to_string(::getpid()));
+  return {o.string(), tmp.string()};
+}
+
+/// Puts the finished folder `f.tmp` (every file in it synced) in place of `f.final`, durably: an
+/// existing final folder is first renamed aside and removed only after the new one is in place, so
+/// a kill leaves the old folder, or the new one, or both side by side (then the old one is named
+/// ".<name>.old.<pid>").
+inline void replace_folder(const OutputFolder& f) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(f.final, ec)) {
+    publish_folder(f.tmp, f.final);
+    return;
+  }
+  const fs::path o(f.final);
+  const std::string old = (o.parent_path() / ("." + o.filename().string() + ".old." + std::to_string(::getpid()))).string();
+  fs::rename(f.final, old, ec);
+  DYNABERT_REQUIRE(!ec, IoError, f.final, ": cannot move the previous folder aside (", ec.message(), ")");
+  publish_folder(f.tmp, f.final);
+  fs::remove_all(old, ec);
+}
+
 /// Removes, in `folder` (not below), what killed writers leave: files "*.tmp.<digits>" and
 /// folders "*.tmp". Returns how many were removed.
 inline int remove_orphans(const std::string& folder) {

@@ -9,6 +9,7 @@
 //  - objects keep their keys in order; duplicate keys are an error unless asked for.
 // Every error is a FormatError naming the source and the byte offset.
 #pragma once
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -31,6 +32,10 @@ namespace dynabert::io {
 inline constexpr int kJsonMaxDepth = 32;
 /// Largest JSON file read_json_file reads by default.
 inline constexpr std::uint64_t kJsonMaxBytes = 64ull << 20;
+/// Most values (numbers, strings, arrays, objects...) in one JSON text: a parsed value takes about
+/// 100 bytes, so this bounds the memory any text can ask for (about 400 MB) before its content is
+/// checked; every file the library reads has far fewer.
+inline constexpr std::uint64_t kJsonMaxValues = 4ull << 20;
 
 /// A JSON value.
 class Json {
@@ -290,6 +295,8 @@ class JsonParser {
   }
   Json value(int depth) {
     if (depth >= kJsonMaxDepth) raise<FormatError>(src_, ": JSON nests deeper than ", kJsonMaxDepth, " levels (at byte ", p_, ")");
+    if (++values_ > kJsonMaxValues)
+      raise<FormatError>(src_, ": JSON holds more than ", kJsonMaxValues, " values (at byte ", p_, ")");
     if (p_ >= t_.size()) fail("unexpected end");
     const char c = t_[p_];
     if (c == '{') return object(depth);
@@ -313,7 +320,7 @@ class JsonParser {
       skip();
       if (p_ >= t_.size() || t_[p_] != '"') fail("expected a string key");
       std::string key = string();
-      if (!dup_)
+      if (!dup_ && o.o_.size() < kLinearKeys)  // small objects: compared as they grow; large ones once, sorted
         for (const auto& m : o.o_)
           if (m.first == key) raise<FormatError>(src_, ": key '", key, "' appears twice in an object");
       skip();
@@ -328,10 +335,22 @@ class JsonParser {
       }
       if (p_ < t_.size() && t_[p_] == '}') {
         ++p_;
+        if (!dup_ && o.o_.size() > kLinearKeys) check_unique(o);
         return o;
       }
       fail("expected ',' or '}'");
     }
+  }
+  /// Objects up to this many keys are checked for duplicates as they grow (quadratic, but tiny);
+  /// larger ones by sorting their keys once: linear-logarithmic in the key count.
+  static constexpr std::size_t kLinearKeys = 16;
+  void check_unique(const Json& o) const {
+    std::vector<std::string_view> keys;
+    keys.reserve(o.o_.size());
+    for (const auto& m : o.o_) keys.emplace_back(m.first);
+    std::sort(keys.begin(), keys.end());
+    for (std::size_t i = 1; i < keys.size(); ++i)
+      if (keys[i] == keys[i - 1]) raise<FormatError>(src_, ": key '", std::string(keys[i]), "' appears twice in an object");
   }
   Json array(int depth) {
     ++p_;
@@ -496,6 +515,7 @@ class JsonParser {
   const std::string& src_;
   bool dup_;
   std::size_t p_ = 0;
+  std::uint64_t values_ = 0;
 };
 
 /// Parses `text`; FormatError "<source>: not valid JSON (... at byte N)" or "... nests deeper".

@@ -180,6 +180,9 @@ class BertWeights : public ParameterSet<T> {
       const auto& shape = r.info("classifier.weight").shape;
       DYNABERT_REQUIRE(shape.size() == 2, FormatError, r.file_name("classifier.weight"),
                        ": tensor 'classifier.weight' must be 2-D");
+      DYNABERT_REQUIRE(shape[0] >= 1 && shape[0] <= BertConfig::kMaxLabels, FormatError, r.file_name("classifier.weight"),
+                       ": tensor 'classifier.weight' has ", shape[0], " rows (labels); 1 to ", BertConfig::kMaxLabels,
+                       " are accepted");
       heads.num_labels = static_cast<int>(shape[0]);
       DYNABERT_REQUIRE(config.num_labels() == 0 || config.num_labels() == heads.num_labels, FormatError,
                        "config.json declares ", config.num_labels(), " labels but classifier.weight has ",

@@ -336,6 +336,11 @@ class BertTokenizer {
   static bool cased(char32_t c) {
     const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
     if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT) return true;
+    // Other_Lowercase / Other_Uppercase letters without a case mapping that are not case-ignorable
+    // (Python 3.11, Unicode 14: found by trying every code point before a capital sigma)
+    if (c == 0xAA || c == 0xBA || (c >= 0x1F130 && c <= 0x1F149) || (c >= 0x1F150 && c <= 0x1F169) ||
+        (c >= 0x1F170 && c <= 0x1F189))
+      return true;
     const auto u = static_cast<utf8proc_int32_t>(c);
     return utf8proc_tolower(u) != u || utf8proc_toupper(u) != u;
   }
