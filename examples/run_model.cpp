@@ -107,7 +107,7 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Run a BERT checkpoint at any DynaBERT width and depth"};
-  std::string model_dir, inputs_file, output_file, generate_dir, preset_name = "small";
+  std::string model_dir, inputs_file, output_file, generate_dir, preset_name = "small", precision_name = "fp32";
   double width = 1.0, depth = 1.0;
   int threads = 1, repeat = 0, labels = 2;
   unsigned long seed = 1;
@@ -118,6 +118,8 @@ int main(int argc, char** argv) {
   app.add_option("--depth", depth, "depth multiplier m_d in (0, 1]");
   app.add_option("--threads", threads, "threads")->check(CLI::Range(1, Threads::kMaxThreads));
   app.add_option("--output", output_file, "write logits and hidden states to this .safetensors file");
+  app.add_option("--precision", precision_name, "arithmetic of the encoder's linear layers: fp32, bf16 or int8")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   app.add_flag("--grid", grid, "time all 12 DynaBERT cells (widths 1, .75, .5, .25 x depths 1, .75, .5)");
   app.add_option("--repeat", repeat, "time this many calls and print the median")->check(CLI::Range(0, 1000000));
   app.add_option("--generate", generate_dir, "write a randomly initialised checkpoint to this folder and exit");
@@ -139,7 +141,9 @@ int main(int argc, char** argv) {
     }
     DYNABERT_REQUIRE(!model_dir.empty() && !inputs_file.empty(), InputError, "--model and --inputs are required");
     const auto t0 = std::chrono::steady_clock::now();
-    ElasticBert<float> model(BertWeights<float>::load(model_dir));
+    Precision precision = Precision::kFp32;
+    parse_precision(precision_name, precision);
+    ElasticBert<float> model(BertWeights<float>::load(model_dir), {precision});
     const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     const auto& cfg = model.config();
     Batch batch = read_inputs(inputs_file, cfg.pad_token_id, cfg.max_position_embeddings);
@@ -151,9 +155,9 @@ int main(int argc, char** argv) {
     in.attention_mask = batch.mask.data();
     in.batch = batch.B;
     in.seq_len = batch.S;
-    std::fprintf(stderr, "model: %d layers, hidden %d, %d heads, FFN %d, %d labels; loaded in %.0f ms; %s, %d thread(s)\n",
+    std::fprintf(stderr, "model: %d layers, hidden %d, %d heads, FFN %d, %d labels; loaded in %.0f ms; %s, %s, %d thread(s)\n",
                  cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
-                 model.num_labels(), load_ms, simd::arch_name(), threads);
+                 model.num_labels(), load_ms, to_string(precision), simd::arch_name(), threads);
 
     auto time_cell = [&](const SubNetwork& net, int reps) {
       std::vector<float> sink(static_cast<std::size_t>(batch.B) * std::max(1, model.num_labels()) * cfg.hidden_size);
@@ -175,6 +179,7 @@ int main(int argc, char** argv) {
       for (double wm : {1.0, 0.75, 0.5, 0.25})
         for (double dm : {1.0, 0.75, 0.5}) {
           auto net = SubNetwork::dynabert(cfg, wm, dm);
+          net.precision = precision;
           const double ms = time_cell(net, std::max(repeat, 5));
           const double gf = net.encoder_flops(cfg, batch.S) * batch.B / 1e9;
           std::printf("| %.2f | %.2f | %d | %d | %d | %.1f | %.2f | %.2f | %.1f |\n", wm, dm, net.heads[0], net.neurons[0],
@@ -184,6 +189,7 @@ int main(int argc, char** argv) {
     }
 
     auto net = SubNetwork::dynabert(cfg, width, depth);
+    net.precision = precision;
     const int C = model.num_labels();
     std::vector<float> logits(static_cast<std::size_t>(batch.B) * std::max(C, 0));
     std::vector<float> pooled(static_cast<std::size_t>(batch.B) * cfg.hidden_size);
@@ -219,6 +225,7 @@ int main(int argc, char** argv) {
       w.add("hidden_states", {net.depth() + 1, batch.B, batch.S, cfg.hidden_size}, states.data());
       w.add_metadata("width", std::to_string(width));
       w.add_metadata("depth", std::to_string(depth));
+      w.add_metadata("precision", to_string(precision));
       w.write(output_file);
       std::printf("wrote %s\n", output_file.c_str());
     }

@@ -676,6 +676,53 @@ BOOST_AUTO_TEST_CASE(every_cell_in_bf16_and_int8_stays_close_to_fp32_and_allocat
   BOOST_TEST(int8_only.weight_bytes() < m.weight_bytes() / 2);
 }
 
+BOOST_AUTO_TEST_CASE(int8_checkpoints_serve_their_own_values_without_requantizing) {
+  BertWeights<float> w(random_config(3, 64, 4, 160), HeadSpec{true, 2});
+  w.init_random(41, 0.08, true);
+  const auto dir = std::filesystem::temp_directory_path() / ("dynabert_int8_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  w.save(dir.string(), {}, /*int8=*/true);
+  const auto loaded = BertWeights<float>::load(dir.string());
+  const std::string q = "encoder.layer.1.intermediate.dense.weight";
+  const QuantizedMatrix* m = loaded.quantized(q);
+  BOOST_REQUIRE(m != nullptr);
+  BOOST_TEST(m->rows == 160);
+  BOOST_TEST(loaded.quantized("embeddings.word_embeddings.weight") == nullptr);
+  // the float view is q x scale, within half a step of the original
+  for (int r = 0; r < 160; r += 7)
+    for (int c = 0; c < 64; ++c) {
+      const float orig = w.tensor(q)[r * 64 + c], back = loaded.tensor(q)[r * 64 + c];
+      BOOST_REQUIRE(back == static_cast<float>(m->q[r * 64 + c]) * m->scale[r]);
+      BOOST_REQUIRE(std::abs(back - orig) <= 0.5001f * m->scale[r]);
+    }
+  // INT8 from the checkpoint computes bitwise what INT8 from the original weights computes (the
+  // same per-row quantization, stored and read back, not re-derived from q x scale)
+  const ElasticBert<float> a(w, {Precision::kInt8}), b(loaded, {Precision::kInt8});
+  auto wa = a.make_workspace({2, 9, 1}), wb = b.make_workspace({2, 9, 1});
+  std::vector<std::int32_t> ids = {1, 5, 9, 22, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 0, 0, 0, 0};
+  Inputs in;
+  in.input_ids = ids.data(); in.batch = 2; in.seq_len = 9;
+  std::vector<float> la(4), lb(4);
+  Outputs o;
+  for (double width : {1.0, 0.5}) {
+    auto net = SubNetwork::dynabert(w.config(), width, 1.0);
+    net.precision = Precision::kInt8;
+    o.logits = la.data();
+    a.forward(in, net, o, wa);
+    o.logits = lb.data();
+    b.forward(in, net, o, wb);
+    BOOST_TEST(std::memcmp(la.data(), lb.data(), sizeof(float) * 4) == 0, "width " << width);
+  }
+  // a changed parameter set forgets its int8 values; bad int8 files are named errors
+  auto changed = loaded;
+  changed.tensor(q)[0] += 1.0f;
+  BOOST_TEST(changed.quantized(q) == nullptr);
+  auto t = io::SafetensorsFile((dir / "model.safetensors").string());
+  BOOST_TEST(t.info("bert." + q).dtype_name == "I8");
+  BOOST_TEST(t.info("bert." + q + "_scale").dtype_name == "F32");
+  std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_CASE(precisions_a_model_was_not_prepared_for_are_named_errors) {
   BertWeights<float> w(random_config(2, 32, 2, 64), HeadSpec{true, 2});
   w.init_random(3);
