@@ -388,10 +388,11 @@ int main(int argc, char** argv) {
     const int classes = std::max(2, student.params().heads().num_labels);
     io::create_folders(out);
     std::ostringstream md, csv;
+    // the ablation columns only when the ablations ran (no columns of nan)
     md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy | macro-F1 |"
-          " BF16 accuracy | INT8 accuracy | INT8 latency ms |"
-          " teacher's cell, no DynaBERT | DynaBERT without rewiring | same size trained directly |\n"
-       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+          " BF16 accuracy | INT8 accuracy | INT8 latency ms | teacher's cell, no DynaBERT |"
+       << (ablations ? " DynaBERT without rewiring | same size trained directly |" : "") << "\n"
+       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" << (ablations ? "---:|---:|" : "") << "\n";
     csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy,no_rewiring_accuracy,direct_accuracy,"
            "bf16_accuracy,int8_accuracy,bf16_latency_ms,int8_latency_ms\n";
     io::Json grid = io::Json::array();
@@ -413,10 +414,15 @@ int main(int argc, char** argv) {
       worst_bf16 = std::max(worst_bf16, std::abs(acc[1] - acc[0]));
       worst_int8 = std::max(worst_int8, std::abs(acc[2] - acc[0]));
       char line[400];
-      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.3f | %.4f | %.4f | %.4f |\n",
+      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.3f | %.4f |",
                     cells[i].width, cells[i].depth, params, gf, ms, acc[0], f1[0], acc[1], acc[2], lat[2],
-                    base[i].metrics.accuracy, no_rewire[i], direct[i]);
+                    base[i].metrics.accuracy);
       md << line;
+      if (ablations) {
+        std::snprintf(line, sizeof line, " %.4f | %.4f |", no_rewire[i], direct[i]);
+        md << line;
+      }
+      md << "\n";
       std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", cells[i].width,
                     cells[i].depth, params, gf, ms, acc[0], f1[0], base[i].metrics.accuracy, no_rewire[i], direct[i], acc[1],
                     acc[2], lat[1], lat[2]);
@@ -449,8 +455,9 @@ int main(int argc, char** argv) {
     for (auto& m : dyn) mean_f1 += m.metrics.macro_f1 / dyn.size();
     summary << "Task " << task << ", pretraining: " << pretrain_note << ". Teacher (full size) test accuracy " << teacher_m.accuracy
             << " (macro-F1 " << teacher_m.macro_f1 << "); DynaBERT full-size cell " << dyn[0].metrics.accuracy
-            << "; mean over the 12 cells: DynaBERT " << mean_dyn << ", teacher's sub-networks without DynaBERT " << mean_base
-            << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct << "; DynaBERT mean macro-F1 " << mean_f1
+            << "; mean over the 12 cells: DynaBERT " << mean_dyn << ", teacher's sub-networks without DynaBERT " << mean_base;
+    if (ablations) summary << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct;
+    summary << "; DynaBERT mean macro-F1 " << mean_f1
             << "; largest change of a cell's accuracy against FP32: BF16 " << worst_bf16 * 100 << " points, INT8 " << worst_int8 * 100
             << " points (" << test_set.size() << " test examples). " << train_set.size() << " training sentences";
     if (deterministic) summary << " (--deterministic: no latency or time measured).\n";

@@ -8,7 +8,8 @@
 #  2. serves a few sentences with the trained checkpoint under a latency budget (dynabert_serve:
 #     calibration, then the most accurate cell that fits) and exports the (0.5, 0.5) cell as a
 #     standalone checkpoint (dynabert_export);
-#  3. times the 12 cells at BERT-base size (random weights, sequence length 128) on 1 and 2 threads.
+#  3. times the 12 cells at BERT-base size (random weights, sequence length 128) on 1 and 2 threads,
+#     and in BF16 and INT8 on 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --plot
@@ -34,6 +35,10 @@ fi
 /usr/bin/python3 -c 'import json; print(json.dumps([[101] + [1000 + (i * 37) % 20000 for i in range(126)] + [102]]))' \
   > .data/demo_inputs.json
 for t in 1 2; do
-  echo "== 3. BERT-base, sequence length 128, batch 1, $t thread(s): every DynaBERT cell =="
+  echo "== 3. BERT-base, sequence length 128, batch 1, $t thread(s): every DynaBERT cell (FP32) =="
   "$run" --model .data/bert-base-random --inputs .data/demo_inputs.json --grid --threads "$t" --repeat 9
+done
+for p in bf16 int8; do
+  echo "== 3. the same on 2 threads in ${p^^} (docs/performance.md compares it with ONNX Runtime's INT8) =="
+  "$run" --model .data/bert-base-random --inputs .data/demo_inputs.json --grid --threads 2 --repeat 9 --precision "$p"
 done

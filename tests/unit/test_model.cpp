@@ -747,9 +747,11 @@ BOOST_AUTO_TEST_CASE(precisions_a_model_was_not_prepared_for_are_named_errors) {
   // a session holds packings per its options and names cells by precision
   SessionOptions so;
   so.max_batch = 1; so.max_seq_len = 8;
-  so.widths = {1.0, 0.5};
   so.precisions = {Precision::kInt8, Precision::kFp32};
-  Session<float> s(w, so);
+  Session<float> s(w, so);  // 2 heads: width 0.25 keeps none; those cells are skipped, not an error
+  BOOST_TEST(s.skipped_cells().size() == 3u);
+  BOOST_TEST(s.skipped_cells().front().first == 0.25);
+  BOOST_TEST((s.cell(0.1 + 0.4, 0.25 + 0.25, Precision::kFp32).precision == Precision::kFp32));  // matched within 1e-9
   BOOST_TEST((s.cell(1.0, 1.0).precision == Precision::kInt8));  // the first precision is the default
   BOOST_TEST((s.cell(0.5, 0.5, Precision::kFp32).precision == Precision::kFp32));
   BOOST_TEST(has(error_of([&] { (void)s.cell(1.0, 1.0, Precision::kBf16); }), "was not prepared"));

@@ -271,7 +271,6 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
 template <int MR>
 [[gnu::always_inline]] inline void store_tile(simd::Batch (&acc)[MR][GemmShape::kNV], float* __restrict c, long ldc,
                                               int n_valid, bool accumulate, const Epilogue* ep, long row0, long col0) {
-  using B = simd::Batch;
   constexpr int L = simd::kLanes;
   constexpr int NV = GemmShape::kNV;
   if (n_valid == kNR) {

@@ -12,6 +12,9 @@
 // every call's measured latency.
 #pragma once
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -19,9 +22,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/core/simd.hpp"
+#include "dynabert/io/checkpoint.hpp"
 #include "dynabert/io/safetensors.hpp"
 #include "dynabert/model/bert.hpp"
 #include "dynabert/model/elastic.hpp"
@@ -63,19 +69,42 @@ template <class T = float, class Dims = DynamicDims>
 class Session {
  public:
   Session(const BertWeights<T>& weights, SessionOptions opt) : opt_(std::move(opt)), model_(weights, opt_.precisions) {
+    warn_about_build();
     DYNABERT_REQUIRE(opt_.max_concurrent_calls >= 1, InputError, "max_concurrent_calls must be >= 1, got ",
                      opt_.max_concurrent_calls);
     for (int i = 0; i < opt_.max_concurrent_calls; ++i) {
       pool_.push_back(model_.make_workspace({opt_.max_batch, opt_.max_seq_len, opt_.max_threads}));
       free_.push_back(i);
     }
+    // cells a model cannot run (a width that keeps no head of a small model) are skipped, and
+    // listed in skipped_cells(); a width or depth outside (0, 1] is an error
     for (Precision p : opt_.precisions)
       for (double d : opt_.depths)
         for (double w : opt_.widths) {
+          DYNABERT_REQUIRE(w > 0 && w <= 1 && d > 0 && d <= 1, InputError, "session cell (width ", w, ", depth ", d,
+                           ") is outside (0, 1]");
+          if (!runnable(w, d)) {
+            if (p == opt_.precisions.front()) skipped_.push_back({w, d});
+            continue;
+          }
           cells_.push_back({w, d, SubNetwork::dynabert(model_.config(), w, d)});
           cells_.back().net.precision = p;
         }
+    DYNABERT_REQUIRE(!cells_.empty(), InputError, "no cell of the session's widths and depths can run on this model");
   }
+
+  /// The instruction set the kernels were compiled for ("avx512bw", "avx2", "sse2", "neon"...).
+  static const char* simd_arch() { return simd::arch_name(); }
+  /// Whether this translation unit was compiled with optimisation and at least AVX2 / NEON.
+  static bool fast_build() {
+#if defined(__OPTIMIZE__)
+    return simd::kLanes >= 8 || (simd::kLanes == 4 && !std::is_same_v<simd::Arch, xsimd::sse2>);
+#else
+    return false;
+#endif
+  }
+  /// Cells of the options that the model cannot run (they keep no head or no layer), skipped.
+  const std::vector<std::pair<double, double>>& skipped_cells() const { return skipped_; }
 
   /// Loads a checkpoint folder; its "dynabert_grid" metadata, when present, becomes the grid.
   static std::unique_ptr<Session> open(const std::string& dir, SessionOptions opt) {
@@ -115,8 +144,8 @@ class Session {
   /// The prepared sub-network of cell (width, depth) in precision p: one of options().widths x
   /// depths x precisions.
   const SubNetwork& cell(double width, double depth, Precision p) const {
-    for (auto& c : cells_)
-      if (c.width == width && c.depth == depth && c.net.precision == p) return c.net;
+    for (auto& c : cells_)  // matched within 1e-9 (0.1 + 0.65 and 0.75 name the same cell)
+      if (std::abs(c.width - width) <= 1e-9 && std::abs(c.depth - depth) <= 1e-9 && c.net.precision == p) return c.net;
     raise<InputError>("cell (width ", width, ", depth ", depth, ", ", to_string(p),
                       ") was not prepared; the session has the widths, depths and precisions of its options");
   }
@@ -212,11 +241,32 @@ class Session {
     Lease& operator=(const Lease&) = delete;
   };
 
+  /// The checkpoint's metadata: of model.safetensors, or of the first shard of a sharded one.
   static std::map<std::string, std::string> read_metadata(const std::string& dir) {
-    namespace fs = std::filesystem;
-    const fs::path single = fs::path(dir) / "model.safetensors";
-    if (fs::exists(single)) return io::SafetensorsFile(single.string()).metadata();
-    return {};
+    return io::CheckpointReader(dir).metadata();
+  }
+  /// Once per process, on stderr (unless DYNABERT_QUIET is set): a build without optimisation or
+  /// with only SSE2 runs tens to hundreds of times slower than it should.
+  static void warn_about_build() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+      if (fast_build() || std::getenv("DYNABERT_QUIET")) return;
+      std::fprintf(stderr,
+                   "dynabert: this program was compiled %s for %s: expect it to run far slower than it can "
+                   "(compile with -O2 or -O3 and -march=native; docs/embedding.md)\n",
+#if defined(__OPTIMIZE__)
+                   "with optimisation",
+#else
+                   "without optimisation",
+#endif
+                   simd::arch_name());
+    });
+  }
+  bool runnable(double w, double d) const {
+    const auto& c = model_.config();
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      if (round_half_even(c.layer_heads(l) * w) < 1) return false;
+    return round_half_even(c.num_hidden_layers * d) >= 1;
   }
 
   SessionOptions opt_;
@@ -226,6 +276,7 @@ class Session {
   mutable std::mutex m_;
   mutable std::condition_variable cv_;
   std::vector<Cell> cells_;
+  std::vector<std::pair<double, double>> skipped_;
   std::vector<GridCell> grid_;
   std::vector<SubNetwork> grid_nets_;
   std::unique_ptr<BudgetController> budget_;
