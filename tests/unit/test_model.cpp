@@ -767,3 +767,55 @@ BOOST_AUTO_TEST_CASE(precisions_a_model_was_not_prepared_for_are_named_errors) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// ---- classify and embed texts in one call (serve/text_session.hpp) --------------------------------
+BOOST_AUTO_TEST_SUITE(text_session)
+
+BOOST_AUTO_TEST_CASE(classify_and_embed_texts_in_one_call) {
+  SessionOptions so;
+  so.max_batch = 2;  // 5 texts: three chunks
+  so.max_seq_len = 16;
+  const auto ts = TextSession::open(kFixtures + "/tiny", so, kFixtures + "/wordpiece");
+  const std::vector<std::string> texts = {"hello world!", "the cafes", "unaffable naive resume", "don't", "xy abc"};
+  const auto r = ts->classify(texts, 0.5, 0.5);
+  BOOST_REQUIRE(r.labels.size() == texts.size());
+  BOOST_TEST(r.num_labels == 3);
+  BOOST_TEST(r.cell.width == 0.5);
+  const auto& net = ts->session().cell(0.5, 0.5);
+  auto& model = ts->session().model();
+  auto ws = model.make_workspace({1, 16, 1});
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    // each text alone, through the model: the same probabilities (padding and chunks change nothing)
+    const auto e = ts->tokenizer().encode(texts[i], std::nullopt, 16);
+    Inputs in;
+    in.input_ids = e.ids.data(); in.token_type_ids = e.type_ids.data(); in.batch = 1;
+    in.seq_len = static_cast<int>(e.ids.size());
+    std::vector<float> logits(3), last(e.ids.size() * 64);
+    Outputs o;
+    o.logits = logits.data();
+    o.last_hidden = last.data();
+    model.forward(in, net, o, ws);
+    const float mx = *std::max_element(logits.begin(), logits.end());
+    double sum = 0;
+    for (float& l : logits) sum += (l = std::exp(l - mx));
+    for (int c = 0; c < 3; ++c) BOOST_TEST(std::abs(r.probability(static_cast<int>(i), c) - logits[c] / sum) < 1e-6);
+    BOOST_TEST((r.names[i] == "neg" || r.names[i] == "neu" || r.names[i] == "pos"));
+    // embeddings: CLS, mean and max of the final hidden states, normalised or not
+    for (Pooling p : {Pooling::kCls, Pooling::kMean, Pooling::kMax}) {
+      const auto v = ts->embed(texts, p, /*normalize=*/false, 0.5, 0.5);
+      const auto u = ts->embed(texts, p, /*normalize=*/true, 0.5, 0.5);
+      double n2 = 0;
+      for (int j = 0; j < 64; ++j) {
+        float want = p == Pooling::kCls ? last[j] : p == Pooling::kMax ? -INFINITY : 0.0f;
+        for (std::size_t t = 0; t < e.ids.size() && p != Pooling::kCls; ++t)
+          want = p == Pooling::kMax ? std::max(want, last[t * 64 + j]) : want + last[t * 64 + j] / e.ids.size();
+        BOOST_TEST(std::abs(v[i * 64 + j] - want) < 1e-5);
+        n2 += double(u[i * 64 + j]) * u[i * 64 + j];
+      }
+      BOOST_TEST(std::abs(n2 - 1.0) < 1e-5);
+    }
+  }
+  BOOST_TEST(has(error_of([&] { (void)ts->classify(texts, 0.3, 0.5); }), "was not prepared"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

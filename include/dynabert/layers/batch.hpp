@@ -12,6 +12,7 @@
 
 #include "dynabert/core/aligned.hpp"
 #include "dynabert/core/error.hpp"
+#include "dynabert/core/token_batch.hpp"
 
 namespace dynabert {
 
@@ -26,6 +27,17 @@ struct Inputs {
   int batch = 0;
   int seq_len = 0;
 };
+
+/// The Inputs of an owned batch (views into it: it must outlive the call).
+inline Inputs inputs_of(const TokenBatch& b) {
+  Inputs in;
+  in.input_ids = b.ids.data();
+  in.token_type_ids = b.type_ids.empty() ? nullptr : b.type_ids.data();
+  in.lengths = b.lengths.data();
+  in.batch = b.batch;
+  in.seq_len = b.seq_len;
+  return in;
+}
 
 /// Where each sequence's rows are and which keys it attends (views into a LayoutStorage).
 struct BatchLayout {

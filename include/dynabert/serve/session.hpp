@@ -11,6 +11,7 @@
 // can instead give a budget in milliseconds: a BudgetController picks the cell and learns from
 // every call's measured latency.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -64,6 +65,22 @@ struct BudgetedCall {
   GridCell cell;
   double predicted_ms = 0, measured_ms = 0;
 };
+
+/// What Session::classify returns: per sequence the label and its name, and the probability of
+/// every label.
+struct Classification {
+  int num_labels = 0;
+  std::vector<int> labels;               ///< [batch] most probable label
+  std::vector<std::string> names;        ///< [batch] its name (config.json's id2label)
+  std::vector<float> probabilities;      ///< [batch, num_labels] softmax of the logits
+  GridCell cell;                         ///< the cell that ran (the last one, under a budget)
+  double ms = 0;                         ///< wall time of the whole call
+  float probability(int b, int label) const { return probabilities[static_cast<std::size_t>(b) * num_labels + label]; }
+};
+
+/// How Session::embed makes one vector of a sequence's final hidden states: the [CLS] token's,
+/// the mean or the element-wise maximum over its tokens (padding excluded).
+enum class Pooling { kCls, kMean, kMax };
 
 template <class T = float, class Dims = DynamicDims>
 class Session {
@@ -165,6 +182,81 @@ class Session {
     run(in, cell(width, depth, p), out, threads);
   }
 
+  /// Classifies every sequence of `b` (any number: run in chunks of options().max_batch) at `net`.
+  /// Thread-safe as run() is; allocates only the result.
+  Classification classify(const TokenBatch& b, const SubNetwork& net, const Threads& threads = Threads()) const {
+    Classification r = start_classification(b, net);
+    const auto a = std::chrono::steady_clock::now();
+    for_chunks(b, [&](const Inputs& in, int b0) {
+      Outputs o;
+      o.logits = r.probabilities.data() + static_cast<std::size_t>(b0) * r.num_labels;
+      run(in, net, o, threads);
+    });
+    r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+    finish_classification(r);
+    return r;
+  }
+  Classification classify(const TokenBatch& b, double width, double depth, const Threads& threads = Threads()) const {
+    return classify(b, cell(width, depth), threads);
+  }
+  /// The same, each chunk at the most accurate cell that fits `budget_ms` (needs calibrate()).
+  Classification classify_within(const TokenBatch& b, double budget_ms, const Threads& threads = Threads()) {
+    DYNABERT_REQUIRE(budget_, InputError, "classify_within needs calibrate() first");
+    Classification r = start_classification(b, grid_nets_.front());
+    const auto a = std::chrono::steady_clock::now();
+    for_chunks(b, [&](const Inputs& in, int b0) {
+      Outputs o;
+      o.logits = r.probabilities.data() + static_cast<std::size_t>(b0) * r.num_labels;
+      r.cell = run_within(in, budget_ms, o, threads).cell;
+    });
+    r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+    finish_classification(r);
+    return r;
+  }
+
+  /// One vector per sequence of `b` ([batch, hidden], row-major) at `net`: the final hidden states
+  /// pooled (padding excluded), L2-normalised when `normalize`. Thread-safe as run() is; the
+  /// hidden states are read in the workspace, so only the result is allocated.
+  std::vector<float> embed(const TokenBatch& b, const SubNetwork& net, Pooling pooling = Pooling::kMean, bool normalize = true,
+                           const Threads& threads = Threads()) const {
+    const int H = config().hidden_size;
+    std::vector<float> out(static_cast<std::size_t>(b.batch) * H, 0.0f);
+    for_chunks(b, [&](const Inputs& in, int b0) {
+      Lease lease(*this);
+      Workspace<T>& ws = pool_[lease.index];
+      model_.forward(in, net, Outputs{}, ws, threads);  // no output asked: tokens packed, states stay in ws
+      const BatchLayout& lay = ws.current;
+      for (int i = 0; i < in.batch; ++i) {
+        float* v = out.data() + static_cast<std::size_t>(b0 + i) * H;
+        const int r0 = lay.row_off[i], r1 = lay.row_off[i + 1];
+        DYNABERT_REQUIRE(r1 > r0, InputError, "embed: sequence ", b0 + i, " has no token");
+        for (int r = r0; r < r1; ++r) {
+          if (lay.packed == false && lay.position(r) >= lay.key_end[i]) continue;
+          const T* h = ws.hidden.data() + static_cast<std::size_t>(r) * H;
+          for (int j = 0; j < H; ++j) {
+            const float x = static_cast<float>(h[j]);
+            if (pooling == Pooling::kMax) v[j] = r == r0 ? x : std::max(v[j], x);
+            else if (pooling == Pooling::kMean) v[j] += x;
+            else if (r == r0) v[j] = x;
+          }
+        }
+        if (pooling == Pooling::kMean)
+          for (int j = 0; j < H; ++j) v[j] /= static_cast<float>(r1 - r0);
+        if (normalize) {
+          double n2 = 0;
+          for (int j = 0; j < H; ++j) n2 += static_cast<double>(v[j]) * v[j];
+          const float inv = n2 > 0 ? static_cast<float>(1.0 / std::sqrt(n2)) : 0.0f;
+          for (int j = 0; j < H; ++j) v[j] *= inv;
+        }
+      }
+    });
+    return out;
+  }
+  std::vector<float> embed(const TokenBatch& b, double width, double depth, Pooling pooling = Pooling::kMean,
+                           bool normalize = true, const Threads& threads = Threads()) const {
+    return embed(b, cell(width, depth), pooling, normalize, threads);
+  }
+
   /// (Call before serving: not safe to run while other threads call run_within.)
   /// Measures every grid cell at two sizes (batch 1 x `short_len` and batch 1 x max_seq_len
   /// tokens, median of `reps`) and arms the budget controller. Needs a grid.
@@ -245,6 +337,50 @@ class Session {
   static std::map<std::string, std::string> read_metadata(const std::string& dir) {
     return io::CheckpointReader(dir).metadata();
   }
+  /// Calls f(inputs, first) on slices of `b` of at most options().max_batch sequences.
+  template <class F>
+  void for_chunks(const TokenBatch& b, F&& f) const {
+    DYNABERT_REQUIRE(b.batch >= 0 && b.ids.size() == static_cast<std::size_t>(b.batch) * b.seq_len &&
+                         b.lengths.size() == static_cast<std::size_t>(b.batch) &&
+                         (b.type_ids.empty() || b.type_ids.size() == b.ids.size()),
+                     InputError, "token batch of ", b.batch, " x ", b.seq_len, " has arrays of other sizes");
+    const Inputs all = inputs_of(b);
+    for (int b0 = 0; b0 < b.batch; b0 += opt_.max_batch) {
+      Inputs in = all;
+      const long off = static_cast<long>(b0) * b.seq_len;
+      in.input_ids += off;
+      if (in.token_type_ids) in.token_type_ids += off;
+      in.lengths += b0;
+      in.batch = std::min(opt_.max_batch, b.batch - b0);
+      f(in, b0);
+    }
+  }
+  Classification start_classification(const TokenBatch& b, const SubNetwork& net) const {
+    DYNABERT_REQUIRE(model_.num_labels() > 0, InputError, "classify needs a model with a classifier head");
+    Classification r;
+    r.num_labels = model_.num_labels();
+    r.labels.resize(static_cast<std::size_t>(b.batch));
+    r.names.resize(static_cast<std::size_t>(b.batch));
+    r.probabilities.resize(static_cast<std::size_t>(b.batch) * r.num_labels);
+    r.cell = {0.0, 0.0, 0.0, net.precision};
+    for (auto& c : cells_)
+      if (&c.net == &net) r.cell = {c.width, c.depth, 0.0, net.precision};
+    return r;
+  }
+  void finish_classification(Classification& r) const {
+    const int C = r.num_labels;
+    for (std::size_t b = 0; b < r.labels.size(); ++b) {
+      float* p = r.probabilities.data() + b * C;
+      const float mx = *std::max_element(p, p + C);
+      double sum = 0;
+      for (int c = 0; c < C; ++c) sum += (p[c] = std::exp(p[c] - mx));
+      for (int c = 0; c < C; ++c) p[c] = static_cast<float>(p[c] / sum);
+      r.labels[b] = static_cast<int>(std::max_element(p, p + C) - p);
+      r.names[b] = r.labels[b] < config().num_labels() ? config().id2label[static_cast<std::size_t>(r.labels[b])]
+                                                      : std::to_string(r.labels[b]);
+    }
+  }
+
   /// Once per process, on stderr (unless DYNABERT_QUIET is set): a build without optimisation or
   /// with only SSE2 runs tens to hundreds of times slower than it should.
   static void warn_about_build() {

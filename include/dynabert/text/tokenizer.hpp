@@ -18,6 +18,7 @@
 // (so "[C\x00LS]" is not [CLS], as in the reference); text that is empty or only white space
 // tokenizes to nothing and encodes to [CLS] [SEP], as the reference does. Linear in the text.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +31,7 @@
 #include <utf8proc.h>
 
 #include "dynabert/core/error.hpp"
+#include "dynabert/core/token_batch.hpp"
 #include "dynabert/io/json.hpp"
 
 namespace dynabert::text {
@@ -221,6 +223,32 @@ class BertTokenizer {
       e.type_ids.resize(e.ids.size(), 1);
     }
     return e;
+  }
+
+  /// Encodes texts (and, when `pairs` is given, one second text per text) as one batch padded to
+  /// the longest sequence with [PAD] (id 0 when the vocabulary has none), each truncated to
+  /// max_length tokens as encode() does.
+  TokenBatch encode_batch(const std::vector<std::string>& texts, int max_length = 128,
+                          const std::vector<std::string>* pairs = nullptr) const {
+    DYNABERT_REQUIRE(!pairs || pairs->size() == texts.size(), InputError, "encode_batch: ", texts.size(), " texts but ",
+                     pairs->size(), " second texts");
+    TokenBatch b;
+    b.batch = static_cast<int>(texts.size());
+    std::vector<Encoding> enc;
+    enc.reserve(texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      enc.push_back(pairs ? encode(texts[i], std::string_view((*pairs)[i]), max_length) : encode(texts[i], std::nullopt, max_length));
+      b.seq_len = std::max(b.seq_len, static_cast<int>(enc.back().ids.size()));
+    }
+    const std::int32_t pad = vocab_.find("[PAD]") >= 0 ? vocab_.find("[PAD]") : 0;
+    b.ids.assign(static_cast<std::size_t>(b.batch) * b.seq_len, pad);
+    b.type_ids.assign(b.ids.size(), 0);
+    for (int i = 0; i < b.batch; ++i) {
+      std::copy(enc[i].ids.begin(), enc[i].ids.end(), b.ids.begin() + static_cast<long>(i) * b.seq_len);
+      std::copy(enc[i].type_ids.begin(), enc[i].type_ids.end(), b.type_ids.begin() + static_cast<long>(i) * b.seq_len);
+      b.lengths.push_back(static_cast<std::int32_t>(enc[i].ids.size()));
+    }
+    return b;
   }
 
   // ---- character classes (Hugging Face's definitions) -----------------------------------------
