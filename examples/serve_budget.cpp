@@ -4,8 +4,9 @@
 // few seconds), then the budget controller follows the machine's load.
 //
 //   dynabert_serve --model DIR --budget-ms 60 [--precision auto|fp32|bf16|int8] [--threads 2] [--vocab DIR]
-//                  [--grid grid.json] [--log calls.csv] [--probabilities]
+//                  [--grid grid.json] [--log calls.csv] [--probabilities] [--json] [--batch N]
 //   dynabert_serve --model DIR --width 1 --depth 1 [--precision int8] ...   (a fixed cell, for comparison)
+//   dynabert_serve --model DIR --embed mean [--json]        (one embedding per line instead of a label)
 //
 // The grid is the checkpoint's "dynabert_grid" metadata (examples/train_dynabert.cpp writes it,
 // with the accuracy of every cell in FP32, BF16 and INT8) or a JSON file
@@ -59,7 +60,9 @@ int main(int argc, char** argv) {
   double budget_ms = 0, width = 1.0, depth = 1.0;
   int threads = 1, max_len = 128, reps = 3;
   std::size_t max_line = 1 << 20;
-  bool probabilities = false;
+  bool probabilities = false, json = false, no_normalize = false;
+  std::string embed_mode;
+  long batch = 1;
   app.add_option("--model", model_dir, "checkpoint folder")->required();
   app.add_option("--vocab", vocab_dir, "folder with vocab.txt (default: the model folder)");
   auto* budget = app.add_option("--budget-ms", budget_ms, "latency budget per call in ms (without it: the fixed --width/--depth cell)")
@@ -73,6 +76,11 @@ int main(int argc, char** argv) {
   app.add_option("--grid", grid_file, "accuracy grid JSON (default: the checkpoint's metadata)");
   app.add_option("--calibration-reps", reps, "timed calls per cell and size at start-up")->check(CLI::Range(1, 10000));
   app.add_option("--log", log_file, "write one CSV row per call here");
+  app.add_flag("--json", json, "one JSON object a line: label, label_id, probabilities, cell, precision, ms (or the error)");
+  app.add_option("--embed", embed_mode, "print an embedding of each line instead of a label: cls, mean or max pooling")
+      ->check(CLI::IsMember({"cls", "mean", "max"}));
+  app.add_flag("--no-normalize", no_normalize, "with --embed: do not L2-normalise the embeddings");
+  app.add_option("--batch", batch, "run up to this many lines as one call (results in input order)")->check(CLI::Range(1, 4096));
   app.add_option("--precision", precision_name,
                  "arithmetic: fp32, bf16, int8, or auto (under a budget: the controller picks it per call; default)")
       ->check(CLI::IsMember({"auto", "fp32", "bf16", "int8"}));
@@ -83,7 +91,9 @@ int main(int argc, char** argv) {
     const auto tok = text::BertTokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);
     DYNABERT_REQUIRE(budget_ms > 0 || precision_name != "auto", InputError, "--precision auto needs --budget-ms");
     SessionOptions opt;
-    opt.max_batch = 1; opt.max_seq_len = max_len; opt.max_threads = threads;
+    DYNABERT_REQUIRE(embed_mode.empty() || budget_ms == 0, InputError, "--embed runs the fixed --width/--depth cell, not a budget");
+    const Pooling pooling = embed_mode == "cls" ? Pooling::kCls : embed_mode == "max" ? Pooling::kMax : Pooling::kMean;
+    opt.max_batch = static_cast<int>(batch); opt.max_seq_len = max_len; opt.max_threads = threads;
     opt.widths = {width};  // the fixed cell (budgeted calls use the grid's cells)
     opt.depths = {depth};
     Precision fixed_precision = Precision::kFp32;
@@ -95,7 +105,8 @@ int main(int argc, char** argv) {
     }
     auto session = Session<float>::open(model_dir, opt);
     const auto& cfg = session->config();
-    DYNABERT_REQUIRE(session->model().num_labels() > 0, InputError, model_dir, ": the model has no classifier head");
+    DYNABERT_REQUIRE(!embed_mode.empty() || session->model().num_labels() > 0, InputError, model_dir,
+                     ": the model has no classifier head (--embed works without one)");
     const Threads th(threads);
     const auto mem = session->memory();
     std::fprintf(stderr,
@@ -133,15 +144,86 @@ int main(int argc, char** argv) {
       DYNABERT_REQUIRE(log.good(), InputError, log_file, ": cannot write");
       log << "call,seconds,tokens,width,depth,precision,predicted_ms,measured_ms,label\n";
     }
-    std::vector<float> logits(static_cast<std::size_t>(session->model().num_labels()));
-    Outputs o;
-    o.logits = logits.data();
+    const int C = session->model().num_labels();
     const auto start = std::chrono::steady_clock::now();
     // Lines are read with a cap (a stream without newlines cannot grow memory without end); a line
-    // that cannot be classified is reported on stderr with its number and the rest go on.
+    // that cannot be classified is reported on stderr with its number and the rest go on. Up to
+    // --batch good lines are run as one call; results are printed in input order.
+    struct Item {
+      long line;
+      std::string text, error;
+    };
+    std::vector<Item> pending;
+    long n = 0, bad = 0, call = 0;
+    auto flush = [&]() {
+      std::vector<std::string> texts;
+      for (auto& it : pending)
+        if (it.error.empty()) texts.push_back(it.text);
+      Classification r;
+      std::vector<float> emb;
+      if (!texts.empty()) {
+        const TokenBatch b = tok.encode_batch(texts, max_len);
+        const auto a = std::chrono::steady_clock::now();
+        if (!embed_mode.empty()) {
+          emb = session->embed(b, fixed, pooling, !no_normalize, th);
+          r.cell = {width, depth, 0.0, fixed_precision};
+        } else {
+          r = budget_ms > 0 ? session->classify_within(b, budget_ms, th) : session->classify(b, fixed, th);
+        }
+        r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+        if (log.is_open()) {
+          const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          log << call << ',' << t << ',' << b.seq_len << ',' << r.cell.width << ',' << r.cell.depth << ','
+              << to_string(r.cell.precision) << ',' << r.predicted_ms << ',' << r.ms << ','
+              << (r.names.empty() ? std::string("-") : r.names.front()) << '\n';
+        }
+        ++call;
+      }
+      const int H = cfg.hidden_size;
+      std::size_t k = 0;  // index among the good lines
+      for (auto& it : pending) {
+        if (!it.error.empty()) {
+          std::fprintf(stderr, "line %ld: %s\n", it.line, it.error.c_str());
+          if (json) std::printf("%s\n", io::Json({{"line", it.line}, {"error", it.error}}).dump().c_str());
+          else std::printf("-\t(line %ld not classified: %s)\n", it.line, it.error.c_str());
+          continue;
+        }
+        if (json) {
+          io::Json j = {{"line", it.line}, {"width", r.cell.width}, {"depth", r.cell.depth},
+                        {"precision", to_string(r.cell.precision)}, {"ms", r.ms}, {"batch", static_cast<long>(texts.size())}};
+          if (!embed_mode.empty()) {
+            io::Json v = io::Json::array();
+            for (int x = 0; x < H; ++x) v.push_back(static_cast<double>(emb[k * H + x]));
+            j["embedding"] = v;
+          } else {
+            j["label"] = r.names[k];
+            j["label_id"] = static_cast<long>(r.labels[k]);
+            io::Json pr = io::Json::object();
+            for (int c = 0; c < C; ++c)
+              pr[c < cfg.num_labels() ? cfg.id2label[c] : std::to_string(c)] = static_cast<double>(r.probability(static_cast<int>(k), c));
+            j["probabilities"] = pr;
+            if (budget_ms > 0) j["over_budget"] = r.ms > budget_ms;
+          }
+          std::printf("%s\n", j.dump().c_str());
+        } else if (!embed_mode.empty()) {
+          for (int x = 0; x < H; ++x) std::printf(x ? " %.6g" : "%.6g", static_cast<double>(emb[k * H + x]));
+          std::printf("\n");
+        } else {
+          std::printf("%s\twidth %.2f depth %.2f %s\t%.2f ms%s", r.names[k].c_str(), r.cell.width, r.cell.depth,
+                      to_string(r.cell.precision), r.ms, budget_ms > 0 && r.ms > budget_ms ? "\tover budget" : "");
+          if (probabilities)
+            for (int c = 0; c < C; ++c)
+              std::printf("\t%s=%.4f", (c < cfg.num_labels() ? cfg.id2label[c] : std::to_string(c)).c_str(),
+                          r.probability(static_cast<int>(k), c));
+          std::printf("\n");
+        }
+        ++k;
+      }
+      std::fflush(stdout);
+      pending.clear();
+    };
     std::string line;
-    long n = 0, bad = 0;
-    auto next_line = [&](std::string& out) {  // false at the end; a too long line is cut and flagged
+    auto next_line = [&](std::string& out) {  // 0 at the end; 2 when a too long line was cut
       out.clear();
       bool too_long = false;
       int ch;
@@ -152,60 +234,30 @@ int main(int argc, char** argv) {
       if (ch == EOF && out.empty() && !too_long) return 0;
       return too_long ? 2 : 1;
     };
-    std::vector<float> probs(logits.size());
-    for (int got; (got = next_line(line)) != 0; ++n) {
-      auto report = [&](const std::string& why) {
-        std::fprintf(stderr, "line %ld: %s\n", n + 1, why.c_str());
-        std::printf("-\t(line %ld not classified: %s)\n", n + 1, why.c_str());
-        std::fflush(stdout);
-        ++bad;
-      };
-      if (got == 2) { report("longer than " + std::to_string(max_line) + " bytes (--max-line-bytes)"); continue; }
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.find('\0') != std::string::npos) { report("holds a NUL byte"); continue; }
-      if (const std::string why = line_problem(line); !why.empty()) { report(why); continue; }
-      std::vector<std::int32_t> pieces;
-      try {
-        pieces = tok.tokenize(line);
-      } catch (const Error& e) {
-        report(e.what());
-        continue;
-      }
-      if (pieces.empty()) { report("no token (empty, white space or control characters only)"); continue; }
-      const auto e = tok.encode(line, std::nullopt, max_len);
-      Inputs in;
-      in.input_ids = e.ids.data(); in.token_type_ids = e.type_ids.data(); in.batch = 1;
-      in.seq_len = static_cast<int>(e.ids.size());
-      BudgetedCall r;
-      if (budget_ms > 0) {
-        r = session->run_within(in, budget_ms, o, th);
-      } else {
-        const auto a = std::chrono::steady_clock::now();
-        session->run(in, fixed, o, th);
-        r.measured_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
-        r.cell = {width, depth, 0.0, fixed_precision};
-      }
-      const int best = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-      const std::string label = best < static_cast<int>(cfg.id2label.size()) ? cfg.id2label[best] : std::to_string(best);
-      std::printf("%s\twidth %.2f depth %.2f %s\t%.2f ms%s", label.c_str(), r.cell.width, r.cell.depth,
-                  to_string(r.cell.precision), r.measured_ms, budget_ms > 0 && r.measured_ms > budget_ms ? "\tover budget" : "");
-      if (probabilities) {
-        const float mx = *std::max_element(logits.begin(), logits.end());
-        double sum = 0;
-        for (std::size_t c = 0; c < logits.size(); ++c) sum += probs[c] = std::exp(logits[c] - mx);
-        for (std::size_t c = 0; c < logits.size(); ++c) {
-          const std::string name = c < cfg.id2label.size() ? cfg.id2label[c] : std::to_string(c);
-          std::printf("\t%s=%.4f", name.c_str(), probs[c] / sum);
+    for (int got; (got = next_line(line)) != 0;) {
+      ++n;
+      Item it{n, {}, {}};
+      if (got == 2) it.error = "longer than " + std::to_string(max_line) + " bytes (--max-line-bytes)";
+      else {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.find('\0') != std::string::npos) it.error = "holds a NUL byte";
+        else it.error = line_problem(line);
+        if (it.error.empty()) {
+          try {
+            if (tok.tokenize(line).empty()) it.error = "no token (empty, white space or control characters only)";
+          } catch (const Error& e) {
+            it.error = e.what();
+          }
         }
       }
-      std::printf("\n");
-      std::fflush(stdout);
-      if (log.is_open()) {
-        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        log << n << ',' << t << ',' << in.seq_len << ',' << r.cell.width << ',' << r.cell.depth << ','
-            << to_string(r.cell.precision) << ',' << r.predicted_ms << ',' << r.measured_ms << ',' << label << '\n';
-      }
+      if (!it.error.empty()) ++bad;
+      else it.text = line;
+      pending.push_back(std::move(it));
+      long good = 0;
+      for (auto& p : pending) good += p.error.empty();
+      if (good >= batch || (good == 0 && pending.size() >= 64)) flush();
     }
+    flush();
     if (bad) std::fprintf(stderr, "%ld of %ld lines not classified\n", bad, n);
   } catch (const std::exception& e) {  // dynabert::Error with its message, or the system's
     std::fprintf(stderr, "error: %s\n", e.what());

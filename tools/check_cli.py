@@ -10,7 +10,7 @@ Cases: dynabert_run (a model of hidden size 2 printing its pooled output, --labe
 key and a binary file as --config); dynabert_export (--out equal to, inside or containing --model,
 an existing folder of other files, a trailing slash, the INT8 export loading back); dynabert_serve
 (NUL, control bytes, invalid UTF-8, an over-long line, a stream without newlines, --budget-ms 0,
-a precision the grid lacks).
+a precision the grid lacks; --json, --batch and --embed output).
 """
 import json
 import os
@@ -171,6 +171,22 @@ def main():
             case("serve: --budget-ms 0", serve + ["--budget-ms", "0"], 105, want_err="--budget-ms", stdin=b"x\n")
             case("serve: INT8 fixed cell", serve + ["--precision", "int8", "--probabilities"], 0, want_out=["int8", "="],
                  stdin=b"a good film\n")
+            out = case("serve: --json --batch 3, results in input order",
+                       serve + ["--json", "--batch", "3", "--probabilities"], 0,
+                       stdin=b"a good film\nbad\x00\nthe staff were kind\nit broke\n\nfine\n")
+            if out is not None:
+                rows = [json.loads(l) for l in out.splitlines()]
+                ok = [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6] and "error" in rows[1] and "error" in rows[4] \
+                    and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 and r["batch"] in (1, 2, 3)
+                            for r in rows if "error" not in r)
+                (PASSED if ok else FAILED).append("serve: --json rows" + ("" if ok else f": {rows}"))
+            out = case("serve: --embed mean --json", serve + ["--embed", "mean", "--json"], 0, stdin=b"a good film\nnever\n")
+            if out is not None:
+                rows = [json.loads(l) for l in out.splitlines()]
+                hidden = json.load(open(os.path.join(model, "config.json")))["hidden_size"]
+                ok = len(rows) == 2 and all(len(r["embedding"]) == hidden and
+                                            abs(sum(x * x for x in r["embedding"]) - 1) < 1e-4 for r in rows)
+                (PASSED if ok else FAILED).append("serve: embeddings" + ("" if ok else f": {rows}"))
             grid = os.path.join(tmp, "grid.json")
             json.dump([{"width": 1, "depth": 1, "accuracy": 0.9}], open(grid, "w"))
             case("serve: a grid without the precision asked for",

@@ -75,6 +75,7 @@ struct Classification {
   std::vector<float> probabilities;      ///< [batch, num_labels] softmax of the logits
   GridCell cell;                         ///< the cell that ran (the last one, under a budget)
   double ms = 0;                         ///< wall time of the whole call
+  double predicted_ms = 0;               ///< under a budget: the controller's prediction (last chunk)
   float probability(int b, int label) const { return probabilities[static_cast<std::size_t>(b) * num_labels + label]; }
 };
 
@@ -207,7 +208,9 @@ class Session {
     for_chunks(b, [&](const Inputs& in, int b0) {
       Outputs o;
       o.logits = r.probabilities.data() + static_cast<std::size_t>(b0) * r.num_labels;
-      r.cell = run_within(in, budget_ms, o, threads).cell;
+      const BudgetedCall c = run_within(in, budget_ms, o, threads);
+      r.cell = c.cell;
+      r.predicted_ms = c.predicted_ms;
     });
     r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
     finish_classification(r);
