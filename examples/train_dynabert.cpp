@@ -389,12 +389,21 @@ int main(int argc, char** argv) {
     io::create_folders(out);
     std::ostringstream md, csv;
     // the ablation columns only when the ablations ran (no columns of nan)
-    md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy | macro-F1 |"
-          " BF16 accuracy | INT8 accuracy | INT8 latency ms | teacher's cell, no DynaBERT |"
-       << (ablations ? " DynaBERT without rewiring | same size trained directly |" : "") << "\n"
+    md << "| width | depth | encoder params (M) | GFLOP (seq 32) | latency ms (batch 1) | accuracy % (95 % CI) | macro-F1 |"
+          " BF16 accuracy % | INT8 accuracy % | INT8 latency ms | teacher's cell, no DynaBERT % |"
+       << (ablations ? " DynaBERT without rewiring % | same size trained directly % |" : "") << "\n"
        << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" << (ablations ? "---:|---:|" : "") << "\n";
     csv << "width,depth,params_m,gflop_seq32,latency_ms,accuracy,macro_f1,baseline_accuracy,no_rewiring_accuracy,direct_accuracy,"
-           "bf16_accuracy,int8_accuracy,bf16_latency_ms,int8_latency_ms\n";
+           "bf16_accuracy,int8_accuracy,bf16_latency_ms,int8_latency_ms,n_test,teacher_accuracy\n";
+    const double n_test = static_cast<double>(test_set.size());
+    // Wilson's 95 % interval of an accuracy measured on n_test examples, as "a (lo-hi)" in %
+    auto with_ci = [&](double acc) {
+      const double z = 1.96, n = n_test, c = (acc + z * z / (2 * n)) / (1 + z * z / n);
+      const double h = z * std::sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n);
+      char b[64];
+      std::snprintf(b, sizeof b, "%.1f (%.1f-%.1f)", 100 * acc, 100 * (c - h), 100 * (c + h));
+      return std::string(b);
+    };
     io::Json grid = io::Json::array();
     double mean_dyn = 0, mean_base = 0, mean_nr = 0, mean_direct = 0, worst_bf16 = 0, worst_int8 = 0;
     const Threads eval_threads(threads);
@@ -414,18 +423,18 @@ int main(int argc, char** argv) {
       worst_bf16 = std::max(worst_bf16, std::abs(acc[1] - acc[0]));
       worst_int8 = std::max(worst_int8, std::abs(acc[2] - acc[0]));
       char line[400];
-      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %.4f | %.4f | %.4f | %.4f | %.3f | %.4f |",
-                    cells[i].width, cells[i].depth, params, gf, ms, acc[0], f1[0], acc[1], acc[2], lat[2],
-                    base[i].metrics.accuracy);
+      std::snprintf(line, sizeof line, "| %.2f | %.2f | %.2f | %.3f | %.3f | %s | %.4f | %.1f | %.1f | %.3f | %.1f |",
+                    cells[i].width, cells[i].depth, params, gf, ms, with_ci(acc[0]).c_str(), f1[0], 100 * acc[1],
+                    100 * acc[2], lat[2], 100 * base[i].metrics.accuracy);
       md << line;
       if (ablations) {
-        std::snprintf(line, sizeof line, " %.4f | %.4f |", no_rewire[i], direct[i]);
+        std::snprintf(line, sizeof line, " %.1f | %.1f |", 100 * no_rewire[i], 100 * direct[i]);
         md << line;
       }
       md << "\n";
-      std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", cells[i].width,
+      std::snprintf(line, sizeof line, "%g,%g,%.4f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.4f\n", cells[i].width,
                     cells[i].depth, params, gf, ms, acc[0], f1[0], base[i].metrics.accuracy, no_rewire[i], direct[i], acc[1],
-                    acc[2], lat[1], lat[2]);
+                    acc[2], lat[1], lat[2], n_test, teacher_m.accuracy);
       csv << line;
       mean_nr += no_rewire[i] / cells.size();
       mean_direct += direct[i] / cells.size();

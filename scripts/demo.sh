@@ -34,6 +34,15 @@ if [[ ! -f .data/bert-base-random/model.safetensors ]]; then
 fi
 /usr/bin/python3 -c 'import json; print(json.dumps([[101] + [1000 + (i * 37) % 20000 for i in range(126)] + [102]]))' \
   > .data/demo_inputs.json
+# share of the CPUs busy with other programs over one second (the timings below need an idle machine)
+busy() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+before=$(busy)
 for t in 1 2; do
   echo "== 3. BERT-base, sequence length 128, batch 1, $t thread(s): every DynaBERT cell (FP32) =="
   "$run" --model .data/bert-base-random --inputs .data/demo_inputs.json --grid --threads "$t" --repeat 9
@@ -42,3 +51,10 @@ for p in bf16 int8; do
   echo "== 3. the same on 2 threads in ${p^^} (docs/performance.md compares it with ONNX Runtime's INT8) =="
   "$run" --model .data/bert-base-random --inputs .data/demo_inputs.json --grid --threads 2 --repeat 9 --precision "$p"
 done
+after=$(busy)
+if (( before > 15 || after > 15 )); then
+  echo "NOTE: the machine was busy with other programs while these timings ran ($before % of the CPUs before, $after % after):"
+  echo "      the latencies above are slower than on an idle machine (docs/performance.md has idle, same-run figures)."
+else
+  echo "(the machine was idle before and after the timings: $before % and $after % of the CPUs busy)"
+fi
