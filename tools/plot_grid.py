@@ -44,7 +44,7 @@ def main():
         rows = [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
     n = rows[0].get("n_test", float("nan"))
     plt.rcParams.update({"font.size": 9})
-    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    fig, ax = plt.subplots(figsize=(7.4, 5.6))
     colours = {1.0: "tab:blue", 0.75: "tab:orange", 0.5: "tab:green"}
     has_int8 = all(math.isfinite(r.get("int8_latency_ms", float("nan"))) for r in rows)
     for d in sorted({r["depth"] for r in rows}, reverse=True):
@@ -55,7 +55,8 @@ def main():
         if math.isfinite(n):
             lo_hi = [wilson(r["accuracy"], n) for r in cell]
             err = [[yy - 100 * lo for yy, (lo, _) in zip(y, lo_hi)], [100 * hi - yy for yy, (_, hi) in zip(y, lo_hi)]]
-            ax.errorbar(x, y, yerr=err, fmt="o-", color=c, capsize=2, lw=1.4, ms=4, label=f"DynaBERT FP32, depth {d:g}")
+            ax.errorbar(x, y, yerr=err, fmt="o-", color=c, capsize=2, lw=1.6, ms=5, elinewidth=0.8, alpha=0.95,
+                        label=f"DynaBERT FP32, depth {d:g}")
         else:
             ax.plot(x, y, "o-", color=c, label=f"DynaBERT FP32, depth {d:g}")
         if has_int8:
@@ -76,7 +77,12 @@ def main():
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(args.title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2 if has_int8 else 1)
+    # legend below the axes, grouped by kind (FP32, INT8, teacher's cells), so that no data is hidden
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (0 if "FP32" in labels[i] else 1 if "INT8" in labels[i] else
+                                                       2 if "sub-networks" in labels[i] else 3, i))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7, loc="upper center",
+              bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     if math.isfinite(n):
         fig.text(0.01, 0.01, f"n = {n:.0f} test examples; error bars: 95 % Wilson intervals of the FP32 accuracies",
                  fontsize=7, color="0.3")
