@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs dynabert's tests on a fresh Debian 12 machine (installs what it needs first).
 #   scripts/test.sh          development build + ctest (unit tests, PyTorch parity, tools, consumer)
-#   scripts/test.sh --all    also the AddressSanitizer + UndefinedBehaviorSanitizer build of the tests
+#   scripts/test.sh --all    also the AddressSanitizer + UndefinedBehaviorSanitizer build of the tests,
+#                            the ThreadSanitizer build of the threading tests, and each libFuzzer
+#                            target for 45 s (docs/hardening.md; scripts/fuzz.sh runs them longer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 all=0
@@ -20,4 +22,10 @@ if ((all)); then
   cmake --preset asan
   cmake --build --preset asan -j "$jobs" --target test_core test_kernels test_model test_blocks test_train test_text
   ctest --preset asan -R '^test_' -j "$jobs"
+
+  # ThreadSanitizer: Session concurrency and thread-count tests, against oneTBB rebuilt with TSan
+  scripts/tsan.sh
+
+  # libFuzzer: every target for about 45 s, one per core (clang and its runtime installed if missing)
+  FUZZ_JOBS=$jobs scripts/fuzz.sh 45
 fi

@@ -163,6 +163,14 @@ class Json {
     o_.emplace_back(key, Json());
     return o_.back().second;
   }
+  /// Adds member `key` without looking for an existing one (constant time; the caller knows the
+  /// key is new: a repeated key would make a text that parse_json refuses).
+  Json& append_member(std::string key, Json v) {
+    if (is_null()) type_ = Type::kObject;
+    check(is_object(), "an object");
+    o_.emplace_back(std::move(key), std::move(v));
+    return o_.back().second;
+  }
   bool erase(std::string_view key) {
     for (auto it = o_.begin(); it != o_.end(); ++it)
       if (it->first == key) {

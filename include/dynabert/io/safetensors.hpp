@@ -123,6 +123,10 @@ class SafetensorsFile {
     const TensorInfo& t = info(name);
     DYNABERT_REQUIRE(t.numel() == count, FormatError, path_, ": tensor '", name, "' has ",
                      t.numel(), " elements, expected ", count);
+    // checked before reading: an empty integer tensor is refused like a non-empty one
+    DYNABERT_REQUIRE(t.dtype == DType::kF32 || t.dtype == DType::kF64 || t.dtype == DType::kF16 || t.dtype == DType::kBF16,
+                     FormatError, path_, ": tensor '", name, "' has dtype ", t.dtype_name,
+                     ", which cannot be read as floating point (F32, F16, BF16, F64)");
     std::ifstream in(path_, std::ios::binary);
     DYNABERT_REQUIRE(in.good(), FormatError, path_, ": cannot open");
     in.seekg(static_cast<std::streamoff>(data_start_ + t.begin));

@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "dynabert/core/error.hpp"
@@ -205,10 +207,19 @@ struct BertConfig {
     j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
     j["initializer_range"] = 0.02;
     if (num_labels() > 0) {
+      // linear in the number of labels: ids are new keys by construction; a repeated label name
+      // keeps its last id, as an assignment would (a hash index instead of a search per label)
       io::Json i2l = io::Json::object(), l2i = io::Json::object();
+      std::unordered_map<std::string_view, int> last_id;
+      last_id.reserve(id2label.size());
+      for (int i = 0; i < num_labels(); ++i) last_id[id2label[i]] = i;
       for (int i = 0; i < num_labels(); ++i) {
-        i2l[std::to_string(i)] = id2label[i];
-        l2i[id2label[i]] = i;
+        i2l.append_member(std::to_string(i), id2label[i]);
+        auto it = last_id.find(id2label[i]);
+        if (it->second >= 0) {  // first occurrence of the name: written once, with its last id
+          l2i.append_member(id2label[i], it->second);
+          it->second = -1;
+        }
       }
       j["id2label"] = i2l;
       j["label2id"] = l2i;

@@ -251,6 +251,17 @@ inline std::string html_to_text(std::string_view h) {
   std::string o;
   o.reserve(h.size());
   std::size_t i = 0;
+  // The next '>' at or after `from`, remembered: a text of many '<' that open no tag ("a < b")
+  // would otherwise search to the same '>' from each of them (quadratic time).
+  std::size_t gt_at = 0;
+  bool gt_known = false;
+  auto next_gt = [&](std::size_t from) {
+    if (!gt_known || (gt_at != std::string_view::npos && gt_at < from)) {
+      gt_at = h.find('>', from);
+      gt_known = true;
+    }
+    return gt_at;
+  };
   auto skip_to_close = [&](const std::string& tag) {  // after <script ...>: past </script ...>
     for (auto p = h.find("</", i); p != std::string_view::npos; p = h.find("</", p + 2))
       if (lower(h.substr(p + 2, tag.size())) == tag) {
@@ -268,7 +279,7 @@ inline std::string html_to_text(std::string_view h) {
         i = e == std::string_view::npos ? h.size() : e + 3;
         continue;
       }
-      const auto gt = h.find('>', i + 1);
+      const auto gt = next_gt(i + 1);
       if (gt == std::string_view::npos) { o += h.substr(i); break; }
       if (h[i + 1] == '!' || h[i + 1] == '?') { i = gt + 1; continue; }  // <!DOCTYPE ...>, <?xml ...?>
       std::size_t n = i + 1;
@@ -286,8 +297,10 @@ inline std::string html_to_text(std::string_view h) {
       continue;
     }
     if (c == '&') {
-      const auto semi = h.find(';', i + 1);
-      if (semi != std::string_view::npos && semi - i <= 10) {
+      // a reference is at most 10 characters up to its ';': look no further (linear time)
+      const auto rel = h.substr(i + 1, 10).find(';');
+      const auto semi = rel == std::string_view::npos ? std::string_view::npos : i + 1 + rel;
+      if (semi != std::string_view::npos) {
         const std::string_view ref = h.substr(i + 1, semi - i - 1);
         std::uint32_t cp = 0;
         bool ok = false;

@@ -377,7 +377,8 @@ class Trainer {
     auto complete = [&](const std::string& n) {
       std::error_code ec;
       const fs::path p = fs::path(dir) / n;
-      return !n.empty() && n.find('/') == std::string::npos && n != "." && n != ".." &&
+      const bool unpublished = n.size() >= 4 && n.compare(n.size() - 4, 4, ".tmp") == 0;  // a save killed before its rename
+      return !n.empty() && !unpublished && n.find('/') == std::string::npos && n != "." && n != ".." &&
              fs::is_regular_file(p / "trainer_state.json", ec) && fs::is_regular_file(p / "model.safetensors", ec) &&
              fs::is_regular_file(p / "optimizer.safetensors", ec) && fs::is_regular_file(p / "config.json", ec);
     };
