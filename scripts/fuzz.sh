@@ -27,7 +27,7 @@ nice_cmd=(nice -n "${FUZZ_NICE:-0}")
 # clang++ and its libFuzzer runtime (Debian 12: clang-14 and libclang-rt-14-dev)
 runtime_present() {
   command -v clang++ >/dev/null 2>&1 &&
-    [[ -f "$(clang++ -print-resource-dir 2>/dev/null)/lib/linux/libclang_rt.fuzzer-x86_64.a" ]]
+    [[ -f "$(clang++ -print-resource-dir 2>/dev/null)/lib/linux/libclang_rt.fuzzer-$(uname -m).a" ]]
 }
 if ! runtime_present; then
   SUDO=""
@@ -37,13 +37,13 @@ if ! runtime_present; then
     major=$(clang++ -dumpversion | cut -d. -f1)
   else
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends clang
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends clang
     major=$(clang++ -dumpversion | cut -d. -f1)
   fi
   pkgs+=("libclang-rt-${major}-dev")
   echo "fuzz: installing ${pkgs[*]} (clang's libFuzzer runtime)"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}" ||
-    { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"; }
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" ||
+    { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"; }
   runtime_present || { echo "fuzz: no libclang_rt.fuzzer after installing ${pkgs[*]}" >&2; exit 2; }
 fi
 
@@ -76,6 +76,8 @@ run_one() {
 }
 
 echo "fuzz: ${#targets[@]} target(s), ${seconds} s each, ${jobs} at a time"
+# an interrupted script (Ctrl-C, a CI timeout) takes its running fuzzers with it
+trap 'pkill -f "$bin/fuzz_" 2>/dev/null; kill $(jobs -p) 2>/dev/null; exit 130' INT TERM
 failed=0
 running=0
 for t in "${targets[@]}"; do

@@ -8,7 +8,8 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config
       libeigen3-dev libxsimd-dev libtbb-dev libboost-test-dev libbenchmark-dev
-      libcli11-dev libutf8proc-dev)
+      libcli11-dev libutf8proc-dev
+      strace)  # strace: the crash-consistency test's fault injection
 if [[ "${1:-}" == "--plot" ]]; then
   pkgs+=(python3-matplotlib)
 elif [[ "${1:-}" == "--python" ]]; then

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${JOBS:-$(nproc)}  # JOBS=1 for a polite build beside other work
 root=$PWD/build/tsan-tbb
-source_version=$(dpkg-query -W -f='${source:Package}=${source:Version}' libtbb12 2>/dev/null) ||
+source_version=$(dpkg-query -W -f='${source:Package}=${source:Version}\n' libtbb12 2>/dev/null | head -1) ||
   { echo "tsan: libtbb12 is not installed (scripts/install-deps.sh)" >&2; exit 2; }
 
 if [[ ! -f "$root/lib/.built-$source_version" ]]; then
@@ -28,7 +28,7 @@ if [[ ! -f "$root/lib/.built-$source_version" ]]; then
     [[ -f "$f" ]] || continue
     sed -n '/\/debian/s/^[[:space:]]*deb[[:space:]]\+/deb-src /p' "$f" >>"$root/apt/sources.list"
   done
-  mkdir -p "$root/apt/sources.list.d"
+  rm -rf "$root/apt/sources.list.d" && mkdir -p "$root/apt/sources.list.d"
   for f in /etc/apt/sources.list.d/*.sources; do
     [[ -f "$f" ]] && grep -q 'debian-archive-keyring' "$f" || continue
     sed 's/^Types:.*/Types: deb-src/' "$f" >"$root/apt/sources.list.d/$(basename "$f")"
@@ -37,8 +37,14 @@ if [[ ! -f "$root/lib/.built-$source_version" ]]; then
   apt_opts=(-q -o "Dir::State::Lists=$root/apt/lists" -o "Dir::Cache=$root/apt/cache"
             -o "Dir::Etc::SourceList=$root/apt/sources.list" -o "Dir::Etc::SourceParts=$root/apt/sources.list.d")
   [[ $(id -u) -eq 0 ]] && apt_opts+=(-o APT::Sandbox::User=root)  # _apt cannot write under build/
-  apt-get "${apt_opts[@]}" update >/dev/null
-  (cd "$root" && apt-get "${apt_opts[@]}" source --download-only "$source_version" >/dev/null)
+  [[ -s "$root/apt/sources.list" || -n "$(ls -A "$root/apt/sources.list.d")" ]] ||
+    { echo "tsan: no Debian archive among the system's apt sources: cannot fetch oneTBB's source" >&2; exit 2; }
+  # a listed archive without source indexes (a third-party one under a /debian path) is not fatal
+  apt-get "${apt_opts[@]}" update >"$root/apt-update.log" 2>&1 ||
+    echo "tsan: apt-get update reported errors ($root/apt-update.log); trying the source anyway" >&2
+  (cd "$root" && apt-get "${apt_opts[@]}" source --download-only "$source_version" >/dev/null) ||
+    { echo "tsan: cannot download the source of $source_version (the archive may have a newer version" \
+           "than the installed one: upgrade libtbb12 and libtbb-dev)" >&2; exit 2; }
   command -v dpkg-source >/dev/null || { echo "tsan: dpkg-source missing (dpkg-dev)" >&2; exit 2; }
   (cd "$root" && dpkg-source -x --no-check ./*.dsc src >/dev/null)  # hashes already checked by apt
   cmake -S "$root/src" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTBB_SANITIZE=thread \
@@ -58,5 +64,10 @@ resolved=$(LD_LIBRARY_PATH=$root/lib ldd build/tsan/tests/test_model | awk '/lib
 # ASLR off where the system allows it: the TSan runtimes of GCC 12 and LLVM 14 cannot map their
 # shadow memory under the larger mmap randomisation of recent kernels (vm.mmap_rnd_bits > 28).
 no_aslr=()
-if setarch "$(uname -m)" -R true 2>/dev/null; then no_aslr=(setarch "$(uname -m)" -R); fi
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+  no_aslr=(setarch "$(uname -m)" -R)
+else
+  echo "tsan: note: setarch -R is refused here; with vm.mmap_rnd_bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo '?')" \
+       "(above 28) TSan may fail with 'unexpected memory mapping'" >&2
+fi
 "${no_aslr[@]}" ctest --preset tsan -j "$jobs" "$@"

@@ -29,6 +29,8 @@ def main():
     peak, lowp_peak, rows = {}, {}, []
     for b in data:
         name = b["name"]
+        if b.get("aggregate_name", "median") != "median":  # mean, stddev and cv rows are not rates
+            continue
         if name.startswith("BM_PeakFma"):
             peak[int(name.split("/")[1])] = b["peak_GFLOP/s"]
         elif name.startswith("BM_PeakLowp"):
