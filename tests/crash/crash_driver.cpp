@@ -24,6 +24,8 @@
 
 #include <dynabert/train/trainer.hpp>
 
+#include "../unit/synthetic_task.hpp"
+
 using namespace dynabert;
 using namespace dynabert::train;
 
@@ -46,22 +48,8 @@ TrainerConfig run_config() {
   return cfg;
 }
 
-/// Label 1 iff token 5 occurs (the trainer tests' synthetic task).
-Dataset data() {
-  std::mt19937 g(5);
-  Dataset d;
-  for (int i = 0; i < 24; ++i) {
-    Example e;
-    const int len = 3 + static_cast<int>(g() % 8);
-    e.ids.push_back(1);
-    for (int k = 1; k < len - 1; ++k) e.ids.push_back(static_cast<std::int32_t>(6 + g() % 17));
-    e.ids.push_back(2);
-    e.label = static_cast<int>(g() % 2);
-    if (e.label) e.ids[1 + g() % (len - 2)] = 5;
-    d.push_back(e);
-  }
-  return d;
-}
+/// The trainer tests' synthetic task (label 1 iff token 5 occurs), 24 examples of 3 to 10 tokens.
+Dataset data() { return dynabert::testing::synthetic_task(24, 5, 8); }
 
 std::uint64_t fnv(const float* p, std::size_t n) {
   std::uint64_t h = 1469598103934665603ull;

@@ -511,24 +511,12 @@ BOOST_AUTO_TEST_CASE(rewiring_preserves_the_function_and_sorts_importance) {
 // ---- the trainer: phases, resume, metrics ------------------------------------------------------
 #include <dynabert/train/trainer.hpp>
 
+#include "synthetic_task.hpp"
+
 namespace {
 
 /// A learnable synthetic task: label 1 iff token 5 occurs in the sequence.
-Dataset synthetic(int n, std::uint64_t seed) {
-  std::mt19937 g(static_cast<std::uint32_t>(seed));
-  Dataset d;
-  for (int i = 0; i < n; ++i) {
-    Example e;
-    const int len = 3 + static_cast<int>(g() % 6);
-    e.ids.push_back(1);
-    for (int k = 1; k < len - 1; ++k) e.ids.push_back(static_cast<std::int32_t>(6 + g() % 17));
-    e.ids.push_back(2);
-    e.label = static_cast<int>(g() % 2);
-    if (e.label) e.ids[1 + g() % (len - 2)] = 5;
-    d.push_back(e);
-  }
-  return d;
-}
+Dataset synthetic(int n, std::uint64_t seed) { return dynabert::testing::synthetic_task(n, seed); }
 
 BertWeights<float> small_model(std::uint64_t seed) {
   BertConfig c = tiny_config();
