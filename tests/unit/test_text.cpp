@@ -302,3 +302,232 @@ BOOST_AUTO_TEST_CASE(real_spam_assassin_corpus, *boost::unit_test::precondition(
   }
   BOOST_TEST(html_left < mails.size() / 50, html_left << " mails still hold tags");
 }
+
+// ---- byte-level BPE (text/bpe.hpp) ----------------------------------------------------------------
+// The committed fixture tests/fixtures/bpe: <s>=0 <pad>=1 </s>=2 <unk>=3, bytes h e l o Ġ(space) w r
+// d ' s 1 2 a Ċ(newline) Ã © ! and the merges he, ll, hell, hello, Ġw, or, Ġwor, Ġworl, Ġworld, 's,
+// 12, aa, ĠĠ, Ã© (é), in that rank order; <mask>=35. The ids below are derived by hand from it.
+#include <dynabert/text/bpe.hpp>
+
+#include <thread>
+
+namespace {
+const std::string kBpeSmall = std::string(DYNABERT_FIXTURES_DIR) + "/bpe";
+const std::string kBpeReal = std::string(DYNABERT_SOURCE_DIR) + "/.data/roberta-bpe";
+BpeTokenizer bpe_small(bool prefix = false, std::size_t cache = 1u << 16) {
+  BpeOptions o;
+  o.add_prefix_space = prefix;
+  o.cache_words = cache;
+  return BpeTokenizer(BpeTokenizer::read_vocab_json(kBpeSmall + "/vocab.json"),
+                      BpeTokenizer::read_merges_txt(kBpeSmall + "/merges.txt"), o);
+}
+struct RealBpe {
+  boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+    boost::test_tools::assertion_result r(std::filesystem::exists(kBpeReal + "/vocab.json"));
+    r.message() << "no " << kBpeReal << "/vocab.json: run scripts/fetch-data.sh bpe";
+    return r;
+  }
+};
+/// A folder holding the fixture with one file replaced (the others copied).
+struct BpeFolder {
+  Tmp t;
+  std::string dir;
+  explicit BpeFolder(const std::string& file = "", const std::string& content = "") : dir((t.dir / "bpe").string()) {
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"vocab.json", "merges.txt"}) std::filesystem::copy_file(kBpeSmall + "/" + f, dir + "/" + f);
+    if (!file.empty()) std::ofstream(dir + "/" + file, std::ios::binary | std::ios::trunc) << content;
+  }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(bpe_merges_by_rank_on_the_fixture) {
+  auto t = BpeTokenizer::from_folder(kBpeSmall);
+  BOOST_TEST(t.vocab_size() == 36);
+  BOOST_TEST(t.tokenize("hello world") == I({15, 20}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize_strings("hello world") == S({"hello", "\xC4\xA0world"}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("aaa") == I({28, 27}), boost::test_tools::per_element());  // one pass, left to right
+  BOOST_TEST(t.tokenize("aaaa") == I({28, 28}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("12 12") == I({26, 8, 26}), boost::test_tools::per_element());  // numbers, " ?\p{N}+"
+  BOOST_TEST(t.tokenize("h\xC3\xA9") == I({4, 33}), boost::test_tools::per_element());  // é = bytes C3 A9 -> Ã©
+  BOOST_TEST(t.tokenize("!!") == I({34, 34}), boost::test_tools::per_element());
+  // a byte with no piece in the vocabulary is <unk> (each byte: U+3000 is 3 bytes)
+  BOOST_TEST(t.tokenize("123") == I({26, 3}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("hello\u3000world") == I({15, 3, 3, 3, 9, 17, 6, 11}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(bpe_pretokenization_rules) {
+  auto t = BpeTokenizer::from_folder(kBpeSmall);
+  // white space runs: the last space joins the next word ("\s+(?!\S)")
+  BOOST_TEST(t.tokenize("hello  world") == I({15, 8, 20}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("hello   world") == I({15, 30, 20}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("hello\nworld") == I({15, 29, 9, 17, 6, 11}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("hello\u00a0 world") == I({15, 3, 3, 20}), boost::test_tools::per_element());  // NBSP is \s
+  // contractions (ASCII apostrophe, lower case only)
+  BOOST_TEST(t.tokenize("he's") == I({12, 23}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("hello's") == I({15, 23}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("he'S") == I({12, 21, 3}), boost::test_tools::per_element());
+  // leading and trailing white space is stripped (v2.1.1's split_on_token); add_prefix_space
+  // puts one space back
+  BOOST_TEST(t.tokenize("  hello  ") == I({15}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("  \t\n").empty());
+  BOOST_TEST(t.tokenize("").empty());
+  auto p = bpe_small(true);
+  BOOST_TEST(p.tokenize("hello world") == I({8, 15, 20}), boost::test_tools::per_element());
+  BOOST_TEST(p.tokenize("  hello") == I({8, 15}), boost::test_tools::per_element());
+  // special tokens: kept whole, the text around them stripped; "<s" alone is text
+  BOOST_TEST(t.tokenize("hello<mask> world</s>") == I({15, 35, 9, 17, 6, 11, 2}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize(" <s> ") == I({0}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("<s") == I({3, 22}), boost::test_tools::per_element());
+  BOOST_TEST(p.tokenize("<s>hello</s>world") == I({0, 8, 15, 2, 20}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(bpe_rounds_merge_every_occurrence_before_new_pairs) {
+  // v2.1.1 merges every occurrence of the lowest-ranked pair, then looks again: with (xy x) ranked
+  // before (x y), "xyxy" becomes xy xy (a heap merging one pair at a time would make xyx y)
+  BpeTokenizer t({{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}, {"x", 4}, {"y", 5}, {"xy", 6}, {"xyx", 7}},
+                 {{"xy", "x"}, {"x", "y"}});
+  BOOST_TEST(t.tokenize("xyxy") == I({6, 6}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("xyx") == I({7}), boost::test_tools::per_element());
+  // a long word (the heap keeps it O(n log n)): 100,000 a's are 50,000 aa's
+  auto s = bpe_small();
+  const auto ids = s.tokenize(std::string(100000, 'a'));
+  BOOST_TEST(ids.size() == 50000u);
+  BOOST_TEST(std::all_of(ids.begin(), ids.end(), [](auto id) { return id == 28; }));
+}
+
+BOOST_AUTO_TEST_CASE(bpe_invalid_utf8_is_replaced_or_rejected) {
+  auto t = BpeTokenizer::from_folder(kBpeSmall);
+  // U+FFFD (bytes EF BF BD, no pieces here) for the bad byte, as Python's decode(errors='replace')
+  BOOST_TEST(t.tokenize("hello\xff") == I({15, 3, 3, 3}), boost::test_tools::per_element());
+  BOOST_TEST(BpeTokenizer::replace_invalid_utf8("a\xe2\x82" "b\xed\xa0\x80\xf0\x9f\x98") ==
+             "a\uFFFD" "b\uFFFD\uFFFD\uFFFD\uFFFD");  // maximal subparts: truncated, surrogate, truncated
+  BOOST_TEST(BpeTokenizer::valid_utf8("h\xC3\xA9 \xF0\x9F\x98\x80"));
+  BOOST_TEST(!BpeTokenizer::valid_utf8("\xC0\xAF"));  // overlong
+  BpeOptions strict;
+  strict.strict_utf8 = true;
+  BpeTokenizer ts(BpeTokenizer::read_vocab_json(kBpeSmall + "/vocab.json"),
+                  BpeTokenizer::read_merges_txt(kBpeSmall + "/merges.txt"), strict);
+  BOOST_CHECK_THROW(ts.tokenize("hello\xff"), InputError);
+  BOOST_TEST(ts.tokenize("hello") == I({15}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(bpe_pairs_truncation_batches) {
+  auto t = BpeTokenizer::from_folder(kBpeSmall);
+  auto e = t.encode("hello", std::string_view("world"));
+  BOOST_TEST(e.ids == I({0, 15, 2, 2, 9, 17, 6, 11, 2}), boost::test_tools::per_element());
+  BOOST_TEST(e.type_ids == I(9, 0), boost::test_tools::per_element());
+  // longest first: a = hello Ġworld Ġ hello (4), b = aa a (2); 7 leaves 3: a loses 2, then the
+  // tie 2 = 2 takes from b (v2.1.1's truncate_sequences)
+  BOOST_TEST(t.encode("hello world hello", std::string_view("aaa"), 7).ids == I({0, 15, 20, 2, 2, 28, 2}),
+             boost::test_tools::per_element());
+  BOOST_TEST(t.encode("hello world hello", std::nullopt, 4).ids == I({0, 15, 20, 2}), boost::test_tools::per_element());
+  BOOST_TEST(t.encode("hello", std::nullopt, 2).ids == I({0, 2}), boost::test_tools::per_element());
+  BOOST_TEST(t.encode("  ").ids == I({0, 2}), boost::test_tools::per_element());
+  BOOST_CHECK_THROW(t.encode("hello", std::nullopt, 1), InputError);
+  BOOST_CHECK_THROW(t.encode("hello", std::string_view("world"), 3), InputError);
+  const auto b = t.encode_batch({"hello", "hello world"});
+  BOOST_TEST(b.seq_len == 4);
+  BOOST_TEST(b.ids == I({0, 15, 2, 1, 0, 15, 20, 2}), boost::test_tools::per_element());  // padded with <pad> = 1
+  BOOST_TEST(b.lengths == I({3, 4}), boost::test_tools::per_element());
+  const std::vector<std::string> second = {"world", "aaa"};
+  const auto bp = t.encode_batch({"hello", "hello"}, 128, &second);
+  BOOST_TEST(bp.lengths == I({9, 7}), boost::test_tools::per_element());
+  BOOST_TEST(bp.type_ids == I(18, 0), boost::test_tools::per_element());
+  BOOST_TEST(t.special_ids() == I({0, 1, 2}), boost::test_tools::per_element());
+  BOOST_TEST((t.bos_id() == 0 && t.cls_id() == 0 && t.eos_id() == 2 && t.sep_id() == 2 && t.pad_id() == 1 &&
+              t.unk_id() == 3 && t.mask_id() == 35));
+}
+
+BOOST_AUTO_TEST_CASE(bpe_decode_round_trip) {
+  auto t = BpeTokenizer::from_folder(kBpeSmall);
+  BOOST_TEST(t.decode({0, 15, 20, 2}) == "hello world");
+  BOOST_TEST(t.decode({0, 15, 20, 2}, false) == "<s>hello world</s>");
+  BOOST_TEST(t.decode({31, 32}) == "\xC3\xA9");
+  BOOST_TEST(t.decode({4, 31, 31, 32}) == "h\uFFFD\xC3\xA9");  // a lone C3 byte: U+FFFD, as errors='replace'
+  BOOST_CHECK_THROW(t.decode({36}), InputError);
+  BOOST_CHECK_THROW(t.decode({-1}), InputError);
+  for (const char* s : {"hello world", "hello   world!!", "he's 12\nhello", "h\xC3\xA9llo aaaa"})
+    BOOST_TEST(t.decode(t.tokenize(s)) == s);
+}
+
+BOOST_AUTO_TEST_CASE(bpe_bad_files_are_format_errors) {
+  auto msg = [](const std::string& file, const std::string& content) {
+    BpeFolder f(file, content);
+    return error_of([&] { BpeTokenizer::from_folder(f.dir); });
+  };
+  {
+    Tmp t;
+    BOOST_TEST(has(error_of([&] { BpeTokenizer::from_folder(t.dir.string()); }), "vocab.json: missing"));
+    BpeFolder f;
+    std::filesystem::remove(f.dir + "/merges.txt");
+    BOOST_TEST(has(error_of([&] { BpeTokenizer::from_folder(f.dir); }), "merges.txt: missing"));
+  }
+  BOOST_TEST(has(msg("vocab.json", "[1, 2]"), "vocab.json: expected a JSON object"));
+  BOOST_TEST(has(msg("vocab.json", "{\"<s>\": 0,"), "vocab.json: not valid JSON"));
+  BOOST_TEST(has(msg("vocab.json", R"({"<s>": 0, "</s>": 2, "<unk>": 3, "h": 4})"), "vocabulary lacks <pad>"));
+  BOOST_TEST(has(msg("vocab.json", R"({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "h": 3})"), "id 3 is given to both"));
+  BOOST_TEST(has(msg("vocab.json", R"({"<s>": -1})"), "outside 0.."));
+  BOOST_TEST(has(msg("vocab.json", R"({"<s>": "0"})"), "must be an integer"));
+  BOOST_TEST(has(msg("merges.txt", "#version: 0.2\nh e\nh x\n"), "merges.txt: merge 2 (h x) names 'x'"));
+  BOOST_TEST(has(msg("merges.txt", "#version: 0.2\ne h\n"), "makes 'eh', which is not in the vocabulary"));
+  BOOST_TEST(has(msg("merges.txt", "#version: 0.2\nh e l\n"), "merges.txt:2: expected two pieces"));
+  BOOST_TEST(has(msg("tokenizer_config.json", R"({"add_prefix_space": "yes"})"), "add_prefix_space must be true or false"));
+  BOOST_CHECK_THROW(BpeTokenizer::from_folder(BpeFolder("merges.txt", "h x\n").dir), FormatError);
+  // no header line, empty lines, CRLF: accepted
+  BOOST_TEST(BpeTokenizer::from_folder(BpeFolder("merges.txt", "h e\r\n\r\nl l\r\n").dir).tokenize("hell") == I({12, 13}),
+             boost::test_tools::per_element());
+  // a tokenizer_config.json turns add_prefix_space on
+  BOOST_TEST(BpeTokenizer::from_folder(BpeFolder("tokenizer_config.json", R"({"add_prefix_space": true})").dir)
+                 .tokenize("hello") == I({8, 15}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(bpe_is_shared_by_threads) {
+  // one tokenizer, four threads, a cache small enough to be emptied often: the ids of every text
+  // are the single-threaded ones
+  const auto t = bpe_small(false, 32);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) texts.push_back("hello world " + std::string(i % 13, 'a') + " he's 12" + std::to_string(i));
+  std::vector<I> want;
+  for (const auto& s : texts) want.push_back(bpe_small(false, 0).tokenize(s));
+  std::vector<int> bad(4, 0);
+  std::vector<std::thread> th;
+  for (int k = 0; k < 4; ++k)
+    th.emplace_back([&, k] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (std::size_t i = 0; i < texts.size(); ++i) bad[k] += t.tokenize(texts[(i + k * 7) % texts.size()]) != want[(i + k * 7) % texts.size()];
+    });
+  for (auto& x : th) x.join();
+  BOOST_TEST(bad == std::vector<int>(4, 0), boost::test_tools::per_element());
+  BpeTokenizer copy = t;  // a copy starts with an empty cache and gives the same ids
+  BOOST_TEST(copy.tokenize(texts[5]) == want[5], boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(bpe_real_gpt2_files_hand_checked_ids, *boost::unit_test::precondition(RealBpe())) {
+  auto t = BpeTokenizer::from_folder(kBpeReal);
+  BOOST_TEST(t.vocab_size() == 50262);
+  BOOST_TEST((t.bos_id() == 0 && t.pad_id() == 1 && t.eos_id() == 2 && t.unk_id() == 3 && t.mask_id() == 50261));
+  // GPT-2's ids (encoder.json) + 4: Hello 15496, Ġworld 995, ĠHello 18435
+  BOOST_TEST(t.encode("Hello world").ids == I({0, 15500, 999, 2}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("I like strawberries.") == I({44, 592, 36977, 17}), boost::test_tools::per_element());
+  // accents: H Ã© llo , Ġw Ã¶r ld !
+  BOOST_TEST(t.tokenize("H\u00e9llo, w\u00f6rld!") == I({43, 2638, 18802, 15, 270, 30574, 339, 4}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("\u4e2d\u6587") == I({40796, 23881, 233}), boost::test_tools::per_element());  // 中文: ä¸Ń æĸ ĩ
+  BOOST_TEST(t.tokenize("\U0001F600") == I({47253, 226}), boost::test_tools::per_element());          // 😀: ðŁĺ Ģ
+  // numbers (Ġ123 45) and contractions
+  BOOST_TEST(t.tokenize("It's 2019: 12345 apples") == I({1030, 342, 13134, 29, 17035, 2235, 22518}),
+             boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("don't you'll they've") == I({9103, 474, 349, 1187, 488, 1057}), boost::test_tools::per_element());
+  // white space runs (ĉ ĉ, Ġ Ġc) and leading spaces (stripped, unless add_prefix_space)
+  BOOST_TEST(t.tokenize("a\t\tb  c") == I({68, 201, 201, 69, 224, 273}), boost::test_tools::per_element());
+  BOOST_TEST(t.tokenize("  Hello world") == I({15500, 999}), boost::test_tools::per_element());
+  BpeOptions o;
+  o.add_prefix_space = true;
+  BpeTokenizer p(BpeTokenizer::read_vocab_json(kBpeReal + "/vocab.json"), BpeTokenizer::read_merges_txt(kBpeReal + "/merges.txt"), o);
+  BOOST_TEST(p.tokenize("Hello world") == I({18439, 999}), boost::test_tools::per_element());
+  // decode(tokenize(x)) == x for valid UTF-8 without surrounding white space or special tokens
+  for (const char* s : {"Hello world", "na\u00efve caf\u00e9 \u2014 d\u00e9j\u00e0 vu", "\u4e2d\u6587\u5b57\u7b26 \u65e5\u672c\u8a9e",
+                        "\U0001F44D\U0001F3FD \U0001F468\u200D\U0001F469", "a\u0301e\u0308", "tab\t\there\u00a0nbsp\u3000x",
+                        "line\r\nbreaks\n\n\nend", "\u0661\u0662\u0663 \u0968 \uff11", "it\u2019s can't", "x\x01y\x7fz"})
+    BOOST_TEST(t.decode(t.tokenize(s)) == s);
+  BOOST_TEST(t.decode(t.tokenize("bad\xff byte")) == "bad\uFFFD byte");
+}
