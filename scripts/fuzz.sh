@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets of tests/fuzz (preset `fuzz`: clang++ with
 # -fsanitize=fuzzer,address,undefined) and runs each for a while (docs/hardening.md).
 #   scripts/fuzz.sh [seconds-per-target] [target...]    default: 600 s, every target
-# Targets: safetensors config index tokenizer mail datasets inputs trainer_state.
+# Targets: safetensors config index tokenizer bpe mail datasets inputs trainer_state.
 # Environment:
 #   FUZZ_JOBS=N   run N targets side by side (default 1; CI uses one per core)
 #   FUZZ_NICE=N   run the build and the fuzzers under `nice -n N` (default 0)
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
-all_targets=(safetensors config index tokenizer mail datasets inputs trainer_state)
+all_targets=(safetensors config index tokenizer bpe mail datasets inputs trainer_state)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
@@ -55,7 +55,7 @@ for t in "${targets[@]}"; do build_targets+=("fuzz_$t"); done
 bin=build/fuzz/tests/fuzz
 mkdir -p build/fuzz/logs
 declare -A dict=([safetensors]=json [config]=json [index]=json [datasets]=json [inputs]=json [trainer_state]=json
-                 [mail]=mail [tokenizer]=text)
+                 [mail]=mail [tokenizer]=text [bpe]=bpe)
 run_one() {
   local t=$1 work=build/fuzz/work/$1 findings=build/fuzz/findings/$1 log=build/fuzz/logs/$1.log
   mkdir -p "$work" "$findings"

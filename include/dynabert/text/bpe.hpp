@@ -27,7 +27,7 @@
 //    drops the first line whatever it is, and also the last one when the file does not end with a
 //    newline); a line that is not two pieces, or a merge naming a piece (or a concatenation) that
 //    is not in vocab.json, is a FormatError; a pair listed twice keeps its last rank (Python's
-//    dict). vocab.json: ids unique, in [0, 2^24).
+//    dict). vocab.json: ids unique, in [0, 2^22).
 // Threads: every method is const and safe to call from several threads at once. Scratch memory is
 // per call; the per-word cache (words of up to kCacheableBytes bytes -> ids, bounded by
 // BpeOptions::cache_words, emptied shard by shard when full) is split in 16 shards with a mutex
@@ -340,7 +340,7 @@ class BpeTokenizer {
   }
 
  private:
-  static constexpr std::int32_t kMaxVocab = 1 << 24;
+  static constexpr std::int32_t kMaxVocab = 1 << 22;
   enum Class : std::uint8_t { kLetter, kNumber, kSpace, kOther };
   struct Special {
     std::string_view text;
