@@ -7,7 +7,8 @@ builds a pruned model from config.json (per layer num_attention_heads - len(prun
 heads, intermediate_size neurons, or dynabert_intermediate_sizes[l] when present), checks every
 tensor has exactly that shape, runs it at full size with tools/torch_reference.py in float64 and
 compares logits and every hidden state with the elastic reference run at that cell of the
-original model. Also checks that the file size follows the kept parameters.
+original model. Also checks that the file size follows the kept parameters, and that a cell of the
+tiny RoBERTa exports as a RoBERTa checkpoint (model_type, names) computing the cell.
 
     /usr/bin/python3 tools/check_export.py build/dev/examples/dynabert_export
 """
@@ -84,7 +85,36 @@ def main():
             failed += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {' '.join(args)}: {ecfg['num_hidden_layers']} layers, heads {heads}, "
                   f"neurons {sizes}, {kept}/{src_params} parameters, {size} bytes, max error {err:.2e}")
-    print(f"check_export: {len(cases) - failed} passed, {failed} failed")
+    # RoBERTa: the exported folder is a RobertaForSequenceClassification checkpoint (roberta.-prefixed
+    # encoder, classifier.dense / classifier.out_proj, lm_head.*) that computes the cell
+    rdir = os.path.join(ROOT, "tiny_roberta")
+    rcfg, rp = load(rdir)
+    _, rmeta = st.load(os.path.join(ROOT, "tiny_roberta_expected.safetensors"))
+    j = json.loads(rmeta["inputs"])
+    rids, rtypes, rmask = (torch.tensor(j[k]) for k in ("input_ids", "token_type_ids", "attention_mask"))
+    rcases = [(["--width", "0.5", "--depth", "0.5"], dict(width=0.5, depth=0.5)),
+              (["--width", "0.25", "--depth", "0.75"], dict(width=0.25, depth=0.75))]
+    for args, ref_kw in rcases:
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "small")
+            subprocess.run([exe, "--model", rdir, "--out", out] + args, check=True, stdout=subprocess.DEVNULL)
+            raw, _ = st.load(os.path.join(out, "model.safetensors"))
+            ecfg, ep = load(out)
+            names_ok = (ecfg.get("model_type") == "roberta" and "roberta.embeddings.word_embeddings.weight" in raw
+                        and "classifier.out_proj.weight" in raw and "lm_head.layer_norm.weight" in raw
+                        and not any(k.startswith("bert.") for k in raw))
+            heads, sizes = hf_shapes(ecfg)
+            want = ElasticBert(rcfg, rp).forward(rids, rtypes, rmask, **ref_kw)
+            got = ElasticBert(ecfg, ep).forward(rids, rtypes, rmask, heads=heads, neurons=sizes,
+                                                layers=list(range(ecfg["num_hidden_layers"])))
+            err = max([float((want[0] - got[0]).abs().max())] +
+                      [float((a - b).abs().max()) for a, b in zip(want[2], got[2])])
+            ok = names_ok and len(want[2]) == len(got[2]) and err < 1e-5
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} roberta {' '.join(args)}: {ecfg['num_hidden_layers']} layers, heads {heads}, "
+                  f"neurons {sizes}, RoBERTa names {names_ok}, max error {err:.2e}")
+    total = len(cases) + len(rcases)
+    print(f"check_export: {total - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/python3
-"""Convert a Hugging Face BERT `pytorch_model.bin` to `model.safetensors` (run with Debian's python3).
+"""Convert a Hugging Face BERT or RoBERTa `pytorch_model.bin` to `model.safetensors` (run with Debian's python3).
 
     /usr/bin/python3 tools/convert_hf.py CHECKPOINT_DIR [--out OUT_DIR] [--keep-names]
     /usr/bin/python3 tools/convert_hf.py --self-test
 
 Names are normalised as dynabert reads them (old LayerNorm 'gamma'/'beta' become 'weight'/'bias';
-the 'bert.' prefix is kept so plain Hugging Face code still loads the result) unless --keep-names;
+the 'bert.' / 'roberta.' prefix is kept so plain Hugging Face code still loads the result) unless
+--keep-names;
 the 'embeddings.position_ids' buffer is dropped; tensors are written as F32 (F16/BF16 are widened).
 After writing, the file is read back and compared tensor by tensor with the source (round trip).
-config.json, vocab.txt and tokenizer files are copied alongside.
+config.json, vocab.txt (BERT) or vocab.json + merges.txt (RoBERTa) and the tokenizer files are
+copied alongside.
 """
 import argparse
 import os
@@ -22,7 +24,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
 
-COPY = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+COPY = ("config.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+        "tokenizer.json")
 
 
 def rename(name, keep):

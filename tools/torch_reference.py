@@ -6,7 +6,9 @@ It follows Hugging Face's BertModel / BertForSequenceClassification (post-LayerN
 slicing rules (DynaLinear): at width m_w a layer keeps n_h = round(N_H * m_w) heads (Python
 round: ties to even), Q/K/V rows [0, n_h * d_head), attention-output columns likewise, FFN rows /
 columns [0, int(n_h / N_H * I)); at depth m_d it runs layers floor(i / m_d) for
-i < round(L * m_d). Run with Debian's /usr/bin/python3 (python3-torch).
+i < round(L * m_d). RoBERTa (config model_type "roberta") differs only in its positions (from
+padding_idx + 1) and its heads (RobertaClassificationHead, RobertaLMHead). Run with Debian's
+/usr/bin/python3 (python3-torch).
 """
 import math
 
@@ -51,7 +53,9 @@ class ElasticBert:
         H, NH, L = c["hidden_size"], c["num_attention_heads"], c["num_hidden_layers"]
         dh, I, eps = H // NH, c["intermediate_size"], c.get("layer_norm_eps", 1e-12)
         B, S = ids.shape
-        pos = torch.arange(S)
+        roberta = c.get("model_type") == "roberta"
+        # RoBERTa (transformers v2.1.1): positions padding_idx + 1, ... for every sequence
+        pos = torch.arange(S) + (c.get("pad_token_id", 1) + 1 if roberta else 0)
         x = p["embeddings.word_embeddings.weight"][ids] + p["embeddings.position_embeddings.weight"][pos][None] \
             + p["embeddings.token_type_embeddings.weight"][types]
         h = layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], eps)
@@ -82,6 +86,11 @@ class ElasticBert:
             h = layer_norm(o + h1, w("output.LayerNorm.weight"), w("output.LayerNorm.bias"), eps)
             states.append(h)
         pooled = logits = None
+        if roberta:  # RobertaClassificationHead: dense + tanh on <s>, then out_proj (dropout off)
+            if "classifier.dense.weight" in p:
+                pooled = torch.tanh(h[:, 0] @ p["classifier.dense.weight"].T + p["classifier.dense.bias"])
+                logits = pooled @ p["classifier.out_proj.weight"].T + p["classifier.out_proj.bias"]
+            return logits, pooled, states
         if "pooler.dense.weight" in p:
             pooled = torch.tanh(h[:, 0] @ p["pooler.dense.weight"].T + p["pooler.dense.bias"])
             if "classifier.weight" in p:
@@ -89,9 +98,26 @@ class ElasticBert:
         return logits, pooled, states
 
 
+def mlm_scores(cfg, p, h):
+    """Scores [..., vocab] of the MLM head on hidden states h: BertForMaskedLM's
+    (cls.predictions.transform.*) or RobertaForMaskedLM's (lm_head.dense, erf GELU, lm_head.layer_norm),
+    the decoder tied to the word embeddings, plus the head's own bias."""
+    eps = cfg.get("layer_norm_eps", 1e-12)
+    if cfg.get("model_type") == "roberta":
+        x = torch.nn.functional.gelu(h @ p["lm_head.dense.weight"].T + p["lm_head.dense.bias"])
+        x = layer_norm(x, p["lm_head.layer_norm.weight"], p["lm_head.layer_norm.bias"], eps)
+        return x @ p["embeddings.word_embeddings.weight"].T + p["lm_head.bias"]
+    x = gelu(h @ p["cls.predictions.transform.dense.weight"].T + p["cls.predictions.transform.dense.bias"],
+             cfg.get("hidden_act", "gelu"))
+    x = layer_norm(x, p["cls.predictions.transform.LayerNorm.weight"], p["cls.predictions.transform.LayerNorm.bias"], eps)
+    return x @ p["embeddings.word_embeddings.weight"].T + p["cls.predictions.bias"]
+
+
 def normalize_name(n):
     if n.startswith("bert."):
         n = n[5:]
+    elif n.startswith("roberta."):
+        n = n[8:]
     if n.endswith("LayerNorm.gamma"):
         n = n[:-5] + "weight"
     elif n.endswith("LayerNorm.beta"):

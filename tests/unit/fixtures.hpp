@@ -27,8 +27,8 @@ struct Batch {
   }
 };
 
-inline Batch load_inputs() {
-  const auto j = dynabert::io::read_json_file(kDir + "/tiny_inputs.json");
+/// A batch from {"input_ids", "token_type_ids", "attention_mask"} lists of rows.
+inline Batch inputs_from_json(const dynabert::io::Json& j) {
   Batch b;
   b.B = static_cast<int>(j.at("input_ids").size());
   b.S = static_cast<int>(j.at("input_ids")[0].size());
@@ -38,7 +38,20 @@ inline Batch load_inputs() {
   return b;
 }
 
+inline Batch load_inputs() { return inputs_from_json(dynabert::io::read_json_file(kDir + "/tiny_inputs.json")); }
+
 /// The tiny fixture model (F16 weights read into float).
 inline dynabert::BertWeights<float> load_model() { return dynabert::BertWeights<float>::load(kDir + "/tiny"); }
+
+/// The tiny RoBERTa fixture (tools/make_roberta_fixtures.py): the model folder, the expected
+/// outputs and gradients, and the padded batch they were computed on (in the file's metadata).
+struct Roberta {
+  std::string dir = kDir + "/tiny_roberta";
+  dynabert::io::SafetensorsFile expected{kDir + "/tiny_roberta_expected.safetensors"};
+  Batch batch = inputs_from_json(dynabert::io::parse_json(expected.metadata().at("inputs"), "inputs"));
+  std::vector<std::string> names(const char* key) const {
+    return dynabert::io::parse_json(expected.metadata().at(key), key).as_vector<std::string>();
+  }
+};
 
 }  // namespace fixtures

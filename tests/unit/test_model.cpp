@@ -51,7 +51,7 @@ void check_cell(const Model& model, Workspace<float>& ws, const Batch& in, const
   const auto want_logits = expected.read<float>(name + ".logits");
   const auto want_states = expected.read<float>(name + ".hidden_states");
   std::vector<float> logits(want_logits.size(), NAN), states(want_states.size(), NAN);
-  BOOST_REQUIRE_EQUAL(states.size(), std::size_t(net.depth() + 1) * in.B * in.S * 64);
+  BOOST_REQUIRE_EQUAL(states.size(), std::size_t(net.depth() + 1) * in.B * in.S * model.config().hidden_size);
   Outputs o;
   o.logits = logits.data();
   o.hidden_states = states.data();
@@ -816,6 +816,127 @@ BOOST_AUTO_TEST_CASE(classify_and_embed_texts_in_one_call) {
     }
   }
   BOOST_TEST(has(error_of([&] { (void)ts->classify(texts, 0.3, 0.5); }), "was not prepared"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- RoBERTa: the same blocks under RoBERTa's positions, heads and names -------------------------
+BOOST_AUTO_TEST_SUITE(roberta)
+
+BOOST_AUTO_TEST_CASE(every_cell_matches_the_reference_and_the_names_are_roberta_s) {
+  const fixtures::Roberta f;
+  const auto w = BertWeights<float>::load(f.dir);
+  BOOST_TEST((w.config().model_type == ModelType::kRoberta));
+  BOOST_TEST(w.config().position_offset() == 2);
+  BOOST_TEST(w.heads().pooler);  // RobertaClassificationHead's dense layer
+  BOOST_TEST(w.heads().num_labels == 3);
+  BOOST_TEST(w.heads().mlm);
+  BOOST_TEST(w.has("classifier.out_proj.weight"));
+  BOOST_TEST(w.has("lm_head.layer_norm.weight"));
+  BOOST_TEST(!w.has("pooler.dense.weight"));  // RobertaModel's pooler: in the file, used by no head
+  const auto cells = io::parse_json(f.expected.metadata().at("cells"), "cells");
+  BOOST_REQUIRE_EQUAL(cells.size(), 15u);
+  ElasticBert<float> dynamic_model(w);
+  ElasticBert<float, StaticDims<32, 4, 64>> static_model(w);
+  auto ws = dynamic_model.make_workspace({4, 12, 2});
+  for (auto& cell : cells) {
+    const std::string name = cell.at("name").as_string();
+    const auto net = SubNetwork::dynabert(w.config(), cell.at("width").as_double(), cell.at("depth").as_double());
+    check_cell(dynamic_model, ws, f.batch, net, f.expected, name, Threads());
+    check_cell(static_model, ws, f.batch, net, f.expected, name, Threads(2));
+  }
+  // double: tighter
+  const ElasticBert<double> md(w.cast<double>());
+  auto wsd = md.make_workspace({4, 12, 1});
+  const auto want = f.expected.read<float>("w0.5000_d0.5000.logits");
+  std::vector<double> logits(want.size());
+  md.forward_t(f.batch.inputs(), SubNetwork::dynabert(w.config(), 0.5, 0.5), logits.data(), nullptr, wsd);
+  for (std::size_t i = 0; i < want.size(); ++i) BOOST_TEST(std::abs(logits[i] - want[i]) < 1e-6);
+  // positions start at 2: 14 position rows hold sequences of 12 tokens, not 13
+  std::vector<std::int32_t> ids(13, 5);
+  Inputs in;
+  in.input_ids = ids.data(); in.batch = 1; in.seq_len = 13;
+  std::vector<float> out(3);
+  Outputs o;
+  o.logits = out.data();
+  auto ws13 = dynamic_model.make_workspace({1, 13, 1});
+  const std::string err = error_of([&] { dynamic_model.forward(in, SubNetwork::full(w.config()), o, ws13); });
+  BOOST_TEST(has(err, "exceeds max_position_embeddings 12"), err);
+}
+
+BOOST_AUTO_TEST_CASE(save_load_export_session_and_low_precision) {
+  const fixtures::Roberta f;
+  const auto w = BertWeights<float>::load(f.dir);
+  const auto dir = std::filesystem::temp_directory_path() / ("dynabert_roberta_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  // written in RobertaFor* names, read back unchanged
+  w.save(dir.string());
+  {
+    io::SafetensorsFile st((dir / "model.safetensors").string());
+    BOOST_TEST(st.contains("roberta.encoder.layer.3.output.dense.weight"));
+    BOOST_TEST(st.contains("roberta.embeddings.position_embeddings.weight"));
+    BOOST_TEST(st.contains("classifier.dense.weight"));
+    BOOST_TEST(st.contains("classifier.out_proj.bias"));
+    BOOST_TEST(st.contains("lm_head.dense.weight"));
+    BOOST_TEST(st.contains("lm_head.bias"));
+    BOOST_TEST(!st.contains("bert.embeddings.word_embeddings.weight"));
+    const auto cfg = io::read_json_file((dir / "config.json").string());
+    BOOST_TEST(cfg.at("model_type").as_string() == "roberta");
+    BOOST_TEST(cfg.at("architectures")[0].as_string() == "RobertaForSequenceClassification");
+    BOOST_TEST(cfg.at("pad_token_id").as_int() == 1);
+  }
+  const auto back = BertWeights<float>::load(dir.string());
+  BOOST_REQUIRE(back.specs().size() == w.specs().size());
+  for (auto& s : w.specs()) BOOST_TEST(std::memcmp(back.tensor(s.name), w.tensor(s.name), s.numel() * sizeof(float)) == 0, s.name);
+  // a cell exported as a standalone RoBERTa computes what the cell computes
+  const ElasticBert<float> elastic(w);
+  auto ws = elastic.make_workspace({4, 10, 1});
+  const auto net = SubNetwork::dynabert(w.config(), 0.5, 0.5);
+  std::vector<float> want(12), got(12);
+  Outputs o;
+  o.logits = want.data();
+  elastic.forward(f.batch.inputs(), net, o, ws);
+  extract_subnetwork(w, net).save(dir.string());
+  const auto small = BertWeights<float>::load(dir.string());
+  BOOST_TEST((small.config().model_type == ModelType::kRoberta));
+  BOOST_TEST(small.config().num_hidden_layers == 2);
+  const ElasticBert<float> sm(small);
+  auto ws2 = sm.make_workspace({4, 10, 1});
+  o.logits = got.data();
+  sm.forward(f.batch.inputs(), SubNetwork::full(small.config()), o, ws2);
+  BOOST_TEST(max_abs(want.data(), got.data(), 12) < 1e-5);
+  std::filesystem::remove_all(dir);
+  // a Session serves it at a cell and under a budget, in every precision
+  SessionOptions so;
+  so.max_batch = 4;
+  so.max_seq_len = 12;
+  so.precisions = {Precision::kFp32, Precision::kBf16, Precision::kInt8};
+  Session<float> session(w, so);
+  std::vector<float> s_logits(12);
+  o.logits = s_logits.data();
+  session.run(f.batch.inputs(), 0.5, 0.5, o);
+  BOOST_TEST(max_abs(want.data(), s_logits.data(), 12) < 1e-5);
+  auto low = net;
+  for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+    low.precision = p;
+    const ElasticBert<float> m(w, {Precision::kFp32, p});
+    auto wsl = m.make_workspace({4, 10, 1});
+    m.forward(f.batch.inputs(), low, o, wsl);
+    BOOST_TEST(max_abs(want.data(), s_logits.data(), 12) < 0.1, to_string(p));
+    BOOST_TEST(max_abs(want.data(), s_logits.data(), 12) > 0.0, to_string(p));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(config_json_names_the_family) {
+  auto parse = [](const std::string& text) { return BertConfig::from_json(io::parse_json(text, "config.json")); };
+  BOOST_TEST((parse(R"({"model_type": "roberta", "pad_token_id": 1})").model_type == ModelType::kRoberta));
+  BOOST_TEST((parse(R"({"hidden_size": 768})").model_type == ModelType::kBert));
+  BOOST_TEST(has(error_of([&] { parse(R"({"model_type": "gpt2"})"); }), "model_type 'gpt2' is not supported"));
+  BOOST_TEST(has(error_of([&] { parse(R"({"model_type": "roberta", "pad_token_id": 1, "max_position_embeddings": 2})"); }),
+                 "leaves no position"));
+  const auto rb = BertConfig::roberta_base();
+  BOOST_TEST(BertConfig::from_json(rb.to_json()).position_offset() == 2);
+  BOOST_TEST(BertConfig::from_json(rb.to_json()).layer_norm_eps == 1e-5);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

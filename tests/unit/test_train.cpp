@@ -957,3 +957,159 @@ BOOST_AUTO_TEST_CASE(mlm_pretraining_learns_and_resumes) {
   TrainableBert<float> cls(small_model(3));
   BOOST_CHECK_THROW(Trainer<float>(cls, nullptr, cfg), InputError);
 }
+
+// ---- RoBERTa: its classification head (dropout, dense, tanh, out_proj) and lm_head --------------
+BOOST_AUTO_TEST_SUITE(roberta)
+
+BOOST_AUTO_TEST_CASE(head_mlm_gradients_and_adamw_match_pytorch) {
+  const fixtures::Roberta f;
+  const auto names = f.names("tensors"), mlm_names = f.names("mlm_tensors");
+  const std::vector<std::int32_t> labels = {0, 2, 1, 2};
+  const auto lab = f.expected.read<double>("mlm.labels");
+  const std::vector<std::int32_t> mlm_labels(lab.begin(), lab.end());
+  auto check = [&](auto tag, double tol) {
+    using T = decltype(tag);
+    TrainableBert<T> m(BertWeights<float>::load(f.dir).cast<T>());
+    for (auto [w, d] : {std::pair{1.0, 1.0}, {0.5, 0.75}}) {
+      const auto net = SubNetwork::dynabert(m.config(), w, d);
+      char key[64];
+      std::snprintf(key, sizeof key, "w%.2f_d%.2f", w, d);
+      const std::string k = key;
+      // classification head
+      TrainCache<T> c;
+      m.zero_grad();
+      m.forward(f.batch.inputs(), net, c, {});
+      std::vector<T> dl(c.logits.size(), T(0));
+      const double loss = cross_entropy(c.logits.data(), labels.data(), 4, 3, dl.data());
+      m.backward(c, dl.data(), {});
+      const double want = f.expected.read<double>("grad." + k + ".loss")[0];
+      BOOST_TEST(std::abs(loss - want) < tol * (1 + want), k << " loss " << loss << " vs " << want);
+      check_stats(m.grads(), f.expected.read<double>("grad." + k + ".stats"), names, tol, "roberta head " + k);
+      if (w == 1.0 && std::is_same_v<T, double>) {
+        AdamW<T> opt(m.params(), AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.01, true});
+        auto stepped = m.params();
+        opt.step(stepped, m.grads(), 1e-3);
+        check_stats(stepped, f.expected.read<double>("adamw.stats"), names, 1e-6, "roberta AdamW step");
+      }
+      // lm_head
+      m.zero_grad();
+      m.forward(f.batch.inputs(), net, c, {}, false);
+      std::vector<T> d_last;
+      const double mlm = m.mlm_loss(c, mlm_labels.data(), d_last);
+      std::vector<const T*> ds(c.states.size(), nullptr);
+      ds.back() = d_last.data();
+      m.backward(c, nullptr, ds);
+      const double want_mlm = f.expected.read<double>("mlm." + k + ".loss")[0];
+      BOOST_TEST(std::abs(mlm - want_mlm) < tol * (1 + want_mlm), k << " MLM loss " << mlm << " vs " << want_mlm);
+      check_stats(m.grads(), f.expected.read<double>("mlm." + k + ".stats"), mlm_names, tol, "roberta lm_head " + k);
+    }
+  };
+  check(double{}, 1e-8);
+  check(float{}, 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(gradient_check_with_the_head_s_dropout) {
+  std::mt19937 g(11);
+  BertConfig c = tiny_config();
+  c.model_type = ModelType::kRoberta;
+  c.type_vocab_size = 1;
+  c.pad_token_id = 1;
+  c.max_position_embeddings = 8 + 2;
+  c.hidden_dropout_prob = 0.3;
+  BertWeights<double> w(c, HeadSpec{true, 3});
+  w.init_random(9, 0.3, true);
+  BOOST_TEST(w.has("classifier.dense.weight"));
+  TrainableBert<double> model(w);
+  auto prob = make_problem(g);
+  std::fill(prob.types.begin(), prob.types.end(), 0);
+  for (auto [width, depth] : {std::pair{1.0, 1.0}, {0.5, 0.5}}) {
+    const auto net = SubNetwork::dynabert(c, width, depth);
+    auto run = [&](TrainCache<double>& cache) {
+      std::mt19937_64 rng(77);  // the same dropout masks on every evaluation
+      model.forward(prob.inputs(), net, cache, ForwardMode{true, &rng});
+    };
+    TrainCache<double> cache;
+    run(cache);
+    const auto proj = make_projection(cache, g);
+    model.zero_grad();
+    std::vector<const double*> ds;
+    for (auto& r : proj.r_states) ds.push_back(r.data());
+    model.backward(cache, proj.r_logits.data(), ds);
+    int checked = 0;
+    for (const char* name : {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                             "embeddings.position_embeddings.weight", "embeddings.word_embeddings.weight",
+                             "encoder.layer.0.output.dense.weight"}) {
+      for (int trial = 0; trial < 6; ++trial) {
+        const std::size_t i = g() % model.params().spec(name).numel();
+        double* p = model.params().tensor(name) + i;
+        const double old = *p;
+        TrainCache<double> cp, cm;
+        *p = old + 1e-6; run(cp);
+        *p = old - 1e-6; run(cm);
+        *p = old;
+        const double num = (proj(cp) - proj(cm)) / 2e-6, ana = model.grads().tensor(name)[i];
+        BOOST_TEST((rel_err(num, ana) < 1e-5 || std::abs(num - ana) < 1e-7),
+                   name << "[" << i << "] w " << width << ": numeric " << num << " analytic " << ana);
+        ++checked;
+      }
+    }
+    BOOST_TEST(checked == 36);
+    // positions 0 and 1 (below padding_idx + 1) are never used
+    const double* gp = model.grads().tensor("embeddings.position_embeddings.weight");
+    for (int i = 0; i < 2 * 16; ++i) BOOST_REQUIRE(gp[i] == 0.0);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(rewiring_and_the_trainer_s_warmup_for_roberta) {
+  // importance and rewiring know nothing of the family: the rewired RoBERTa computes the same
+  const fixtures::Roberta f;
+  const auto original = BertWeights<float>::load(f.dir);
+  TrainableBert<double> m(original.cast<double>());
+  importance::Scorer<double> scorer(m);
+  const std::vector<std::int32_t> labels = {0, 2, 1, 2};
+  scorer.add_batch(f.batch.inputs(0, 2), labels.data());
+  scorer.add_batch(f.batch.inputs(2, 2), labels.data() + 2);
+  auto rewired = original;
+  const auto perm = importance::rewire(rewired, scorer.result());
+  bool moved = false;
+  for (auto& layer : perm.heads)
+    for (int h = 0; h < 4; ++h) moved |= layer[h] != h;
+  BOOST_TEST(moved);
+  ElasticBert<float> a(original), b(rewired);
+  auto ws = a.make_workspace({4, 10, 1});
+  std::vector<float> la(12), lb(12);
+  Outputs oa, ob;
+  oa.logits = la.data();
+  ob.logits = lb.data();
+  a.forward(f.batch.inputs(), SubNetwork::full(original.config()), oa, ws);
+  b.forward(f.batch.inputs(), SubNetwork::full(rewired.config()), ob, ws);
+  for (int i = 0; i < 12; ++i) BOOST_TEST(std::abs(la[i] - lb[i]) < 1e-5);
+  // the trainer's default warmup is 6 % of the steps for RoBERTa, none for BERT
+  Dataset data;
+  for (int i = 0; i < 64; ++i) data.push_back({{0, 5 + i % 7, 9, 2}, {0, 0, 0, 0}, i % 3, 0.0});
+  for (bool roberta : {true, false}) {
+    auto w = roberta ? original : fixtures::load_model();
+    TrainableBert<float> student(w);
+    TrainerConfig cfg;
+    cfg.phase = Phase::kFineTune;
+    cfg.epochs = 25;
+    cfg.batch_size = 4;  // 400 steps: 24 of warmup for RoBERTa
+    std::vector<double> lr;
+    Trainer<float> t(student, nullptr, cfg);
+    t.on_progress = [&](const Progress& p) { lr.push_back(p.lr); };
+    t.fit(data, nullptr, 30);
+    BOOST_REQUIRE(lr.size() == 30u);
+    const double base = cfg.adam.lr;
+    if (roberta) {  // step k of the warmup uses k / 24 of the rate, then the linear decay
+      BOOST_TEST(lr[0] == 0.0);
+      BOOST_TEST(std::abs(lr[12] - base * 12 / 24) < 1e-12 * base, lr[12]);
+      BOOST_TEST(std::abs(lr[24] - base) < 1e-12 * base, lr[24]);
+      BOOST_TEST(lr[25] < lr[24]);
+    } else {
+      BOOST_TEST(lr[0] == base);
+      BOOST_TEST(lr[1] < lr[0]);  // decaying from the first step
+    }
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,6 +1,6 @@
 // Hugging Face checkpoint access: a folder with config.json and model.safetensors (or shards
 // listed in model.safetensors.index.json), or a single .safetensors file. Tensor names are
-// normalised to the bare BertModel form: a leading "bert." is dropped and the old LayerNorm names
+// normalised to the bare encoder's form: a leading "bert." or "roberta." is dropped and the old LayerNorm names
 // "gamma"/"beta" become "weight"/"bias".
 #pragma once
 #include <filesystem>
@@ -19,6 +19,7 @@ namespace dynabert::io {
 /// "bert.encoder.layer.0.attention.output.LayerNorm.gamma" -> "encoder.layer.0.attention.output.LayerNorm.weight"
 inline std::string normalize_hf_name(std::string n) {
   if (n.rfind("bert.", 0) == 0) n = n.substr(5);
+  else if (n.rfind("roberta.", 0) == 0) n = n.substr(8);
   auto ends_with = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
   if (ends_with("LayerNorm.gamma")) n = n.substr(0, n.size() - 5) + "weight";
   else if (ends_with("LayerNorm.beta")) n = n.substr(0, n.size() - 4) + "bias";

@@ -37,7 +37,7 @@ struct NormTensors {
 template <class T>
 inline void dropout_rows(T* x, long ld, int rows, int H, const BatchLayout* lay, const kernels::DropoutKey& key,
                          const Compute& c) {
-  if (!key.active()) return;
+  if (!key.active() || H <= 0) return;
   c.th().for_chunks(rows, [&](int, long lo, long hi) {
     for (long r = lo; r < hi; ++r) {
       const long tok = lay ? lay->row_token[r] : r;

@@ -1,5 +1,6 @@
 // The output blocks of BERT, each with its inference forward, training forward and backward:
-//  - Pooler<T>:     pooled[b] = tanh(W h[first row of b] + b), the [CLS] row of each sequence;
+//  - Pooler<T>:     pooled[b] = tanh(W h[first row of b] + b), the [CLS] row of each sequence (in
+//                   training optionally after dropout: RoBERTa's classification head);
 //  - Classifier<T>: logits[b] = W dropout(pooled[b]) + b (one output: regression), dropout on its
 //                   input in training as in BertForSequenceClassification;
 //  - MlmHead<T>:    BertForMaskedLM's prediction head on selected rows: dense, activation,
@@ -35,7 +36,8 @@ auto dense_tensors(Set& set, const std::string& prefix) {
 
 template <class T>
 struct PoolerCache {
-  AlignedBuffer<T> cls, pooled;  ///< [batch, H] input rows and tanh outputs
+  AlignedBuffer<T> cls, pooled;  ///< [batch, H] input rows (after dropout) and tanh outputs
+  kernels::DropoutKey drop;
   int batch = 0;
 };
 
@@ -47,9 +49,12 @@ class Pooler {
   using Cache = PoolerCache<T>;
   Pooler() = default;
   Pooler(int hidden, Params p) : H_(hidden), p_(p) {}
-  static void declare(Schema& s, const std::string& prefix, int H) {
-    s.add(prefix + "dense.weight", {H, H});
-    s.add(prefix + "dense.bias", {H});
+  /// BertModel's pooler: prefix + "dense.weight" / "dense.bias".
+  static void declare(Schema& s, const std::string& prefix, int H) { declare_dense(s, prefix + "dense.", H); }
+  /// The dense layer's tensors under `dense` (RoBERTa's head: "classifier.dense.").
+  static void declare_dense(Schema& s, const std::string& dense, int H) {
+    s.add(dense + "weight", {H, H});
+    s.add(dense + "bias", {H});
   }
   void bind(Params p) { p_ = p; }
   void pack(bool backward) { dense_.pack(p_.w, H_, H_, H_, backward); }
@@ -72,11 +77,15 @@ class Pooler {
     gather_rows(gather, hidden, lay);
     dense_.forward(pooled, H_, gather, H_, lay.batch, H_, H_, e, c);
   }
-  /// Training: the same, keeping the input rows and the output.
-  void forward(T* pooled, const T* hidden, const BatchLayout& lay, Cache& cache, const Compute& c) const {
+  /// Training: the same, keeping the input rows and the output. `drop` (inactive by default) is
+  /// dropout on the input rows, as RoBERTa's classification head applies before its dense layer.
+  void forward(T* pooled, const T* hidden, const BatchLayout& lay, Cache& cache, const Compute& c,
+               const kernels::DropoutKey& drop = {}) const {
     cache.batch = lay.batch;
+    cache.drop = drop;
     T* cls = cache.cls.ensure(static_cast<std::size_t>(lay.batch) * H_);
     gather_rows(cls, hidden, lay);
+    dropout_rows(cls, H_, lay.batch, H_, nullptr, drop, c);
     LinearEpilogue<T> e;
     e.bias = p_.b;
     e.act = Activation::kTanh;
@@ -92,6 +101,7 @@ class Pooler {
     std::fill(dcls, dcls + static_cast<std::size_t>(B) * H_, T(0));
     dense_.backward_input(dcls, H_, dz, H_, B, H_, H_, c);
     linear_backward_weight(g.w, H_, g.b, dz, H_, cache.cls.data(), H_, B, H_, H_, c);
+    dropout_rows(dcls, H_, B, H_, nullptr, cache.drop, c);
     for (int b = 0; b < B; ++b) ops::add(d_hidden + static_cast<long>(lay.row_off[b]) * H_, dcls + static_cast<long>(b) * H_, H_);
   }
 
@@ -194,12 +204,19 @@ class MlmHead {
   using Cache = MlmHeadCache<T>;
   MlmHead() = default;
   MlmHead(int hidden, int vocab, Activation act, double eps, Params p) : H_(hidden), V_(vocab), act_(act), eps_(eps), p_(p) {}
-  /// BertForMaskedLM's tensors under "cls.predictions." (decoder weight tied: not declared).
-  static void declare(Schema& s, const std::string& prefix, int H, int vocab) {
-    s.add(prefix + "transform.dense.weight", {H, H});
-    s.add(prefix + "transform.dense.bias", {H});
-    AddNorm<T>::declare(s, prefix + "transform.LayerNorm.", H);
+  /// The head's tensors under `prefix`: the dense layer under prefix + `dense`, the LayerNorm
+  /// under prefix + `norm`, the decoder bias prefix + "bias" (the decoder weight is tied: not
+  /// declared). BertForMaskedLM: "cls.predictions." with "transform.dense." and
+  /// "transform.LayerNorm."; RobertaForMaskedLM: "lm_head." with "dense." and "layer_norm.".
+  static void declare(Schema& s, const std::string& prefix, const std::string& dense, const std::string& norm, int H,
+                      int vocab) {
+    s.add(prefix + dense + "weight", {H, H});
+    s.add(prefix + dense + "bias", {H});
+    AddNorm<T>::declare(s, prefix + norm, H);
     s.add(prefix + "bias", {vocab});
+  }
+  static void declare(Schema& s, const std::string& prefix, int H, int vocab) {
+    declare(s, prefix, "transform.dense.", "transform.LayerNorm.", H, vocab);
   }
   void bind(Params p) { p_ = p; }
   void pack(bool backward) {

@@ -67,8 +67,9 @@ class BertBlocks {
     pooler.reset();
     classifier.reset();
     mlm.reset();
-    if (heads.pooler) pooler.emplace(c.hidden_size, layers::dense_tensors(set, "pooler.dense."));
-    if (heads.num_labels > 0) classifier.emplace(c.hidden_size, heads.num_labels, layers::dense_tensors(set, "classifier."));
+    const FamilyNames& n = c.names();
+    if (heads.pooler) pooler.emplace(c.hidden_size, layers::dense_tensors(set, n.pooler));
+    if (heads.num_labels > 0) classifier.emplace(c.hidden_size, heads.num_labels, layers::dense_tensors(set, n.classifier));
     if (heads.mlm) mlm.emplace(c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps, mlm_tensors(set));
   }
   /// Binds the same blocks to another set of the same model (after its buffer moved).
@@ -76,8 +77,8 @@ class BertBlocks {
   void bind(const Set& set) {
     embeddings.bind(Emb::tensors(set, "embeddings."));
     for (int l = 0; l < static_cast<int>(layers.size()); ++l) layers[l].bind(Layer::tensors(set, prefix(l)));
-    if (pooler) pooler->bind(layers::dense_tensors(set, "pooler.dense."));
-    if (classifier) classifier->bind(layers::dense_tensors(set, "classifier."));
+    if (pooler) pooler->bind(layers::dense_tensors(set, config_.names().pooler));
+    if (classifier) classifier->bind(layers::dense_tensors(set, config_.names().classifier));
     if (mlm) mlm->bind(mlm_tensors(set));
   }
   /// (Re)packs every weight matrix from the bound views; with `backward`, for training too.
@@ -150,8 +151,8 @@ class BertBlocks {
     Grads out;
     out.embeddings = Emb::tensors(g, "embeddings.");
     for (int l = 0; l < static_cast<int>(layers.size()); ++l) out.layers.push_back(Layer::tensors(g, prefix(l)));
-    if (pooler) out.pooler = layers::dense_tensors(g, "pooler.dense.");
-    if (classifier) out.classifier = layers::dense_tensors(g, "classifier.");
+    if (pooler) out.pooler = layers::dense_tensors(g, config_.names().pooler);
+    if (classifier) out.classifier = layers::dense_tensors(g, config_.names().classifier);
     if (mlm) out.mlm = mlm_tensors(g);
     return out;
   }
@@ -206,12 +207,14 @@ class BertBlocks {
  private:
   static std::string prefix(int l) { return "encoder.layer." + std::to_string(l) + "."; }
   template <class Set>
-  static auto mlm_tensors(Set& set) {
+  auto mlm_tensors(Set& set) const {
     using P = std::remove_reference_t<decltype(*set.view(""))>;
+    const FamilyNames& n = config_.names();
+    const std::string head = n.mlm, norm = head + n.mlm_norm;
     layers::MlmTensors<P> t;
-    t.transform = layers::dense_tensors(set, "cls.predictions.transform.dense.");
-    t.norm = {set.view("cls.predictions.transform.LayerNorm.weight"), set.view("cls.predictions.transform.LayerNorm.bias")};
-    t.decoder_bias = set.view("cls.predictions.bias");
+    t.transform = layers::dense_tensors(set, head + n.mlm_dense);
+    t.norm = {set.view(norm + "weight"), set.view(norm + "bias")};
+    t.decoder_bias = set.view(head + "bias");
     t.decoder = set.view("embeddings.word_embeddings.weight");
     return t;
   }

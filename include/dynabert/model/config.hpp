@@ -17,12 +17,46 @@
 
 namespace dynabert {
 
+/// The encoder family a checkpoint holds (config.json's `model_type`). Families share every block;
+/// they differ in the embedding positions, the heads and the checkpoint names (FamilyNames).
+enum class ModelType { kBert, kRoberta };
+
+/// What differs between the families outside the config's sizes: the Hugging Face tensor names of
+/// the heads, the encoder's prefix in task checkpoints, the head's dropout and the class names.
+///  - BERT:    pooler.dense (tanh on [CLS]) -> classifier; MLM head cls.predictions.transform.*;
+///  - RoBERTa: RobertaClassificationHead = classifier.dense (dropout, dense, tanh on <s>) ->
+///             classifier.out_proj; MLM head lm_head.{dense, layer_norm, bias}. A RobertaModel's own
+///             pooler.dense is not used by either head and is not loaded.
+struct FamilyNames {
+  const char* type;             ///< config.json model_type
+  const char* encoder_prefix;   ///< prefix of the encoder's tensors in task checkpoints
+  const char* pooler;           ///< dense + tanh on the first token
+  const char* classifier;       ///< the output projection
+  const char* mlm;              ///< MLM head prefix
+  const char* mlm_dense;        ///< under `mlm`
+  const char* mlm_norm;         ///< under `mlm`
+  bool pooler_input_dropout;    ///< dropout on the first token before `pooler` (training)
+  const char* base_class;       ///< architectures: the bare encoder
+  const char* classify_class;   ///< architectures: with a classification head
+  const char* mlm_class;        ///< architectures: with an MLM head
+};
+
+inline const FamilyNames& family_names(ModelType t) {
+  static const FamilyNames bert{"bert", "bert.", "pooler.dense.", "classifier.", "cls.predictions.", "transform.dense.",
+                                "transform.LayerNorm.", false, "BertModel", "BertForSequenceClassification", "BertForMaskedLM"};
+  static const FamilyNames roberta{"roberta", "roberta.", "classifier.dense.", "classifier.out_proj.", "lm_head.", "dense.",
+                                   "layer_norm.", true, "RobertaModel", "RobertaForSequenceClassification",
+                                   "RobertaForMaskedLM"};
+  return t == ModelType::kRoberta ? roberta : bert;
+}
+
 /// Architecture of a BERT encoder (the fields of Hugging Face's BertConfig that matter here).
 /// config.json values outside the kMax* limits are refused when read (they exceed any model a
 /// machine could hold, and would otherwise decide allocations before a tensor is checked).
 struct BertConfig {
   static constexpr int kMaxVocab = 1 << 24, kMaxHidden = 1 << 16, kMaxLayers = 1024, kMaxHeads = 4096,
                        kMaxIntermediate = 1 << 20, kMaxPositions = 1 << 20, kMaxTypes = 1 << 16, kMaxLabels = 1 << 16;
+  ModelType model_type = ModelType::kBert;
   int vocab_size = 30522;
   int hidden_size = 768;
   int num_hidden_layers = 12;
@@ -44,6 +78,10 @@ struct BertConfig {
   std::vector<int> layer_intermediate_sizes;
 
   int head_dim() const { return hidden_size / num_attention_heads; }
+  const FamilyNames& names() const { return family_names(model_type); }
+  /// Position of a sequence's first token: 0 for BERT; padding_idx + 1 for RoBERTa (the reference
+  /// implementation's rule in transformers v2.1.1: positions 2, 3, ... for every sequence).
+  int position_offset() const { return model_type == ModelType::kRoberta ? pad_token_id + 1 : 0; }
   int num_labels() const { return static_cast<int>(id2label.size()); }
   /// Heads stored for layer l (num_attention_heads minus pruned ones).
   int layer_heads(int l) const {
@@ -77,6 +115,9 @@ struct BertConfig {
     pos(intermediate_size, "intermediate_size");
     pos(max_position_embeddings, "max_position_embeddings");
     pos(type_vocab_size, "type_vocab_size");
+    DYNABERT_REQUIRE(position_offset() < max_position_embeddings, FormatError, source, ": max_position_embeddings ",
+                     max_position_embeddings, " leaves no position after the offset ", position_offset(),
+                     " (RoBERTa's positions start at pad_token_id + 1)");
     DYNABERT_REQUIRE(hidden_size % num_attention_heads == 0, FormatError, source,
                      ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
                      num_attention_heads);
@@ -119,6 +160,13 @@ struct BertConfig {
       DYNABERT_REQUIRE(v->is_number(), FormatError, source, ": field '", key, "' must be a number");
       out = v->as_double();
     };
+    if (const io::Json* v = field("model_type")) {
+      DYNABERT_REQUIRE(v->is_string(), FormatError, source, ": field 'model_type' must be a string");
+      const auto& t = v->as_string();
+      if (t == "bert") c.model_type = ModelType::kBert;
+      else if (t == "roberta") c.model_type = ModelType::kRoberta;
+      else raise<FormatError>(source, ": model_type '", t, "' is not supported (bert, roberta)");
+    }
     get_int("vocab_size", c.vocab_size, 1, kMaxVocab);
     get_int("hidden_size", c.hidden_size, 1, kMaxHidden);
     get_int("num_hidden_layers", c.num_hidden_layers, 1, kMaxLayers);
@@ -191,8 +239,8 @@ struct BertConfig {
   /// A Hugging Face compatible config.json object.
   io::Json to_json() const {
     io::Json j = io::Json::object();
-    j["model_type"] = "bert";
-    j["architectures"] = std::vector<std::string>{num_labels() > 0 ? "BertForSequenceClassification" : "BertModel"};
+    j["model_type"] = names().type;
+    j["architectures"] = std::vector<std::string>{num_labels() > 0 ? names().classify_class : names().base_class};
     j["vocab_size"] = vocab_size;
     j["hidden_size"] = hidden_size;
     j["num_hidden_layers"] = num_hidden_layers;
@@ -201,6 +249,10 @@ struct BertConfig {
     j["max_position_embeddings"] = max_position_embeddings;
     j["type_vocab_size"] = type_vocab_size;
     j["pad_token_id"] = pad_token_id;
+    if (model_type == ModelType::kRoberta) {  // RobertaConfig's special ids (<s> 0, </s> 2)
+      j["bos_token_id"] = 0;
+      j["eos_token_id"] = 2;
+    }
     j["layer_norm_eps"] = layer_norm_eps;
     j["hidden_act"] = to_string(hidden_act);
     j["hidden_dropout_prob"] = hidden_dropout_prob;
@@ -234,6 +286,18 @@ struct BertConfig {
 
   /// BERT-base (uncased) dimensions.
   static BertConfig bert_base() { return BertConfig{}; }
+  /// RoBERTa-base dimensions (vocabulary 50265, positions 514 from offset 2, one token type,
+  /// LayerNorm eps 1e-5).
+  static BertConfig roberta_base() {
+    BertConfig c;
+    c.model_type = ModelType::kRoberta;
+    c.vocab_size = 50265;
+    c.max_position_embeddings = 514;
+    c.type_vocab_size = 1;
+    c.pad_token_id = 1;
+    c.layer_norm_eps = 1e-5;
+    return c;
+  }
 };
 
 }  // namespace dynabert

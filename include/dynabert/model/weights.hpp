@@ -95,13 +95,14 @@ class BertWeights : public ParameterSet<T> {
     layers::Embeddings<T>::declare(s, "embeddings.", embedding_shape(c));
     for (int l = 0; l < c.num_hidden_layers; ++l)
       layers::EncoderLayer<T>::declare(s, "encoder.layer." + std::to_string(l) + ".", layer_shape(c, l));
-    if (heads.pooler) layers::Pooler<T>::declare(s, "pooler.", H);
-    if (heads.num_labels > 0) layers::Classifier<T>::declare(s, "classifier.", H, heads.num_labels);
-    if (heads.mlm) layers::MlmHead<T>::declare(s, "cls.predictions.", H, c.vocab_size);
+    const FamilyNames& n = c.names();
+    if (heads.pooler) layers::Pooler<T>::declare_dense(s, n.pooler, H);
+    if (heads.num_labels > 0) layers::Classifier<T>::declare(s, n.classifier, H, heads.num_labels);
+    if (heads.mlm) layers::MlmHead<T>::declare(s, n.mlm, n.mlm_dense, n.mlm_norm, H, c.vocab_size);
     return s;
   }
   static layers::EmbeddingShape embedding_shape(const BertConfig& c) {
-    return {c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.hidden_size, c.layer_norm_eps, 0};
+    return {c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.hidden_size, c.layer_norm_eps, c.position_offset()};
   }
   static layers::EncoderLayerShape layer_shape(const BertConfig& c, int l) {
     layers::EncoderLayerShape s;
@@ -174,19 +175,17 @@ class BertWeights : public ParameterSet<T> {
   /// Loads from a reader with an explicit config.
   static BertWeights load(const io::CheckpointReader& r, BertConfig config) {
     HeadSpec heads;
-    heads.pooler = r.contains("pooler.dense.weight");
-    heads.mlm = r.contains("cls.predictions.transform.dense.weight");
-    if (r.contains("classifier.weight")) {
-      const auto& shape = r.info("classifier.weight").shape;
-      DYNABERT_REQUIRE(shape.size() == 2, FormatError, r.file_name("classifier.weight"),
-                       ": tensor 'classifier.weight' must be 2-D");
-      DYNABERT_REQUIRE(shape[0] >= 1 && shape[0] <= BertConfig::kMaxLabels, FormatError, r.file_name("classifier.weight"),
-                       ": tensor 'classifier.weight' has ", shape[0], " rows (labels); 1 to ", BertConfig::kMaxLabels,
-                       " are accepted");
+    const FamilyNames& n = config.names();
+    heads.pooler = r.contains(std::string(n.pooler) + "weight");
+    heads.mlm = r.contains(std::string(n.mlm) + n.mlm_dense + "weight");
+    if (const std::string cw = std::string(n.classifier) + "weight"; r.contains(cw)) {
+      const auto& shape = r.info(cw).shape;
+      DYNABERT_REQUIRE(shape.size() == 2, FormatError, r.file_name(cw), ": tensor '", cw, "' must be 2-D");
+      DYNABERT_REQUIRE(shape[0] >= 1 && shape[0] <= BertConfig::kMaxLabels, FormatError, r.file_name(cw), ": tensor '", cw,
+                       "' has ", shape[0], " rows (labels); 1 to ", BertConfig::kMaxLabels, " are accepted");
       heads.num_labels = static_cast<int>(shape[0]);
       DYNABERT_REQUIRE(config.num_labels() == 0 || config.num_labels() == heads.num_labels, FormatError,
-                       "config.json declares ", config.num_labels(), " labels but classifier.weight has ",
-                       heads.num_labels, " rows");
+                       "config.json declares ", config.num_labels(), " labels but ", cw, " has ", heads.num_labels, " rows");
     }
     // every tensor present with its shape before anything is allocated: a config.json that
     // claims sizes its file does not hold fails here, cheaply
@@ -216,9 +215,10 @@ class BertWeights : public ParameterSet<T> {
     return w;
   }
 
-  /// Writes a Hugging Face checkpoint folder: config.json and model.safetensors, names prefixed
-  /// with "bert." when a classifier or MLM head is present (BertForSequenceClassification /
-  /// BertForMaskedLM layout; the head tensors "classifier.*" and "cls.*" stay unprefixed).
+  /// Writes a Hugging Face checkpoint folder: config.json and model.safetensors, the encoder's
+  /// names prefixed with "bert." ("roberta.") when a classifier or MLM head is present
+  /// (Bert/RobertaForSequenceClassification or ForMaskedLM layout; the head tensors "classifier.*",
+  /// "cls.*" and "lm_head.*" stay unprefixed; the tied decoder weight is not written).
   /// With `int8`, the encoder layers' linear weights are written as I8 with an F32 row scale
   /// "<name>_scale" (symmetric per output row; docs/formats.md), every other tensor in F32; a set
   /// loaded from an INT8 checkpoint writes its int8 values unchanged.
@@ -228,9 +228,10 @@ class BertWeights : public ParameterSet<T> {
     io::SafetensorsWriter w;
     const bool prefixed = heads_.num_labels > 0 || heads_.mlm;
     std::map<std::string, QuantizedMatrix> fresh;  // quantized here (kept alive until written)
+    const FamilyNames& fam = config_.names();
     for (auto& s : specs()) {
-      const bool top = s.name.rfind("classifier.", 0) == 0 || s.name.rfind("cls.", 0) == 0;
-      const std::string name = (prefixed && !top ? "bert." : "") + s.name;
+      const bool top = s.name.rfind("encoder.", 0) != 0 && s.name.rfind("embeddings.", 0) != 0 && s.name.rfind("pooler.", 0) != 0;
+      const std::string name = (prefixed && !top ? fam.encoder_prefix : "") + s.name;
       if (int8 && int8_matrix(s.name)) {
         const QuantizedMatrix* q = quantized(s.name);
         if (!q) q = &(fresh[s.name] = quantize_matrix(this->data() + s.offset, static_cast<int>(s.shape[0]),
@@ -245,7 +246,9 @@ class BertWeights : public ParameterSet<T> {
     if (int8) w.add_metadata("dynabert_int8", "encoder linear weights I8, symmetric per output row, scale in <name>_scale");
     for (auto& [k, v] : metadata) w.add_metadata(k, v);
     w.write((std::filesystem::path(folder) / "model.safetensors").string());
-    const std::string cfg = config_.to_json().dump(2);
+    io::Json cj = config_.to_json();
+    if (heads_.mlm && heads_.num_labels == 0) cj["architectures"] = std::vector<std::string>{fam.mlm_class};
+    const std::string cfg = cj.dump(2);
     io::write_atomically((std::filesystem::path(folder) / "config.json").string(),
                          [&](std::ofstream& out) { out << cfg << "\n"; });
   }

@@ -133,7 +133,9 @@ class TrainableBert {
     if (!c.has_head) return nullptr;
     const int B = in.batch, C = blocks_.classifier->num_labels();
     T* pooled = c.pooled.ensure(static_cast<std::size_t>(B) * H);
-    blocks_.pooler->forward(pooled, c.states[depth].data(), lay, c.pooler, comp);
+    // RoBERTa's classification head drops out its input (the <s> row) before the dense layer
+    blocks_.pooler->forward(pooled, c.states[depth].data(), lay, c.pooler, comp,
+                            cfg.names().pooler_input_dropout ? key(hp) : kernels::DropoutKey{});
     c.logits = Span<T>(c.logits_buf.ensure(static_cast<std::size_t>(B) * C), static_cast<std::size_t>(B) * C);
     blocks_.classifier->forward(c.logits.data(), pooled, B, key(hp), c.classifier, comp);
     return c.logits.data();

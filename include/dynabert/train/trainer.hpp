@@ -25,6 +25,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -66,7 +67,9 @@ struct TrainerConfig {
   int epochs = 3;
   int batch_size = 32;
   AdamWConfig adam{};
-  double warmup_ratio = 0.0;
+  /// Fraction of the steps with a linear learning-rate warmup. Unset: the family's default, 0.06
+  /// for RoBERTa (the reference code's hard-coded rule for roberta) and 0 for BERT.
+  std::optional<double> warmup_ratio;
   double max_grad_norm = 1.0;
   std::uint64_t seed = 42;
   bool batch_by_length = true;
@@ -154,7 +157,9 @@ class Trainer {
     DYNABERT_REQUIRE(cfg_.batch_size >= 1, InputError, "batch size must be >= 1, got ", cfg_.batch_size);
     const long per_epoch = static_cast<long>((train.size() + cfg_.batch_size - 1) / cfg_.batch_size);
     const long total = cfg_.max_total_steps > 0 ? std::min(per_epoch * cfg_.epochs, cfg_.max_total_steps) : per_epoch * cfg_.epochs;
-    const long warmup = static_cast<long>(cfg_.warmup_ratio * total);
+    const double warmup_ratio =
+        cfg_.warmup_ratio.value_or(s_.config().model_type == ModelType::kRoberta ? 0.06 : 0.0);
+    const long warmup = static_cast<long>(warmup_ratio * total);
     std::size_t longest = 1;
     for (const auto& e : train) longest = std::max(longest, e.ids.size());
     s_.reserve(cfg_.batch_size, static_cast<int>(longest));
