@@ -5,7 +5,8 @@
 //   dynabert_export --model DIR --layers 0,2,5 --heads 8,4,4 --neurons 2048,1024,1024 --out SMALL_DIR
 //
 // The second form keeps the listed layers with per-layer head and neuron counts (one entry per
-// listed layer). vocab.txt and tokenizer_config.json are copied when the source has them. With
+// listed layer). The tokenizer files (vocab.txt or vocab.json + merges.txt, tokenizer_config.json)
+// are copied when the source has them. With
 // --precision int8 the encoder layers' linear weights are written as int8 with per-row scales
 // (docs/formats.md): a quarter of their FP32 size, served in INT8 without re-quantizing.
 #include <cstdio>
@@ -67,7 +68,7 @@ int main(int argc, char** argv) {
     fs::remove_all(tmp);
     small.save(tmp, {{"dynabert_exported_from", fs::absolute(model_dir).string()}, {"dynabert_subnetwork", what}},
                precision == "int8");
-    for (const char* f : {"vocab.txt", "tokenizer_config.json"})
+    for (const char* f : {"vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json"})
       if (fs::exists(fs::path(model_dir) / f)) {
         std::error_code ec;
         fs::copy_file(fs::path(model_dir) / f, fs::path(tmp) / f, fs::copy_options::overwrite_existing, ec);

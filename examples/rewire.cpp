@@ -11,7 +11,8 @@
 //
 // Writes DIR/config.json, DIR/model.safetensors (the rewired weights; metadata records the
 // variant and the data), DIR/importance.safetensors (heads [L, NH], neurons [L, I], and the
-// permutations applied) and copies vocab.txt / tokenizer_config.json.
+// permutations applied) and copies the tokenizer files (vocab.txt, or vocab.json + merges.txt, and
+// tokenizer_config.json).
 #include <cstdio>
 #include <filesystem>
 
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
     const int C = weights.heads().num_labels;
     DYNABERT_REQUIRE(C > 0, InputError, model_dir, ": importance needs a classification or regression head");
     const bool regression = C == 1;
-    const auto tok = text::BertTokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);
+    const auto tok = text::Tokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);  // WordPiece or BPE
     std::vector<text::LabelledText> rows;
     if (format == "sentiment") rows = text::read_sentiment_json(data_file);
     else if (format == "jsonl") rows = text::read_jsonl(data_file, text_col, label_col, regression);
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
     w.add_metadata("description", "importance scores per layer (heads, neurons; -1 or 0 past a layer's size) and the "
                                   "permutations applied: new position -> original index");
     w.write((fs::path(tmp) / "importance.safetensors").string());
-    for (const char* f : {"vocab.txt", "tokenizer_config.json"})
+    for (const char* f : {"vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json"})
       if (fs::exists(fs::path(model_dir) / f)) {
         std::error_code ec;
         fs::copy_file(fs::path(model_dir) / f, fs::path(tmp) / f, fs::copy_options::overwrite_existing, ec);

@@ -4,7 +4,7 @@
 //
 //   dynabert_run --model DIR --inputs ids.json [--width 0.5] [--depth 0.75] [--threads 2]
 //                [--output out.safetensors] [--grid] [--repeat 20]
-//   dynabert_run --generate DIR --preset tiny|small|base [--labels 2] [--seed 1]
+//   dynabert_run --generate DIR --preset tiny|small|base|roberta-base [--labels 2] [--seed 1]
 //
 // Inputs JSON: [[101, 2023, 102], [101, 102]] (ragged lists are right-padded with pad_token_id and
 // masked), or {"input_ids": [[...]], "token_type_ids": [[...]], "attention_mask": [[...]]}.
@@ -93,9 +93,10 @@ Batch read_inputs(const std::string& file, int pad_id, int max_len) {
 BertConfig preset(const std::string& name) {
   BertConfig c;
   if (name == "base") return c;
+  if (name == "roberta-base") return BertConfig::roberta_base();
   if (name == "small") { c.hidden_size = 256; c.num_hidden_layers = 4; c.num_attention_heads = 4; c.intermediate_size = 1024; return c; }
   if (name == "tiny") { c.hidden_size = 128; c.num_hidden_layers = 2; c.num_attention_heads = 2; c.intermediate_size = 512; return c; }
-  raise<InputError>("unknown preset '", name, "' (tiny, small, base)");
+  raise<InputError>("unknown preset '", name, "' (tiny, small, base, roberta-base)");
 }
 
 double median(std::vector<double> v) {
@@ -123,7 +124,7 @@ int main(int argc, char** argv) {
   app.add_flag("--grid", grid, "time all 12 DynaBERT cells (widths 1, .75, .5, .25 x depths 1, .75, .5)");
   app.add_option("--repeat", repeat, "time this many calls and print the median")->check(CLI::Range(0, 1000000));
   app.add_option("--generate", generate_dir, "write a randomly initialised checkpoint to this folder and exit");
-  app.add_option("--preset", preset_name, "size of the generated model: tiny, small or base");
+  app.add_option("--preset", preset_name, "size of the generated model: tiny, small, base (BERT) or roberta-base");
   app.add_option("--labels", labels, "classifier outputs of the generated model (0: none)")->check(CLI::Range(0, BertConfig::kMaxLabels));
   app.add_option("--seed", seed, "seed of the generated model");
   CLI11_PARSE(app, argc, argv);

@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   std::string embed_mode;
   long batch = 1;
   app.add_option("--model", model_dir, "checkpoint folder")->required();
-  app.add_option("--vocab", vocab_dir, "folder with vocab.txt (default: the model folder)");
+  app.add_option("--vocab", vocab_dir, "folder with the tokenizer files, vocab.txt or vocab.json + merges.txt (default: the model folder)");
   auto* budget = app.add_option("--budget-ms", budget_ms, "latency budget per call in ms (without it: the fixed --width/--depth cell)")
                      ->check(CLI::PositiveNumber);
   app.add_option("--width", width, "fixed cell width (without --budget-ms)");
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   if (budget->count() == 0) budget_ms = 0;
   if (precision_name.empty()) precision_name = budget_ms > 0 ? "auto" : "fp32";
   try {
-    const auto tok = text::BertTokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);
+    const auto tok = text::Tokenizer::from_folder(vocab_dir.empty() ? model_dir : vocab_dir);  // WordPiece or BPE
     DYNABERT_REQUIRE(budget_ms > 0 || precision_name != "auto", InputError, "--precision auto needs --budget-ms");
     SessionOptions opt;
     DYNABERT_REQUIRE(embed_mode.empty() || budget_ms == 0, InputError, "--embed runs the fixed --width/--depth cell, not a budget");

@@ -3,7 +3,9 @@
 //      mail bodies of the SpamAssassin training split (15 % masking, 80/10/10), or --init from a
 //      Hugging Face checkpoint instead;
 //   1. the task (--task sentiment: the UCI sentences; --task spam: the SpamAssassin mails, cleaned
-//      by text/mail.hpp, de-duplicated), seeded 80/10/10 split, bert-base-uncased WordPiece;
+//      by text/mail.hpp, de-duplicated), seeded 80/10/10 split, bert-base-uncased WordPiece, or with
+//      --arch roberta a RoBERTa (positions from 2, one token type, LayerNorm eps 1e-5, RoBERTa's
+//      classification and LM heads, 6 % warmup in every phase) on GPT-2's byte-level BPE;
 //   2. the teacher fine-tuned at full size;
 //   3. head and neuron importance on the dev split, rewiring;
 //   4. DynaBERT stage 1 (widths) and stage 2 (widths x depths), optional final fine-tuning;
@@ -130,7 +132,7 @@ double median_latency_ms(const ElasticBert<float>& m, const SubNetwork& net, con
 
 int main(int argc, char** argv) {
   CLI::App app{"DynaBERT end to end on real text: pretraining, teacher, importance, rewiring, stages 1 and 2, the grid"};
-  std::string data = ".data", out, init_dir, task = "sentiment", pretrain_corpus = "brown,mail";
+  std::string data = ".data", out, init_dir, task = "sentiment", pretrain_corpus = "brown,mail", arch = "bert";
   int layers = 4, hidden = 128, heads = 4, ffn = 512, batch = 32, max_len = 0, threads = 2;
   int teacher_epochs = 6, stage1_epochs = 3, stage2_epochs = 3, final_epochs = 0, pretrain_batch = 32, pretrain_len = 128;
   long pretrain_steps = 0, checkpoint_every = 100;
@@ -146,6 +148,8 @@ int main(int argc, char** argv) {
     return "must be a finite positive number, got " + v;
   }, "RATE");
   app.add_option("--task", task, "sentiment (UCI sentences) or spam (SpamAssassin mails)")->check(CLI::IsMember({"sentiment", "spam"}));
+  app.add_option("--arch", arch, "bert (WordPiece) or roberta (byte-level BPE, RoBERTa's embeddings and heads)")
+      ->check(CLI::IsMember({"bert", "roberta"}));
   app.add_option("--data", data, "folder filled by scripts/fetch-data.sh");
   app.add_option("--out", out, "output folder (its state/ subfolder holds the resumable checkpoints)")->required();
   app.add_option("--layers", layers)->check(CLI::Range(1, 48));
@@ -203,7 +207,7 @@ int main(int argc, char** argv) {
     io::create_folders(state);
     {  // checkpoints are only reused by the same run: everything that changes the weights must match
       std::ostringstream fp;
-      fp << "task=" << task << " data=" << fs::absolute(data).string() << " init=" << init_dir << " layers=" << layers
+      fp << "task=" << task << (arch == "bert" ? "" : " arch=" + arch) << " data=" << fs::absolute(data).string() << " init=" << init_dir << " layers=" << layers
          << " hidden=" << hidden << " heads=" << heads << " ffn=" << ffn << " batch=" << batch << " max_len=" << max_len
          << " pretrain=" << pretrain_steps << "/" << pretrain_corpus << "/" << pretrain_lr << "/" << pretrain_batch << "/"
          << pretrain_len << " epochs=" << teacher_epochs << "/" << stage1_epochs << "/" << stage2_epochs << "/" << final_epochs
@@ -220,7 +224,10 @@ int main(int argc, char** argv) {
       }
     }
     // 1. data
-    const auto tok = text::BertTokenizer::from_folder(data + "/vocab");
+    const bool roberta = arch == "roberta";
+    // WordPiece (bert-base-uncased) or GPT-2's byte-level BPE as a RoBERTa vocabulary (fetch-data.sh bpe)
+    const std::string tok_dir = roberta ? data + "/roberta-bpe" : data + "/vocab";
+    const auto tok = text::Tokenizer::from_folder(tok_dir);
     std::vector<text::LabelledText> all, mails;
     auto load_mails = [&] {
       text::SpamAssassinStats st;
@@ -248,17 +255,26 @@ int main(int argc, char** argv) {
     const std::vector<std::string> labels = task == "spam" ? std::vector<std::string>{"ham", "spam"}
                                                            : std::vector<std::string>{"negative", "positive"};
     BertConfig cfg;
-    cfg.vocab_size = tok.vocab().size();
+    if (roberta) {  // RoBERTa's embeddings: positions from pad_token_id + 1, one token type
+      cfg.model_type = ModelType::kRoberta;
+      cfg.type_vocab_size = 1;
+      cfg.pad_token_id = tok.pad_id();
+      cfg.layer_norm_eps = 1e-5;
+    }
+    cfg.vocab_size = tok.vocab_size();
     cfg.hidden_size = hidden; cfg.num_hidden_layers = layers; cfg.num_attention_heads = heads;
-    cfg.intermediate_size = ffn; cfg.max_position_embeddings = std::max({128, max_len, pretrain_len});
+    cfg.intermediate_size = ffn;
+    cfg.max_position_embeddings = std::max({128, max_len, pretrain_len}) + cfg.position_offset();
     cfg.id2label = labels;
     BertWeights<float> init(cfg, HeadSpec{true, 2});
     init.init_random(seed);
     std::string pretrain_note = "none (random initialisation)";
     if (!init_dir.empty()) {  // a Hugging Face checkpoint: its architecture, a fresh 2-label head
       const auto ckpt = BertWeights<float>::load(init_dir);
-      DYNABERT_REQUIRE(ckpt.config().vocab_size == tok.vocab().size(), FormatError, init_dir, ": vocabulary of ",
-                       ckpt.config().vocab_size, " tokens, the tokenizer has ", tok.vocab().size());
+      DYNABERT_REQUIRE(ckpt.config().vocab_size == tok.vocab_size(), FormatError, init_dir, ": vocabulary of ",
+                       ckpt.config().vocab_size, " tokens, the tokenizer has ", tok.vocab_size());
+      DYNABERT_REQUIRE((ckpt.config().model_type == ModelType::kRoberta) == roberta, FormatError, init_dir, ": a ",
+                       ckpt.config().names().type, " checkpoint, but --arch is ", arch);
       cfg = ckpt.config();
       cfg.id2label = labels;
       init = BertWeights<float>(cfg, HeadSpec{true, 2});
@@ -291,8 +307,8 @@ int main(int argc, char** argv) {
       pc.phase = train::Phase::kPretrainMlm; pc.batch_size = pretrain_batch; pc.adam.lr = pretrain_lr;
       pc.warmup_ratio = 0.06; pc.seed = seed; pc.max_total_steps = pretrain_steps;
       pc.epochs = static_cast<int>(pretrain_steps * pretrain_batch / std::max<std::size_t>(mlm_set.size(), 1) + 1);
-      pc.mlm.mask_id = tok.vocab().find("[MASK]");
-      pc.mlm.special_ids = {cfg.pad_token_id, tok.vocab().find("[CLS]"), tok.vocab().find("[SEP]")};
+      pc.mlm.mask_id = tok.mask_id();
+      pc.mlm.special_ids = tok.special_ids();
       train::Trainer<float> pt(mlm_model, nullptr, pc);
       const train::Dataset probe(mlm_set.begin(), mlm_set.begin() + std::min<std::size_t>(mlm_set.size(), 512));
       run_phase(pt, mlm_set, state + "/pretrain", checkpoint_every, "MLM pretrain");
@@ -311,7 +327,8 @@ int main(int argc, char** argv) {
     teacher.set_threads(Threads(threads));
     train::TrainerConfig tc;
     tc.phase = train::Phase::kFineTune; tc.epochs = teacher_epochs; tc.batch_size = batch; tc.adam.lr = lr;
-    tc.warmup_ratio = 0.1; tc.seed = seed;
+    tc.seed = seed;
+    if (!roberta) tc.warmup_ratio = 0.1;  // RoBERTa: the trainer's default for it (6 %)
     train::Trainer<float> ft(teacher, nullptr, tc);
     run_phase(ft, train_set, state + "/teacher", checkpoint_every, "teacher");
     const auto teacher_m = ft.evaluate(test_set, {{1.0, 1.0}})[0].metrics;
@@ -329,7 +346,8 @@ int main(int argc, char** argv) {
 
     // 5. stage 1, stage 2, optional final fine-tuning (a function: the no-rewiring ablation runs it too)
     train::TrainerConfig s1 = tc;
-    s1.phase = train::Phase::kWidth; s1.epochs = stage1_epochs; s1.adam.lr = distill_lr; s1.warmup_ratio = 0.0;
+    s1.phase = train::Phase::kWidth; s1.epochs = stage1_epochs; s1.adam.lr = distill_lr;
+    s1.warmup_ratio.reset();  // the family's default: none for BERT, 6 % for RoBERTa
     train::TrainerConfig s2 = s1;
     s2.phase = train::Phase::kWidthDepth; s2.epochs = stage2_epochs;
     train::TrainerConfig s3 = s1;
@@ -449,20 +467,23 @@ int main(int argc, char** argv) {
     }
     // 6. outputs
     // the checkpoint is written whole into a hidden folder beside it, then put in place: a folder
-    // named checkpoint is always complete (weights, config.json, vocab.txt)
+    // named checkpoint is always complete (weights, config.json, the tokenizer's files)
     const io::OutputFolder ck = io::plan_output_folder(out + "/checkpoint", "", /*force=*/false);
     fs::remove_all(ck.tmp);
     student.params().save(ck.tmp, {{"dynabert_widths", "[1.0, 0.75, 0.5, 0.25]"},
                                    {"dynabert_depths", "[1.0, 0.75, 0.5]"},
                                    {"dynabert_grid", grid.dump()}});
-    std::filesystem::copy_file(data + "/vocab/vocab.txt", ck.tmp + "/vocab.txt", fs::copy_options::overwrite_existing);
-    io::sync_path(ck.tmp + "/vocab.txt");
+    for (const char* f : {"vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json"}) {  // the tokenizer's files
+      if (!fs::exists(tok_dir + "/" + f)) continue;
+      fs::copy_file(tok_dir + "/" + f, ck.tmp + "/" + f, fs::copy_options::overwrite_existing);
+      io::sync_path(ck.tmp + "/" + f);
+    }
     io::replace_folder(ck);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::ostringstream summary;
     double mean_f1 = 0;
     for (auto& m : dyn) mean_f1 += m.metrics.macro_f1 / dyn.size();
-    summary << "Task " << task << ", pretraining: " << pretrain_note << ". Teacher (full size) test accuracy " << teacher_m.accuracy
+    summary << "Task " << task << (roberta ? " (RoBERTa, byte-level BPE)" : "") << ", pretraining: " << pretrain_note << ". Teacher (full size) test accuracy " << teacher_m.accuracy
             << " (macro-F1 " << teacher_m.macro_f1 << "); DynaBERT full-size cell " << dyn[0].metrics.accuracy
             << "; mean over the 12 cells: DynaBERT " << mean_dyn << ", teacher's sub-networks without DynaBERT " << mean_base;
     if (ablations) summary << ", DynaBERT without rewiring " << mean_nr << ", same size trained directly " << mean_direct;

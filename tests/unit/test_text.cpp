@@ -531,3 +531,53 @@ BOOST_AUTO_TEST_CASE(bpe_real_gpt2_files_hand_checked_ids, *boost::unit_test::pr
     BOOST_TEST(t.decode(t.tokenize(s)) == s);
   BOOST_TEST(t.decode(t.tokenize("bad\xff byte")) == "bad\uFFFD byte");
 }
+
+// ---- text::Tokenizer: either tokenizer, chosen by a checkpoint folder's files -------------------
+#include <dynabert/text/any_tokenizer.hpp>
+
+BOOST_AUTO_TEST_CASE(any_tokenizer_follows_the_folder_files) {
+  namespace fs = std::filesystem;
+  const std::string fx = DYNABERT_FIXTURES_DIR;
+  const auto wp = dynabert::text::Tokenizer::from_folder(fx + "/wordpiece");
+  const auto bpe = dynabert::text::Tokenizer::from_folder(fx + "/bpe");
+  BOOST_REQUIRE(wp.wordpiece() && !wp.bpe());
+  BOOST_REQUIRE(bpe.bpe() && !bpe.wordpiece());
+  // the same answers as the tokenizers themselves, through one interface
+  const auto direct_wp = dynabert::text::BertTokenizer::from_folder(fx + "/wordpiece");
+  const auto direct_bpe = dynabert::text::BpeTokenizer::from_folder(fx + "/bpe");
+  for (const char* s : {"hello world", "the cafes", ""}) {
+    BOOST_TEST(wp.encode(s).ids == direct_wp.encode(s).ids);
+    BOOST_TEST(bpe.encode(s).ids == direct_bpe.encode(s).ids);
+    BOOST_TEST(bpe.tokenize(s) == direct_bpe.tokenize(s));
+  }
+  const auto batch = bpe.encode_batch({"hello world", "a"}, 16);
+  BOOST_TEST(batch.batch == 2);
+  BOOST_TEST(batch.ids[batch.seq_len + batch.lengths[1]] == direct_bpe.pad_id());
+  BOOST_TEST(bpe.pad_id() == direct_bpe.pad_id());
+  BOOST_TEST(bpe.mask_id() == direct_bpe.mask_id());
+  BOOST_TEST(bpe.special_ids() == direct_bpe.special_ids());
+  BOOST_TEST(bpe.vocab_size() == direct_bpe.vocab_size());
+  BOOST_TEST(wp.vocab_size() == direct_wp.vocab().size());
+  BOOST_TEST(wp.mask_id() == direct_wp.vocab().find("[MASK]"));
+  BOOST_TEST(wp.pad_id() == std::max(0, direct_wp.vocab().find("[PAD]")));
+  // a folder with neither: named
+  const auto empty = fs::temp_directory_path() / ("dynabert_no_tokenizer_" + std::to_string(::getpid()));
+  fs::create_directories(empty);
+  try {
+    (void)dynabert::text::Tokenizer::from_folder(empty.string());
+    BOOST_FAIL("no exception");
+  } catch (const dynabert::FormatError& e) {
+    BOOST_TEST(std::string(e.what()).find("no tokenizer files") != std::string::npos);
+  }
+  fs::remove_all(empty);
+}
+
+BOOST_AUTO_TEST_CASE(pair_truncation_takes_from_the_second_text_on_a_tie) {
+  const auto t = dynabert::text::BertTokenizer::from_folder(std::string(DYNABERT_FIXTURES_DIR) + "/wordpiece");
+  const auto a = t.tokenize("hello world"), b = t.tokenize("the resume");
+  BOOST_REQUIRE(a.size() == b.size());
+  // one token too many for both: Hugging Face's longest_first removes it from the second text
+  const auto e = t.encode("hello world", std::string_view("the resume"), static_cast<int>(a.size() + b.size() + 3 - 1));
+  BOOST_TEST(std::vector<std::int32_t>(e.ids.begin() + 1, e.ids.begin() + 1 + a.size()) == a);
+  BOOST_TEST(e.ids.size() == a.size() + b.size() + 2);
+}

@@ -1,4 +1,5 @@
-// TextSession: a Session and its WordPiece tokenizer, for host programs that start from text:
+// TextSession: a Session and its tokenizer (WordPiece for BERT, byte-level BPE for RoBERTa: the
+// checkpoint folder's files decide), for host programs that start from text:
 // classify and embed a list of texts in one call, at a cell or under a latency budget.
 //
 //   auto s = dynabert::TextSession::open("my-checkpoint/");
@@ -6,7 +7,7 @@
 //   // r.names[i], r.probability(i, label), r.ms
 //   auto v = s->embed({"a sentence", "another"}, dynabert::Pooling::kMean);  // [2, hidden], L2-normalised
 //
-// Texts are tokenized as one padded batch (BertTokenizer::encode_batch, truncated to the session's
+// Texts are tokenized as one padded batch (Tokenizer::encode_batch, truncated to the session's
 // max_seq_len) and run in chunks of max_batch. Included by the umbrella header dynabert.hpp (it
 // needs the text stack, which inference.hpp does not pull).
 #pragma once
@@ -15,24 +16,24 @@
 #include <vector>
 
 #include "dynabert/serve/session.hpp"
-#include "dynabert/text/tokenizer.hpp"
+#include "dynabert/text/any_tokenizer.hpp"
 
 namespace dynabert {
 
 class TextSession {
  public:
-  TextSession(std::unique_ptr<Session<float>> session, text::BertTokenizer tokenizer)
+  TextSession(std::unique_ptr<Session<float>> session, text::Tokenizer tokenizer)
       : session_(std::move(session)), tok_(std::move(tokenizer)) {}
 
-  /// Loads a checkpoint folder and the vocabulary in it (or in `vocab_dir`).
+  /// Loads a checkpoint folder and the tokenizer files in it (or in `vocab_dir`).
   static std::unique_ptr<TextSession> open(const std::string& dir, SessionOptions opt = {}, const std::string& vocab_dir = "") {
     auto s = Session<float>::open(dir, std::move(opt));
-    return std::make_unique<TextSession>(std::move(s), text::BertTokenizer::from_folder(vocab_dir.empty() ? dir : vocab_dir));
+    return std::make_unique<TextSession>(std::move(s), text::Tokenizer::from_folder(vocab_dir.empty() ? dir : vocab_dir));
   }
 
   Session<float>& session() { return *session_; }
   const Session<float>& session() const { return *session_; }
-  const text::BertTokenizer& tokenizer() const { return tok_; }
+  const text::Tokenizer& tokenizer() const { return tok_; }
 
   /// The texts as one padded batch of at most max_seq_len tokens each.
   TokenBatch encode(const std::vector<std::string>& texts) const {
@@ -59,7 +60,7 @@ class TextSession {
 
  private:
   std::unique_ptr<Session<float>> session_;
-  text::BertTokenizer tok_;
+  text::Tokenizer tok_;
 };
 
 }  // namespace dynabert

@@ -197,9 +197,9 @@ class BertTokenizer {
   }
 
   /// [CLS] a [SEP] (b [SEP]), truncated to max_length by removing tokens from the end of the
-  /// longer text first (Hugging Face's "longest_first"). Text with no token (empty, white space,
-  /// only control characters) encodes to [CLS] [SEP] as in the reference; callers that must
-  /// refuse it check tokenize() first. Throws InputError when max_length is too small to hold the
+  /// longer text first, from b when both are as long (Hugging Face's "longest_first"). Text with no
+  /// token (empty, white space, only control characters) encodes to [CLS] [SEP] as in the
+  /// reference; callers that must refuse it check tokenize() first. Throws InputError when max_length is too small to hold the
   /// special tokens.
   Encoding encode(std::string_view a, std::optional<std::string_view> b = std::nullopt, int max_length = 128) const {
     const int specials = b ? 3 : 2;
@@ -209,8 +209,8 @@ class BertTokenizer {
     std::vector<std::int32_t> tb;
     if (b) tb = tokenize(*b);
     while (static_cast<int>(ta.size() + tb.size()) + specials > max_length) {
-      if (tb.size() > ta.size()) tb.pop_back();
-      else ta.pop_back();
+      if (ta.size() > tb.size()) ta.pop_back();  // Hugging Face's longest_first: b when both are as long
+      else tb.pop_back();
     }
     Encoding e;
     e.ids.push_back(cls_);
