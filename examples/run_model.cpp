@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     ElasticBert<float> model(BertWeights<float>::load(model_dir), {precision});
     const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     const auto& cfg = model.config();
-    Batch batch = read_inputs(inputs_file, cfg.pad_token_id, cfg.max_position_embeddings);
+    Batch batch = read_inputs(inputs_file, cfg.pad_token_id, cfg.max_tokens());
     Threads th(threads);
     auto ws = model.make_workspace({batch.B, batch.S, threads});
     Inputs in;

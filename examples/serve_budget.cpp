@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
       opt.precisions = {fixed_precision};
     }
     auto session = Session<float>::open(model_dir, opt);
+    DYNABERT_REQUIRE(tok.vocab_size() <= session->config().vocab_size, FormatError, "the tokenizer has ", tok.vocab_size(),
+                     " tokens but the model embeds ", session->config().vocab_size, ": is it the model's own vocabulary?");
     const auto& cfg = session->config();
     DYNABERT_REQUIRE(!embed_mode.empty() || session->model().num_labels() > 0, InputError, model_dir,
                      ": the model has no classifier head (--embed works without one)");

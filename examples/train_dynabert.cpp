@@ -271,10 +271,10 @@ int main(int argc, char** argv) {
     std::string pretrain_note = "none (random initialisation)";
     if (!init_dir.empty()) {  // a Hugging Face checkpoint: its architecture, a fresh 2-label head
       const auto ckpt = BertWeights<float>::load(init_dir);
-      DYNABERT_REQUIRE(ckpt.config().vocab_size == tok.vocab_size(), FormatError, init_dir, ": vocabulary of ",
-                       ckpt.config().vocab_size, " tokens, the tokenizer has ", tok.vocab_size());
       DYNABERT_REQUIRE((ckpt.config().model_type == ModelType::kRoberta) == roberta, FormatError, init_dir, ": a ",
                        ckpt.config().names().type, " checkpoint, but --arch is ", arch);
+      DYNABERT_REQUIRE(ckpt.config().vocab_size == tok.vocab_size(), FormatError, init_dir, ": vocabulary of ",
+                       ckpt.config().vocab_size, " tokens, the tokenizer has ", tok.vocab_size());
       cfg = ckpt.config();
       cfg.id2label = labels;
       init = BertWeights<float>(cfg, HeadSpec{true, 2});

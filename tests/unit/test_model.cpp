@@ -7,8 +7,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <new>
 #include <random>
+#include <sstream>
 
 #include <dynabert/dynabert.hpp>
 
@@ -859,9 +861,11 @@ BOOST_AUTO_TEST_CASE(every_cell_matches_the_reference_and_the_names_are_roberta_
   std::vector<float> out(3);
   Outputs o;
   o.logits = out.data();
-  auto ws13 = dynamic_model.make_workspace({1, 13, 1});
-  const std::string err = error_of([&] { dynamic_model.forward(in, SubNetwork::full(w.config()), o, ws13); });
+  BOOST_TEST(w.config().max_tokens() == 12);
+  const std::string err = error_of([&] { dynamic_model.make_workspace({1, 13, 1}); });
   BOOST_TEST(has(err, "exceeds max_position_embeddings 12"), err);
+  const std::string err2 = error_of([&] { dynamic_model.forward(in, SubNetwork::full(w.config()), o, ws); });
+  BOOST_TEST(has(err2, "exceeds max_position_embeddings 12"), err2);
 }
 
 BOOST_AUTO_TEST_CASE(save_load_export_session_and_low_precision) {
@@ -927,10 +931,107 @@ BOOST_AUTO_TEST_CASE(save_load_export_session_and_low_precision) {
   }
 }
 
+namespace {
+/// Copies the RoBERTa fixture into `dir` with `edit` applied to its config.json text and
+/// `tensors` to its tensors (all written as F32; the writer keeps pointers until write()).
+template <class EditConfig, class EditTensors>
+void rewrite_fixture(const std::string& dir, EditConfig&& edit, EditTensors&& tensors) {
+  const std::string src = fixtures::Roberta().dir;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ifstream in(src + "/config.json");
+  std::stringstream cfg;
+  cfg << in.rdbuf();
+  std::string text = cfg.str();
+  edit(text);
+  std::ofstream(dir + "/config.json") << text;
+  io::SafetensorsFile f(src + "/model.safetensors");
+  std::map<std::string, std::vector<float>> data;
+  io::SafetensorsWriter w;
+  for (const auto& t : f.tensors()) data[t.name] = f.read<float>(t.name);
+  tensors(data);
+  for (const auto& t : f.tensors()) w.add(t.name, t.shape, data[t.name].data());
+  w.write(dir + "/model.safetensors");
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_family_is_read_from_config_names_or_architectures_and_checked) {
+  const fixtures::Roberta f;
+  const auto ref = BertWeights<float>::load(f.dir);
+  const ElasticBert<float> ref_model(ref);
+  auto ws = ref_model.make_workspace({4, 10, 1});
+  std::vector<float> want(12), got(12);
+  Outputs o;
+  o.logits = want.data();
+  ref_model.forward(f.batch.inputs(), SubNetwork::full(ref.config()), o, ws);
+  const std::string dir = (std::filesystem::temp_directory_path() / ("dynabert_family_" + std::to_string(::getpid()))).string();
+  auto erase = [](std::string key) {
+    return [key](std::string& t) {
+      const auto at = t.find("\"" + key + "\"");
+      BOOST_REQUIRE(at != std::string::npos);
+      t.erase(at, t.find('\n', at) - at + 1);
+    };
+  };
+  auto same = [&](const char* what) {
+    const auto w = BertWeights<float>::load(dir);
+    BOOST_TEST((w.config().model_type == ModelType::kRoberta), what);
+    BOOST_TEST(w.config().position_offset() == 2, what);
+    BOOST_TEST(w.heads().num_labels == 3, what);
+    const ElasticBert<float> m(w);
+    o.logits = got.data();
+    m.forward(f.batch.inputs(), SubNetwork::full(w.config()), o, ws);
+    BOOST_TEST(max_abs(want.data(), got.data(), 12) == 0.0, what);
+  };
+  auto no_change = [](std::map<std::string, std::vector<float>>&) {};
+  // a config without pad_token_id: RobertaConfig's 1, positions from 2
+  rewrite_fixture(dir, erase("pad_token_id"), no_change);
+  same("no pad_token_id");
+  // a config older than model_type: the names (roberta., classifier.out_proj, lm_head) decide
+  rewrite_fixture(dir, [&](std::string& t) {
+    erase("model_type")(t);
+    t.replace(t.find("RobertaForSequenceClassification"), 32, "Model");
+  }, no_change);
+  same("no model_type, no architectures");
+  // the other family's name in config.json: refused, naming both
+  rewrite_fixture(dir, [](std::string& t) { t.replace(t.find("\"roberta\""), 9, "\"bert\""); }, no_change);
+  std::string e = error_of([&] { BertWeights<float>::load(dir); });
+  BOOST_TEST(has(e, "model_type 'bert' but the tensors are named as in a RoBERTa checkpoint"), e);
+  // an untied decoder cannot be served as stored
+  rewrite_fixture(dir, [](std::string&) {}, [](auto& d) { d.at("lm_head.decoder.weight")[7] += 1.0f; });
+  e = error_of([&] { BertWeights<float>::load(dir); });
+  BOOST_TEST(has(e, "differs from the word embeddings"), e);
+  std::filesystem::remove_all(dir);
+  // a BERT checkpoint declared roberta: refused
+  const auto bert_dir = std::filesystem::temp_directory_path() / ("dynabert_family_bert_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(bert_dir);
+  std::filesystem::copy(kFixtures + "/tiny", bert_dir);
+  {
+    std::ifstream in((bert_dir / "config.json").string());
+    std::stringstream cfg;
+    cfg << in.rdbuf();
+    std::string t = cfg.str();
+    t.replace(t.find("\"bert\""), 6, "\"roberta\"");
+    std::ofstream((bert_dir / "config.json").string()) << t;
+  }
+  e = error_of([&] { BertWeights<float>::load(bert_dir.string()); });
+  BOOST_TEST(has(e, "model_type 'roberta' but the tensors are named as in a BERT checkpoint"), e);
+  std::filesystem::remove_all(bert_dir);
+  // RoBERTa without a classifier has no pooler of its own
+  BertWeights<float> bare(BertConfig::roberta_base(), HeadSpec{true, 0, false});
+  BOOST_TEST(!bare.heads().pooler);
+  BOOST_TEST(!bare.has("classifier.dense.weight"));
+}
+
 BOOST_AUTO_TEST_CASE(config_json_names_the_family) {
   auto parse = [](const std::string& text) { return BertConfig::from_json(io::parse_json(text, "config.json")); };
   BOOST_TEST((parse(R"({"model_type": "roberta", "pad_token_id": 1})").model_type == ModelType::kRoberta));
   BOOST_TEST((parse(R"({"hidden_size": 768})").model_type == ModelType::kBert));
+  BOOST_TEST(parse(R"({"model_type": "roberta"})").pad_token_id == 1);  // RobertaConfig's default
+  BOOST_TEST(parse(R"({"model_type": "roberta"})").position_offset() == 2);
+  BOOST_TEST((parse(R"({"architectures": ["RobertaForMaskedLM"]})").model_type == ModelType::kRoberta));
+  BOOST_TEST((parse(R"({"architectures": ["BertForMaskedLM"]})").model_type == ModelType::kBert));
+  BOOST_TEST(has(error_of([&] { parse(R"({"model_type": "roberta", "vocab_size": 8, "pad_token_id": 9})"); }),
+                 "pad_token_id 9 is outside the vocabulary"));
   BOOST_TEST(has(error_of([&] { parse(R"({"model_type": "gpt2"})"); }), "model_type 'gpt2' is not supported"));
   BOOST_TEST(has(error_of([&] { parse(R"({"model_type": "roberta", "pad_token_id": 1, "max_position_embeddings": 2})"); }),
                  "leaves no position"));

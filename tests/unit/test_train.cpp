@@ -1060,6 +1060,44 @@ BOOST_AUTO_TEST_CASE(gradient_check_with_the_head_s_dropout) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(the_head_s_input_dropout_and_the_lm_head_initialisation) {
+  // RoBERTa's classification head drops out its input: one more dropout key per training forward
+  // than BERT draws, and a different output; evaluation mode draws none.
+  auto draws = [](ModelType type) {
+    BertConfig c = tiny_config();
+    c.model_type = type;
+    c.type_vocab_size = 1;
+    c.pad_token_id = 1;
+    c.max_position_embeddings = 10;
+    c.hidden_dropout_prob = 0.5;
+    BertWeights<double> w(c, HeadSpec{true, 3});
+    w.init_random(3, 0.3);
+    TrainableBert<double> m(w);
+    std::mt19937 g(1);
+    auto prob = make_problem(g);
+    std::fill(prob.types.begin(), prob.types.end(), 0);
+    std::mt19937_64 rng(99), ref(99);
+    TrainCache<double> cache;
+    m.forward(prob.inputs(), SubNetwork::full(c), cache, ForwardMode{true, &rng});
+    const auto next = rng();
+    int n = 0;
+    while (ref() != next && n < 100) ++n;  // the draws the forward made
+    return n;
+  };
+  const int bert = draws(ModelType::kBert), roberta = draws(ModelType::kRoberta);
+  BOOST_TEST(bert == 1 + 3 * 4 + 1);  // embeddings, 3 per layer, the classifier's input
+  BOOST_TEST(roberta == bert + 1);    // and the head's dense input
+  // Hugging Face initialises LayerNorm weights to 1: RoBERTa's lm_head.layer_norm too
+  BertConfig rc = tiny_config();
+  rc.model_type = ModelType::kRoberta;
+  rc.pad_token_id = 1;
+  rc.max_position_embeddings = 10;
+  BertWeights<float> mlm(rc, HeadSpec{false, 0, true});
+  mlm.init_random(5);
+  const float* g = mlm.tensor("lm_head.layer_norm.weight");
+  BOOST_TEST(std::all_of(g, g + 16, [](float v) { return v == 1.0f; }));
+}
+
 BOOST_AUTO_TEST_CASE(rewiring_and_the_trainer_s_warmup_for_roberta) {
   // importance and rewiring know nothing of the family: the rewired RoBERTa computes the same
   const fixtures::Roberta f;

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,8 @@ class CheckpointReader {
   /// Folder of the checkpoint ("" when opened from a single file).
   const std::string& folder() const { return dir_; }
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  /// Whether some tensor's name carried `prefix` ("bert." or "roberta.") before normalising.
+  bool had_prefix(const std::string& prefix) const { return prefixes_.count(prefix) != 0; }
   std::vector<std::string> names() const {
     std::vector<std::string> v;
     for (auto& [k, _] : where_) v.push_back(k);
@@ -75,6 +78,8 @@ class CheckpointReader {
     const std::size_t idx = files_.size() - 1;
     for (auto& t : files_.back()->tensors()) {
       const std::string n = normalize_hf_name(t.name);
+      for (const char* p : {"bert.", "roberta."})
+        if (t.name.rfind(p, 0) == 0) prefixes_.insert(p);
       auto it = where_.find(n);
       DYNABERT_REQUIRE(it == where_.end(), FormatError, f, ": tensor '", t.name, "' duplicates '",
                        it->second.second, "' (both are '", n, "' after normalising names)");
@@ -112,6 +117,7 @@ class CheckpointReader {
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, std::pair<std::size_t, std::string>> where_;  // normalised -> (file, original)
+  std::set<std::string> prefixes_;                                      // model prefixes seen
 };
 
 }  // namespace dynabert::io

@@ -85,7 +85,8 @@ class Embeddings {
   /// Throws InputError naming the first token id, type id or position out of range.
   void check(const Inputs& in) const {
     DYNABERT_REQUIRE(in.seq_len + s_.position_offset <= s_.positions, InputError, "sequence length ", in.seq_len,
-                     " exceeds max_position_embeddings ", s_.positions - s_.position_offset);
+                     " exceeds max_position_embeddings ", s_.positions - s_.position_offset,
+                     s_.position_offset ? " (positions start at pad_token_id + 1)" : "");
     for (int b = 0; b < in.batch; ++b)
       for (int t = 0; t < in.seq_len; ++t) {
         const std::int32_t id = in.input_ids[static_cast<long>(b) * in.seq_len + t];

@@ -146,8 +146,9 @@ class ElasticBert {
 
   void check(const Inputs& in, const SubNetwork& net, const Outputs& out, const Workspace<T>& ws, const Threads& threads) const {
     check_inputs(in);
-    DYNABERT_REQUIRE(in.seq_len <= config_.max_position_embeddings, InputError, "sequence length ", in.seq_len,
-                     " exceeds max_position_embeddings ", config_.max_position_embeddings);
+    DYNABERT_REQUIRE(in.seq_len <= config_.max_tokens(), InputError, "sequence length ", in.seq_len,
+                     " exceeds max_position_embeddings ", config_.max_tokens(),
+                     config_.position_offset() ? " (positions start at pad_token_id + 1)" : "");
     const auto& lim = ws.limits();
     DYNABERT_REQUIRE(in.batch <= lim.max_batch && in.seq_len <= lim.max_seq_len, InputError, "batch ", in.batch, " x length ",
                      in.seq_len, " exceeds the workspace limits ", lim.max_batch, " x ", lim.max_seq_len);

@@ -70,7 +70,9 @@ class BertBlocks {
     const FamilyNames& n = c.names();
     if (heads.pooler) pooler.emplace(c.hidden_size, layers::dense_tensors(set, n.pooler));
     if (heads.num_labels > 0) classifier.emplace(c.hidden_size, heads.num_labels, layers::dense_tensors(set, n.classifier));
-    if (heads.mlm) mlm.emplace(c.hidden_size, c.vocab_size, c.hidden_act, c.layer_norm_eps, mlm_tensors(set));
+    if (heads.mlm)  // RobertaLMHead applies erf GELU whatever hidden_act says
+      mlm.emplace(c.hidden_size, c.vocab_size, n.mlm_erf_gelu ? Activation::kGeluErf : c.hidden_act, c.layer_norm_eps,
+                  mlm_tensors(set));
   }
   /// Binds the same blocks to another set of the same model (after its buffer moved).
   template <class Set>

@@ -36,6 +36,7 @@ struct FamilyNames {
   const char* mlm_dense;        ///< under `mlm`
   const char* mlm_norm;         ///< under `mlm`
   bool pooler_input_dropout;    ///< dropout on the first token before `pooler` (training)
+  bool mlm_erf_gelu;            ///< the MLM head's activation is always erf GELU (else hidden_act)
   const char* base_class;       ///< architectures: the bare encoder
   const char* classify_class;   ///< architectures: with a classification head
   const char* mlm_class;        ///< architectures: with an MLM head
@@ -43,9 +44,9 @@ struct FamilyNames {
 
 inline const FamilyNames& family_names(ModelType t) {
   static const FamilyNames bert{"bert", "bert.", "pooler.dense.", "classifier.", "cls.predictions.", "transform.dense.",
-                                "transform.LayerNorm.", false, "BertModel", "BertForSequenceClassification", "BertForMaskedLM"};
+                                "transform.LayerNorm.", false, false, "BertModel", "BertForSequenceClassification", "BertForMaskedLM"};
   static const FamilyNames roberta{"roberta", "roberta.", "classifier.dense.", "classifier.out_proj.", "lm_head.", "dense.",
-                                   "layer_norm.", true, "RobertaModel", "RobertaForSequenceClassification",
+                                   "layer_norm.", true, true, "RobertaModel", "RobertaForSequenceClassification",
                                    "RobertaForMaskedLM"};
   return t == ModelType::kRoberta ? roberta : bert;
 }
@@ -82,6 +83,9 @@ struct BertConfig {
   /// Position of a sequence's first token: 0 for BERT; padding_idx + 1 for RoBERTa (the reference
   /// implementation's rule in transformers v2.1.1: positions 2, 3, ... for every sequence).
   int position_offset() const { return model_type == ModelType::kRoberta ? pad_token_id + 1 : 0; }
+  /// Longest sequence the position table holds: max_position_embeddings minus the offset (512 for
+  /// roberta-base's 514 positions).
+  int max_tokens() const { return max_position_embeddings - position_offset(); }
   int num_labels() const { return static_cast<int>(id2label.size()); }
   /// Heads stored for layer l (num_attention_heads minus pruned ones).
   int layer_heads(int l) const {
@@ -115,6 +119,8 @@ struct BertConfig {
     pos(intermediate_size, "intermediate_size");
     pos(max_position_embeddings, "max_position_embeddings");
     pos(type_vocab_size, "type_vocab_size");
+    DYNABERT_REQUIRE(pad_token_id >= 0 && pad_token_id < vocab_size, FormatError, source, ": pad_token_id ", pad_token_id,
+                     " is outside the vocabulary (0..", vocab_size - 1, ")");
     DYNABERT_REQUIRE(position_offset() < max_position_embeddings, FormatError, source, ": max_position_embeddings ",
                      max_position_embeddings, " leaves no position after the offset ", position_offset(),
                      " (RoBERTa's positions start at pad_token_id + 1)");
@@ -166,7 +172,12 @@ struct BertConfig {
       if (t == "bert") c.model_type = ModelType::kBert;
       else if (t == "roberta") c.model_type = ModelType::kRoberta;
       else raise<FormatError>(source, ": model_type '", t, "' is not supported (bert, roberta)");
+    } else if (const io::Json* a = field("architectures"); a && a->is_array()) {  // configs older than model_type
+      for (const auto& e : a->elements())
+        if (e.is_string() && e.as_string().rfind("Roberta", 0) == 0) c.model_type = ModelType::kRoberta;
     }
+    // RobertaConfig's default: the padding id 1 that its positions start after
+    if (c.model_type == ModelType::kRoberta) c.pad_token_id = 1;
     get_int("vocab_size", c.vocab_size, 1, kMaxVocab);
     get_int("hidden_size", c.hidden_size, 1, kMaxHidden);
     get_int("num_hidden_layers", c.num_hidden_layers, 1, kMaxLayers);

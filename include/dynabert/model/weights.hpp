@@ -3,6 +3,7 @@
 // is the trainable / serialisable form; models bind their blocks to it (training) or pack the
 // linear weights from it (serving).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
@@ -62,7 +63,14 @@ class BertWeights : public ParameterSet<T> {
   BertWeights() = default;
   /// Zero-initialised weights for `config` with the given heads.
   explicit BertWeights(BertConfig config, HeadSpec heads = {})
-      : ParameterSet<T>(schema(prepared(config, heads), heads)), config_(std::move(config)), heads_(heads) {}
+      : ParameterSet<T>(schema(prepared(config, heads), family_heads(config, heads))), config_(std::move(config)),
+        heads_(family_heads(config_, heads)) {}
+  /// `heads` as the family has them: RoBERTa has no pooler of its own (its classification head's
+  /// dense layer plays that part), so without a classifier there is none.
+  static HeadSpec family_heads(const BertConfig& c, HeadSpec heads) {
+    if (c.model_type == ModelType::kRoberta && heads.num_labels == 0) heads.pooler = false;
+    return heads;
+  }
   BertWeights(const BertWeights&) = default;
   BertWeights(BertWeights&&) noexcept = default;
   /// Copies values in place when the layouts agree (views into this set stay valid).
@@ -155,7 +163,8 @@ class BertWeights : public ParameterSet<T> {
     T* base = buffer().data();
     for (auto& s : specs()) {
       T* p = base + s.offset;
-      const bool is_ln = s.name.find("LayerNorm") != std::string::npos;
+      // LayerNorm: BERT's "...LayerNorm.weight" and RoBERTa's LM head "lm_head.layer_norm.weight"
+      const bool is_ln = s.name.find("LayerNorm") != std::string::npos || s.name.find("layer_norm") != std::string::npos;
       const bool is_bias = s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0;
       for (std::size_t i = 0; i < s.numel(); ++i) {
         if (is_ln && !is_bias) p[i] = perturb_all ? T(1 + nd(rng) * 5) : T(1);
@@ -166,14 +175,36 @@ class BertWeights : public ParameterSet<T> {
   }
 
   /// Loads from a checkpoint folder (config.json + safetensors), inferring the heads from the
-  /// tensors present. Every tensor of the schema must be present with exactly its shape.
+  /// tensors present. Every tensor of the schema must be present with exactly its shape. A
+  /// config.json without model_type (older than the field) is read as RoBERTa when its
+  /// architectures or the tensor names say so.
   static BertWeights load(const std::string& path) {
     io::CheckpointReader r(path);
     DYNABERT_REQUIRE(!r.folder().empty(), FormatError, path, ": a single safetensors file has no config.json; load a folder");
-    return load(r, BertConfig::from_file((std::filesystem::path(r.folder()) / "config.json").string()));
+    const std::string cfg_path = (std::filesystem::path(r.folder()) / "config.json").string();
+    io::Json j = io::read_json_file(cfg_path);
+    if (j.is_object() && !j.find("model_type") && names_of(r) == ModelType::kRoberta) j["model_type"] = "roberta";
+    return load(r, BertConfig::from_json(j, cfg_path));
+  }
+  /// The family a checkpoint's tensor names belong to, as far as they say (BERT when neutral).
+  static ModelType names_of(const io::CheckpointReader& r) {
+    return r.had_prefix("roberta.") || r.contains("classifier.out_proj.weight") || r.contains("lm_head.dense.weight")
+               ? ModelType::kRoberta
+               : ModelType::kBert;
   }
   /// Loads from a reader with an explicit config.
   static BertWeights load(const io::CheckpointReader& r, BertConfig config) {
+    {  // the names must be the family's: a head of the other family would otherwise be dropped silently
+      const bool bert_names = r.had_prefix("bert.") || r.contains("classifier.weight") ||
+                              r.contains("cls.predictions.transform.dense.weight");
+      const bool roberta_names = names_of(r) == ModelType::kRoberta;
+      const bool roberta = config.model_type == ModelType::kRoberta;
+      const std::string where = r.folder().empty() ? std::string("checkpoint") : r.folder();
+      DYNABERT_REQUIRE(!(roberta ? bert_names : roberta_names), FormatError, where, ": config.json says model_type '",
+                       config.names().type, "' but the tensors are named as in a ", roberta ? "BERT" : "RoBERTa",
+                       " checkpoint (", roberta ? "bert., classifier.weight, cls.predictions" : "roberta., classifier.out_proj, lm_head",
+                       ")");
+    }
     HeadSpec heads;
     const FamilyNames& n = config.names();
     heads.pooler = r.contains(std::string(n.pooler) + "weight");
@@ -187,6 +218,7 @@ class BertWeights : public ParameterSet<T> {
       DYNABERT_REQUIRE(config.num_labels() == 0 || config.num_labels() == heads.num_labels, FormatError,
                        "config.json declares ", config.num_labels(), " labels but ", cw, " has ", heads.num_labels, " rows");
     }
+    heads = family_heads(config, heads);
     // every tensor present with its shape before anything is allocated: a config.json that
     // claims sizes its file does not hold fails here, cheaply
     const Schema expected = schema(prepared(config, heads), heads);
@@ -210,6 +242,20 @@ class BertWeights : public ParameterSet<T> {
       for (std::size_t i = 0; i < s.numel(); ++i)  // NaN or infinity: a broken file, never silent garbage
         DYNABERT_REQUIRE(std::isfinite(static_cast<double>(dst[i])), FormatError, r.file_name(s.name), ": tensor '", s.name,
                          "' holds ", static_cast<double>(dst[i]), " at element ", i);
+    }
+    if (heads.mlm) {  // the decoder is the word embeddings: a file whose decoder differs cannot be served as stored
+      const std::string dn = std::string(n.mlm) + "decoder.weight";
+      if (r.contains(dn)) {
+        const auto& info = r.info(dn);
+        const TensorSpec& we = w.spec("embeddings.word_embeddings.weight");
+        DYNABERT_REQUIRE(info.shape == we.shape, FormatError, r.file_name(dn), ": tensor '", dn, "' has shape ",
+                         shape_str(info.shape), "; the tied decoder has the word embeddings' ", shape_str(we.shape));
+        std::vector<T> dec(we.numel());
+        r.read(dn, dec.data(), dec.size());
+        DYNABERT_REQUIRE(std::equal(dec.begin(), dec.end(), w.tensor("embeddings.word_embeddings.weight")), FormatError,
+                         r.file_name(dn), ": tensor '", dn, "' differs from the word embeddings; dynabert ties the MLM decoder "
+                         "to them (an untied decoder is not supported)");
+      }
     }
     w.quantized_version_ = w.version();
     return w;

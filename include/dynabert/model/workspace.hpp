@@ -33,8 +33,9 @@ class Workspace {
     DYNABERT_REQUIRE(lim.max_batch >= 1 && lim.max_seq_len >= 1 && lim.max_threads >= 1, InputError,
                      "workspace limits must be positive (batch ", lim.max_batch, ", length ", lim.max_seq_len,
                      ", threads ", lim.max_threads, ")");
-    DYNABERT_REQUIRE(lim.max_seq_len <= c.max_position_embeddings, InputError, "workspace length ", lim.max_seq_len,
-                     " exceeds max_position_embeddings ", c.max_position_embeddings);
+    DYNABERT_REQUIRE(lim.max_seq_len <= c.max_tokens(), InputError, "workspace length ", lim.max_seq_len,
+                     " exceeds max_position_embeddings ", c.max_tokens(),
+                     c.position_offset() ? " (positions start at pad_token_id + 1)" : "");
     const std::size_t T_ = static_cast<std::size_t>(lim.max_batch) * lim.max_seq_len;
     const std::size_t H = c.hidden_size;
     hidden_size = c.hidden_size;

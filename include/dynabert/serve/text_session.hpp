@@ -22,8 +22,13 @@ namespace dynabert {
 
 class TextSession {
  public:
+  /// Throws FormatError when the tokenizer can produce ids the model has no embedding for.
   TextSession(std::unique_ptr<Session<float>> session, text::Tokenizer tokenizer)
-      : session_(std::move(session)), tok_(std::move(tokenizer)) {}
+      : session_(std::move(session)), tok_(std::move(tokenizer)) {
+    const int model_vocab = session_->config().vocab_size;
+    DYNABERT_REQUIRE(tok_.vocab_size() <= model_vocab, FormatError, "the tokenizer has ", tok_.vocab_size(),
+                     " tokens but the model embeds ", model_vocab, ": is it the model's own vocabulary?");
+  }
 
   /// Loads a checkpoint folder and the tokenizer files in it (or in `vocab_dir`).
   static std::unique_ptr<TextSession> open(const std::string& dir, SessionOptions opt = {}, const std::string& vocab_dir = "") {
