@@ -7,6 +7,8 @@
 //                  [--grid grid.json] [--log calls.csv] [--probabilities] [--json] [--batch N]
 //   dynabert_serve --model DIR --width 1 --depth 1 [--precision int8] ...   (a fixed cell, for comparison)
 //   dynabert_serve --model DIR --embed mean [--json]        (one embedding per line instead of a label)
+//   dynabert_serve --model DIR --early-exit 0.25x0.5,1x1 [--exit-threshold 0.9] [--json]
+//                  (per-sample early exit: each line answered by the first cell confident enough)
 //
 // The grid is the checkpoint's "dynabert_grid" metadata (examples/train_dynabert.cpp writes it,
 // with the accuracy of every cell in FP32, BF16 and INT8) or a JSON file
@@ -15,6 +17,7 @@
 // fits; a fixed precision restricts the grid to it. A line that cannot be classified (NUL or
 // other control bytes, invalid UTF-8, longer than --max-line-bytes, no token) is reported on
 // stderr with its number and the rest are still classified.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -63,6 +66,8 @@ int main(int argc, char** argv) {
   bool probabilities = false, json = false, no_normalize = false;
   std::string embed_mode;
   long batch = 1;
+  std::string early_exit;
+  double exit_threshold = 0.9;
   app.add_option("--model", model_dir, "checkpoint folder")->required();
   app.add_option("--vocab", vocab_dir, "folder with the tokenizer files, vocab.txt or vocab.json + merges.txt (default: the model folder)");
   auto* budget = app.add_option("--budget-ms", budget_ms, "latency budget per call in ms (without it: the fixed --width/--depth cell)")
@@ -80,6 +85,11 @@ int main(int argc, char** argv) {
   app.add_option("--embed", embed_mode, "print an embedding of each line instead of a label: cls, mean or max pooling")
       ->check(CLI::IsMember({"cls", "mean", "max"}));
   app.add_flag("--no-normalize", no_normalize, "with --embed: do not L2-normalise the embeddings");
+  app.add_option("--early-exit", early_exit,
+                 "per-sample early exit over cells, cheapest first: 0.25x0.5,1x1 (a line stops at the first cell whose "
+                 "top probability reaches --exit-threshold)");
+  app.add_option("--exit-threshold", exit_threshold, "confidence that stops a line in --early-exit (default 0.9)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--batch", batch, "run up to this many lines as one call (results in input order)")->check(CLI::Range(1, 4096));
   app.add_option("--precision", precision_name,
                  "arithmetic: fp32, bf16, int8, or auto (under a budget: the controller picks it per call; default)")
@@ -96,6 +106,28 @@ int main(int argc, char** argv) {
     opt.max_batch = static_cast<int>(batch); opt.max_seq_len = max_len; opt.max_threads = threads;
     opt.widths = {width};  // the fixed cell (budgeted calls use the grid's cells)
     opt.depths = {depth};
+    std::vector<std::pair<double, double>> cascade;  // --early-exit: its cells are prepared too
+    DYNABERT_REQUIRE(early_exit.empty() || (budget_ms == 0 && embed_mode.empty()), InputError,
+                     "--early-exit classifies at its own cells: not with --budget-ms or --embed");
+    for (std::size_t at = 0; !early_exit.empty() && at != std::string::npos;) {
+      const std::size_t comma = early_exit.find(',', at);
+      const std::string item = early_exit.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+      at = comma == std::string::npos ? comma : comma + 1;
+      const std::size_t x = item.find('x');
+      double w = 0, d = 0;
+      try {
+        DYNABERT_REQUIRE(x != std::string::npos, InputError, "");
+        std::size_t used_w = 0, used_d = 0;
+        w = std::stod(item.substr(0, x), &used_w);
+        d = std::stod(item.substr(x + 1), &used_d);
+        DYNABERT_REQUIRE(used_w == x && used_d == item.size() - x - 1, InputError, "");
+      } catch (const std::exception&) {
+        raise<InputError>("--early-exit cell '", item, "' is not WIDTHxDEPTH (e.g. 0.25x0.5)");
+      }
+      cascade.emplace_back(w, d);
+      if (std::find(opt.widths.begin(), opt.widths.end(), w) == opt.widths.end()) opt.widths.push_back(w);
+      if (std::find(opt.depths.begin(), opt.depths.end(), d) == opt.depths.end()) opt.depths.push_back(d);
+    }
     Precision fixed_precision = Precision::kFp32;
     if (precision_name == "auto") {
       opt.precisions = {Precision::kFp32, Precision::kBf16, Precision::kInt8};
@@ -170,7 +202,9 @@ int main(int argc, char** argv) {
           emb = session->embed(b, fixed, pooling, !no_normalize, th);
           r.cell = {width, depth, 0.0, fixed_precision};
         } else {
-          r = budget_ms > 0 ? session->classify_within(b, budget_ms, th) : session->classify(b, fixed, th);
+          r = budget_ms > 0         ? session->classify_within(b, budget_ms, th)
+              : !cascade.empty() ? session->classify_early_exit(b, cascade, exit_threshold, th)
+                                 : session->classify(b, fixed, th);
         }
         r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
         if (log.is_open()) {
@@ -205,14 +239,25 @@ int main(int argc, char** argv) {
               pr[c < cfg.num_labels() ? cfg.id2label[c] : std::to_string(c)] = static_cast<double>(r.probability(static_cast<int>(k), c));
             j["probabilities"] = pr;
             if (budget_ms > 0) j["over_budget"] = r.ms > budget_ms;
+            if (!r.exit_stage.empty()) {  // the cell that answered this line
+              const auto& c = cascade[static_cast<std::size_t>(r.exit_stage[k])];
+              j["width"] = c.first;
+              j["depth"] = c.second;
+              j["exit_stage"] = static_cast<long>(r.exit_stage[k]);
+            }
           }
           std::printf("%s\n", j.dump().c_str());
         } else if (!embed_mode.empty()) {
           for (int x = 0; x < H; ++x) std::printf(x ? " %.6g" : "%.6g", static_cast<double>(emb[k * H + x]));
           std::printf("\n");
         } else {
-          std::printf("%s\twidth %.2f depth %.2f %s\t%.2f ms%s", r.names[k].c_str(), r.cell.width, r.cell.depth,
-                      to_string(r.cell.precision), r.ms, budget_ms > 0 && r.ms > budget_ms ? "\tover budget" : "");
+          GridCell shown = r.cell;  // under --early-exit: the cell that answered this line
+          if (!r.exit_stage.empty()) {
+            shown.width = cascade[static_cast<std::size_t>(r.exit_stage[k])].first;
+            shown.depth = cascade[static_cast<std::size_t>(r.exit_stage[k])].second;
+          }
+          std::printf("%s\twidth %.2f depth %.2f %s\t%.2f ms%s", r.names[k].c_str(), shown.width, shown.depth,
+                      to_string(shown.precision), r.ms, budget_ms > 0 && r.ms > budget_ms ? "\tover budget" : "");
           if (probabilities)
             for (int c = 0; c < C; ++c)
               std::printf("\t%s=%.4f", (c < cfg.num_labels() ? cfg.id2label[c] : std::to_string(c)).c_str(),

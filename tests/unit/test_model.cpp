@@ -773,6 +773,56 @@ BOOST_AUTO_TEST_SUITE_END()
 // ---- classify and embed texts in one call (serve/text_session.hpp) --------------------------------
 BOOST_AUTO_TEST_SUITE(text_session)
 
+BOOST_AUTO_TEST_CASE(early_exit_answers_each_sequence_at_its_first_confident_cell) {
+  auto w = fixtures::load_model();
+  SessionOptions so;
+  so.max_batch = 5;  // 13 sequences: three chunks
+  so.max_seq_len = 16;
+  Session<float> s(w, so);
+  TokenBatch b;
+  b.batch = 13;
+  b.seq_len = 16;
+  std::mt19937 g(3);
+  for (int i = 0; i < b.batch * b.seq_len; ++i) b.ids.push_back(static_cast<std::int32_t>(1 + g() % 500));
+  for (int i = 0; i < b.batch; ++i) b.lengths.push_back(static_cast<std::int32_t>(2 + g() % 15));
+  b.type_ids.assign(b.ids.size(), 0);
+  const std::vector<std::pair<double, double>> cascade = {{0.25, 0.5}, {0.5, 0.75}, {1.0, 1.0}};
+  std::vector<Classification> fixed;
+  for (auto [wd, dd] : cascade) fixed.push_back(s.classify(b, wd, dd));
+  auto top = [](const Classification& c, int i) { return c.probability(i, c.labels[i]); };
+  // thresholds 0 and above every probability: the first and the last cell, exactly
+  const auto all_first = s.classify_early_exit(b, cascade, 0.0);
+  const auto all_last = s.classify_early_exit(b, cascade, 1.0);
+  BOOST_TEST(all_first.probabilities == fixed[0].probabilities);
+  BOOST_TEST(all_last.probabilities == fixed[2].probabilities);
+  for (int i = 0; i < b.batch; ++i) {
+    BOOST_TEST(all_first.exit_stage[i] == 0);
+    BOOST_TEST(all_last.exit_stage[i] == 2);
+  }
+  // a threshold in between: each sequence answers at the first cell confident enough, with that
+  // cell's probabilities (packing the unfinished ones together changes nothing)
+  std::vector<float> tops;
+  for (int i = 0; i < b.batch; ++i) tops.push_back(top(fixed[0], i));
+  std::sort(tops.begin(), tops.end());
+  const double thr = tops[tops.size() / 2];
+  const auto r = s.classify_early_exit(b, cascade, thr);
+  int early = 0;
+  for (int i = 0; i < b.batch; ++i) {
+    const int st = r.exit_stage[i];
+    BOOST_REQUIRE(st >= 0 && st <= 2);
+    for (int e = 0; e < st; ++e) BOOST_TEST(top(fixed[e], i) < thr, "sequence " << i << " stage " << e);
+    if (st < 2) BOOST_TEST(top(fixed[st], i) >= thr);
+    for (int c = 0; c < r.num_labels; ++c) BOOST_TEST(std::abs(r.probability(i, c) - fixed[st].probability(i, c)) < 1e-6);
+    BOOST_TEST(r.labels[i] == fixed[st].labels[i]);
+    early += st == 0;
+  }
+  BOOST_TEST(early >= b.batch / 2);
+  BOOST_TEST(early < b.batch);
+  BOOST_TEST(has(error_of([&] { (void)s.classify_early_exit(b, cascade, 1.5); }), "not a probability"));
+  BOOST_TEST(has(error_of([&] { (void)s.classify_early_exit(b, std::vector<std::pair<double, double>>{}, 0.5); }),
+                 "at least one cell"));
+}
+
 BOOST_AUTO_TEST_CASE(classify_and_embed_texts_in_one_call) {
   SessionOptions so;
   so.max_batch = 2;  // 5 texts: three chunks

@@ -73,7 +73,9 @@ struct Classification {
   std::vector<int> labels;               ///< [batch] most probable label
   std::vector<std::string> names;        ///< [batch] its name (config.json's id2label)
   std::vector<float> probabilities;      ///< [batch, num_labels] softmax of the logits
-  GridCell cell;                         ///< the cell that ran (the last one, under a budget)
+  GridCell cell;                         ///< the cell that ran (the last one, under a budget or a cascade)
+  /// classify_early_exit: per sequence the index of the cascade cell that answered; else empty.
+  std::vector<int> exit_stage;
   double ms = 0;                         ///< wall time of the whole call
   double predicted_ms = 0;               ///< under a budget: the controller's prediction (last chunk)
   float probability(int b, int label) const { return probabilities[static_cast<std::size_t>(b) * num_labels + label]; }
@@ -215,6 +217,84 @@ class Session {
     r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
     finish_classification(r);
     return r;
+  }
+
+  /// Per-sample early exit, as a confidence cascade over cells (ordered cheapest first, e.g.
+  /// {(0.25, 0.5), (0.5, 0.75), (1, 1)}): every sequence runs at cascade[0]; a sequence whose most
+  /// probable label has probability >= `threshold` stops there, and only the others run again at
+  /// cascade[1], packed together (finished sequences cost nothing more), and so on; the last cell
+  /// answers for whatever is left. DynaBERT's depths keep every other layer rather than a prefix,
+  /// so a later cell recomputes from the embeddings: the saving comes from the sequences that stop
+  /// early (the stage-2 classifiers are trained for every cell, so each stage's answer is a real
+  /// one). exit_stage[i] says which cell answered sequence i; `cell` is the last cell that ran.
+  /// Thread-safe as run() is; allocates the result and one compacted copy of a chunk's ids.
+  Classification classify_early_exit(const TokenBatch& b, const std::vector<const SubNetwork*>& cascade, double threshold,
+                                     const Threads& threads = Threads()) const {
+    DYNABERT_REQUIRE(!cascade.empty(), InputError, "an early-exit cascade needs at least one cell");
+    for (const SubNetwork* n : cascade) DYNABERT_REQUIRE(n != nullptr, InputError, "an early-exit cascade holds a null cell");
+    DYNABERT_REQUIRE(threshold >= 0.0 && threshold <= 1.0, InputError, "early-exit threshold ", threshold,
+                     " is not a probability in [0, 1]");
+    Classification r = start_classification(b, *cascade.back());
+    r.exit_stage.assign(static_cast<std::size_t>(b.batch), -1);
+    const int C = r.num_labels;
+    const std::size_t chunk = static_cast<std::size_t>(std::min(opt_.max_batch, std::max(b.batch, 1)));
+    std::vector<std::int32_t> ids(chunk * static_cast<std::size_t>(b.seq_len)), types(b.type_ids.empty() ? 0 : ids.size()),
+        lengths(chunk);
+    std::vector<int> left(chunk), next(chunk);
+    std::vector<float> logits(chunk * static_cast<std::size_t>(C));
+    const auto a = std::chrono::steady_clock::now();
+    int last_stage = 0;
+    for_chunks(b, [&](const Inputs& in, int b0) {
+      int n = in.batch;
+      for (int i = 0; i < n; ++i) left[i] = i;
+      for (std::size_t s = 0; s < cascade.size() && n > 0; ++s) {
+        for (int j = 0; j < n; ++j) {  // the sequences still running, packed at the front
+          const long src = static_cast<long>(left[j]) * in.seq_len, dst = static_cast<long>(j) * in.seq_len;
+          std::copy(in.input_ids + src, in.input_ids + src + in.seq_len, ids.begin() + dst);
+          if (!types.empty()) std::copy(in.token_type_ids + src, in.token_type_ids + src + in.seq_len, types.begin() + dst);
+          lengths[j] = in.lengths[left[j]];
+        }
+        Inputs sub = in;
+        sub.input_ids = ids.data();
+        sub.token_type_ids = types.empty() ? nullptr : types.data();
+        sub.lengths = lengths.data();
+        sub.batch = n;
+        Outputs o;
+        o.logits = logits.data();
+        run(sub, *cascade[s], o, threads);
+        last_stage = std::max(last_stage, static_cast<int>(s));
+        const bool last = s + 1 == cascade.size();
+        int kept = 0;
+        for (int j = 0; j < n; ++j) {
+          const float* l = logits.data() + static_cast<std::size_t>(j) * C;
+          const float mx = *std::max_element(l, l + C);
+          double sum = 0;  // as finish_classification computes it: the reported probability decides
+          for (int c = 0; c < C; ++c) sum += std::exp(l[c] - mx);
+          const float top = static_cast<float>(1.0 / sum);  // the most probable label's probability
+          if (last || top >= threshold) {
+            const std::size_t i = static_cast<std::size_t>(b0 + left[j]);
+            std::copy(l, l + C, r.probabilities.begin() + static_cast<long>(i * C));
+            r.exit_stage[i] = static_cast<int>(s);
+          } else {
+            next[kept++] = left[j];
+          }
+        }
+        std::swap(left, next);
+        n = kept;
+      }
+    });
+    r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+    for (auto& c : cells_)
+      if (&c.net == cascade[static_cast<std::size_t>(last_stage)]) r.cell = {c.width, c.depth, 0.0, c.net.precision};
+    finish_classification(r);
+    return r;
+  }
+  /// The same with the session's prepared cells, cheapest first: {{0.25, 0.5}, {1, 1}} etc.
+  Classification classify_early_exit(const TokenBatch& b, const std::vector<std::pair<double, double>>& cells, double threshold,
+                                     const Threads& threads = Threads()) const {
+    std::vector<const SubNetwork*> nets;
+    for (auto& [w, d] : cells) nets.push_back(&cell(w, d));
+    return classify_early_exit(b, nets, threshold, threads);
   }
 
   /// One vector per sequence of `b` ([batch, hidden], row-major) at `net`: the final hidden states

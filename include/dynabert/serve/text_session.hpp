@@ -57,6 +57,12 @@ class TextSession {
     return session_->classify_within(encode(texts), budget_ms, threads);
   }
 
+  /// Per-sample early exit over `cells` (cheapest first): see Session::classify_early_exit.
+  Classification classify_early_exit(const std::vector<std::string>& texts, const std::vector<std::pair<double, double>>& cells,
+                                     double threshold, const Threads& threads = Threads()) const {
+    return session_->classify_early_exit(encode(texts), cells, threshold, threads);
+  }
+
   /// One vector per text ([texts, hidden], row-major).
   std::vector<float> embed(const std::vector<std::string>& texts, Pooling pooling = Pooling::kMean, bool normalize = true,
                            double width = 1.0, double depth = 1.0, const Threads& threads = Threads()) const {
