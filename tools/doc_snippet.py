@@ -5,13 +5,44 @@
 SNIPPET_MAIN (which sets up the variables the excerpt uses and runs it). Used by tests/CMakeLists.txt.
 
     /usr/bin/python3 tools/doc_snippet.py docs/architecture.md tests/docs/architecture_blocks.hpp OUT.cpp
+    /usr/bin/python3 tools/doc_snippet.py --check-all     # every C++ excerpt of docs/ and README is marked
 """
 import os
 import re
 import sys
 
 
+def check_all(root):
+    """Every ```cpp excerpt of docs/*.md and README.md is marked for a harness that exists and that
+    tests/CMakeLists.txt builds: prints the unmarked ones and fails if there are any."""
+    cmake = open(os.path.join(root, "tests", "CMakeLists.txt")).read()
+    pages = [os.path.join(root, "README.md")] + sorted(
+        os.path.join(root, "docs", f) for f in os.listdir(os.path.join(root, "docs")) if f.endswith(".md"))
+    bad, good = [], 0
+    for page in pages:
+        lines = open(page).read().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() != "```cpp":
+                continue
+            m = re.match(r"<!-- compiled by tests/docs/(\w+)\.hpp -->", lines[i - 1].strip()) if i else None
+            where = f"{os.path.relpath(page, root)}:{i + 1}"
+            if not m:
+                bad.append(f"{where}: C++ excerpt not marked for a harness")
+            elif not os.path.exists(os.path.join(root, "tests", "docs", m.group(1) + ".hpp")):
+                bad.append(f"{where}: harness tests/docs/{m.group(1)}.hpp does not exist")
+            elif ":" + m.group(1) not in cmake:
+                bad.append(f"{where}: tests/CMakeLists.txt does not build harness {m.group(1)}")
+            else:
+                good += 1
+    for b in bad:
+        print(b)
+    print(f"doc_snippet --check-all: {good} passed, {len(bad)} failed")
+    return 1 if bad else 0
+
+
 def main():
+    if sys.argv[1:2] == ["--check-all"]:
+        sys.exit(check_all(sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..")))
     doc, harness, out = sys.argv[1:4]
     name = os.path.basename(harness)
     text = open(doc).read()
