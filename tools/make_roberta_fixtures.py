@@ -19,7 +19,9 @@ tools/torch_reference.py; cell outputs stored as F32, losses and statistics as F
     (1, 1) gradients (lr 1e-3, betas 0.9/0.999, eps 1e-8, decay 0.01 except names containing
     'bias' or 'LayerNorm.weight', as the reference code's no_decay list);
   - mlm.labels [B * S] and mlm.w<w>_d<d>.loss / .stats: the MLM loss of the lm_head on the last
-    hidden state (mean over labelled positions) and every gradient, at (1, 1) and (0.5, 0.75).
+    hidden state (mean over labelled positions) and every gradient, at (1, 1) and (0.5, 0.75);
+    mlm_adamw.stats: the parameters after one AdamW step from the (1, 1) MLM gradients (the
+    lm_head's layer_norm.weight is decayed, as the reference's name rule has it).
 """
 import json
 import math
@@ -40,6 +42,18 @@ CELLS = [(w, d) for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)] + \
 GRAD_CELLS = [(1.0, 1.0), (0.5, 0.75)]
 LABELS = [0, 2, 1, 2]
 H, I, L, NH, V, P = 32, 64, 4, 4, 128, 14
+
+
+def adamw_step(name, t):
+    """One step of the reference code's AdamW from zero state (bias correction in the step size,
+    eps outside the sqrt, decoupled decay except names containing 'bias' or 'LayerNorm.weight')."""
+    lr, b1, b2, eps, wd = 1e-3, 0.9, 0.999, 1e-8, 0.01
+    gr = t.grad.detach()
+    m, v = (1 - b1) * gr, (1 - b2) * gr * gr
+    x = t.detach() - lr * math.sqrt(1 - b2) / (1 - b1) * m / (v.sqrt() + eps)
+    if not any(nd in name for nd in ("bias", "LayerNorm.weight")):
+        x = x - lr * wd * x
+    return x
 
 
 def cell_name(w, d):
@@ -129,16 +143,7 @@ def generate(root):
         out[key + ".loss"] = np.array([loss.item()])
         out[key + ".stats"] = np.array([stats(n, p[n].grad) for n in names])
         if (w, d) == (1.0, 1.0):
-            lr, b1, b2, eps, wd = 1e-3, 0.9, 0.999, 1e-8, 0.01
-            new = {}
-            for n in names:
-                gr = p[n].grad.detach()
-                m, v = (1 - b1) * gr, (1 - b2) * gr * gr
-                x = p[n].detach() - lr * math.sqrt(1 - b2) / (1 - b1) * m / (v.sqrt() + eps)
-                if not any(nd in n for nd in ("bias", "LayerNorm.weight")):
-                    x = x - lr * wd * x
-                new[n] = x
-            out["adamw.stats"] = np.array([stats(n, new[n]) for n in names])
+            out["adamw.stats"] = np.array([stats(n, adamw_step(n, p[n])) for n in names])
 
     # the MLM head (lm_head) on the last hidden state
     mlm_names = sorted(n for n in params if not n.startswith("classifier.") and not n.startswith("pooler."))
@@ -157,6 +162,8 @@ def generate(root):
         key = f"mlm.w{w:.2f}_d{d:.2f}"
         out[key + ".loss"] = np.array([loss.item()])
         out[key + ".stats"] = np.array([stats(n, p[n].grad) for n in mlm_names])
+        if (w, d) == (1.0, 1.0):  # lm_head.layer_norm.weight is decayed: its name lacks 'LayerNorm.weight'
+            out["mlm_adamw.stats"] = np.array([stats(n, adamw_step(n, p[n])) for n in mlm_names])
 
     meta = {"cells": json.dumps(cells), "inputs": json.dumps(inputs), "labels": json.dumps(LABELS),
             "tensors": json.dumps(names), "mlm_tensors": json.dumps(mlm_names)}

@@ -1002,6 +1002,12 @@ BOOST_AUTO_TEST_CASE(head_mlm_gradients_and_adamw_match_pytorch) {
       const double want_mlm = f.expected.read<double>("mlm." + k + ".loss")[0];
       BOOST_TEST(std::abs(mlm - want_mlm) < tol * (1 + want_mlm), k << " MLM loss " << mlm << " vs " << want_mlm);
       check_stats(m.grads(), f.expected.read<double>("mlm." + k + ".stats"), mlm_names, tol, "roberta lm_head " + k);
+      if (w == 1.0 && std::is_same_v<T, double>) {
+        AdamW<T> opt(m.params(), AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.01, true});
+        auto stepped = m.params();
+        opt.step(stepped, m.grads(), 1e-3);
+        check_stats(stepped, f.expected.read<double>("mlm_adamw.stats"), mlm_names, 1e-6, "roberta lm_head AdamW step");
+      }
     }
   };
   check(double{}, 1e-8);
