@@ -15,6 +15,10 @@ for need in roberta-bpe/vocab.json sentiment/package brown/package; do
 done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# the BPE through dynabert_tokenize: "Hello world" is Hello + Ġworld (GPT-2 15496, 995; + 4 specials)
+printf '["Hello world"]' > "$out/in.json"
+"$bin/dynabert_tokenize" --vocab "$data/roberta-bpe" --input "$out/in.json" | grep -q '"ids":\[15500,999\]' ||
+  { echo "roberta_pipeline: dynabert_tokenize gave $("$bin/dynabert_tokenize" --vocab "$data/roberta-bpe" --input "$out/in.json")"; exit 1; }
 "$bin/dynabert_train" --arch roberta --data "$data" --out "$out/run" --layers 2 --hidden 32 --heads 4 --ffn 64 \
   --pretrain-steps 6 --pretrain-corpus brown --pretrain-batch 8 --pretrain-max-len 32 --max-len 32 \
   --teacher-epochs 1 --stage1-epochs 1 --stage2-epochs 1 --no-ablations --deterministic --threads 1 \
