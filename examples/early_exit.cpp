@@ -26,23 +26,6 @@ using namespace dynabert;
 
 namespace {
 
-std::vector<std::pair<double, double>> parse_cascade(const std::string& spec) {
-  std::vector<std::pair<double, double>> cells;
-  std::stringstream ss(spec);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto x = item.find('x');
-    DYNABERT_REQUIRE(x != std::string::npos, InputError, "cascade cell '", item, "' is not WIDTHxDEPTH");
-    try {
-      cells.emplace_back(std::stod(item.substr(0, x)), std::stod(item.substr(x + 1)));
-    } catch (const std::exception&) {
-      raise<InputError>("cascade cell '", item, "' is not WIDTHxDEPTH");
-    }
-  }
-  DYNABERT_REQUIRE(!cells.empty(), InputError, "empty cascade '", spec, "'");
-  return cells;
-}
-
 struct Config {
   std::string name;  ///< "cell" or the cascade's spec
   std::vector<std::pair<double, double>> cells;
@@ -100,7 +83,7 @@ int main(int argc, char** argv) {
     for (double d : so.depths)
       for (double w : so.widths) configs.push_back({"cell", {{w, d}}, 1.0, {}, 0, {}});
     for (const auto& c : cascades)
-      for (double t : thresholds) configs.push_back({c, parse_cascade(c), t, {}, 0, {}});
+      for (double t : thresholds) configs.push_back({c, parse_cells(c), t, {}, 0, {}});
     for (auto& c : configs)
       for (auto& [w, d] : c.cells) (void)session->cell(w, d);  // every cell prepared: fail before timing
 

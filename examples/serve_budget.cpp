@@ -109,22 +109,8 @@ int main(int argc, char** argv) {
     std::vector<std::pair<double, double>> cascade;  // --early-exit: its cells are prepared too
     DYNABERT_REQUIRE(early_exit.empty() || (budget_ms == 0 && embed_mode.empty()), InputError,
                      "--early-exit classifies at its own cells: not with --budget-ms or --embed");
-    for (std::size_t at = 0; !early_exit.empty() && at != std::string::npos;) {
-      const std::size_t comma = early_exit.find(',', at);
-      const std::string item = early_exit.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
-      at = comma == std::string::npos ? comma : comma + 1;
-      const std::size_t x = item.find('x');
-      double w = 0, d = 0;
-      try {
-        DYNABERT_REQUIRE(x != std::string::npos, InputError, "");
-        std::size_t used_w = 0, used_d = 0;
-        w = std::stod(item.substr(0, x), &used_w);
-        d = std::stod(item.substr(x + 1), &used_d);
-        DYNABERT_REQUIRE(used_w == x && used_d == item.size() - x - 1, InputError, "");
-      } catch (const std::exception&) {
-        raise<InputError>("--early-exit cell '", item, "' is not WIDTHxDEPTH (e.g. 0.25x0.5)");
-      }
-      cascade.emplace_back(w, d);
+    if (!early_exit.empty()) cascade = parse_cells(early_exit);
+    for (auto [w, d] : cascade) {
       if (std::find(opt.widths.begin(), opt.widths.end(), w) == opt.widths.end()) opt.widths.push_back(w);
       if (std::find(opt.depths.begin(), opt.depths.end(), d) == opt.depths.end()) opt.depths.push_back(d);
     }
@@ -136,8 +122,7 @@ int main(int argc, char** argv) {
       opt.precisions = {fixed_precision};
     }
     auto session = Session<float>::open(model_dir, opt);
-    DYNABERT_REQUIRE(tok.vocab_size() <= session->config().vocab_size, FormatError, "the tokenizer has ", tok.vocab_size(),
-                     " tokens but the model embeds ", session->config().vocab_size, ": is it the model's own vocabulary?");
+    check_tokenizer_fits(tok, session->config());
     const auto& cfg = session->config();
     DYNABERT_REQUIRE(!embed_mode.empty() || session->model().num_labels() > 0, InputError, model_dir,
                      ": the model has no classifier head (--embed works without one)");

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
-from torch_reference import ElasticBert  # noqa: E402
+from torch_reference import ElasticBert, embedding_shapes, encoder_shapes  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 CELLS = [(w, d) for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)] + \
@@ -68,19 +68,8 @@ def generate(root):
            "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
            "id2label": {"0": "neg", "1": "neu", "2": "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
     H, I, L, V = 64, 256, 4, 512
-    shapes = {"embeddings.word_embeddings.weight": (V, H), "embeddings.position_embeddings.weight": (32, H),
-              "embeddings.token_type_embeddings.weight": (2, H), "embeddings.LayerNorm.weight": (H,),
-              "embeddings.LayerNorm.bias": (H,)}
-    for l in range(L):
-        pre = f"encoder.layer.{l}."
-        for n in ("query", "key", "value"):
-            shapes[pre + f"attention.self.{n}.weight"] = (H, H)
-            shapes[pre + f"attention.self.{n}.bias"] = (H,)
-        shapes.update({pre + "attention.output.dense.weight": (H, H), pre + "attention.output.dense.bias": (H,),
-                       pre + "attention.output.LayerNorm.weight": (H,), pre + "attention.output.LayerNorm.bias": (H,),
-                       pre + "intermediate.dense.weight": (I, H), pre + "intermediate.dense.bias": (I,),
-                       pre + "output.dense.weight": (H, I), pre + "output.dense.bias": (H,),
-                       pre + "output.LayerNorm.weight": (H,), pre + "output.LayerNorm.bias": (H,)})
+    shapes = embedding_shapes(V, 32, 2, H)
+    shapes.update(encoder_shapes(L, H, I))
     shapes.update({"pooler.dense.weight": (H, H), "pooler.dense.bias": (H,), "classifier.weight": (3, H),
                    "classifier.bias": (3,)})
     params16 = {}

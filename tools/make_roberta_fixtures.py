@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
 from make_train_fixtures import stats  # noqa: E402
-from torch_reference import ElasticBert, mlm_scores, normalize_name  # noqa: E402
+from torch_reference import ElasticBert, embedding_shapes, encoder_shapes, mlm_scores, normalize_name  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 CELLS = [(w, d) for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)] + \
@@ -61,19 +61,8 @@ def cell_name(w, d):
 
 
 def make_model(g):
-    shapes = {"embeddings.word_embeddings.weight": (V, H), "embeddings.position_embeddings.weight": (P, H),
-              "embeddings.token_type_embeddings.weight": (1, H), "embeddings.LayerNorm.weight": (H,),
-              "embeddings.LayerNorm.bias": (H,)}
-    for l in range(L):
-        pre = f"encoder.layer.{l}."
-        for n in ("query", "key", "value"):
-            shapes[pre + f"attention.self.{n}.weight"] = (H, H)
-            shapes[pre + f"attention.self.{n}.bias"] = (H,)
-        shapes.update({pre + "attention.output.dense.weight": (H, H), pre + "attention.output.dense.bias": (H,),
-                       pre + "attention.output.LayerNorm.weight": (H,), pre + "attention.output.LayerNorm.bias": (H,),
-                       pre + "intermediate.dense.weight": (I, H), pre + "intermediate.dense.bias": (I,),
-                       pre + "output.dense.weight": (H, I), pre + "output.dense.bias": (H,),
-                       pre + "output.LayerNorm.weight": (H,), pre + "output.LayerNorm.bias": (H,)})
+    shapes = embedding_shapes(V, P, 1, H)
+    shapes.update(encoder_shapes(L, H, I))
     shapes.update({"pooler.dense.weight": (H, H), "pooler.dense.bias": (H,),
                    "classifier.dense.weight": (H, H), "classifier.dense.bias": (H,),
                    "classifier.out_proj.weight": (3, H), "classifier.out_proj.bias": (3,),

@@ -98,6 +98,29 @@ class ElasticBert:
         return logits, pooled, states
 
 
+def embedding_shapes(V, P, T, H):
+    """Shapes of the embedding tensors (normalised names) in Hugging Face's order."""
+    return {"embeddings.word_embeddings.weight": (V, H), "embeddings.position_embeddings.weight": (P, H),
+            "embeddings.token_type_embeddings.weight": (T, H), "embeddings.LayerNorm.weight": (H,),
+            "embeddings.LayerNorm.bias": (H,)}
+
+
+def encoder_shapes(L, H, I):
+    """Shapes of the encoder layers' tensors (normalised names) in Hugging Face's order."""
+    shapes = {}
+    for l in range(L):
+        pre = f"encoder.layer.{l}."
+        for n in ("query", "key", "value"):
+            shapes[pre + f"attention.self.{n}.weight"] = (H, H)
+            shapes[pre + f"attention.self.{n}.bias"] = (H,)
+        shapes.update({pre + "attention.output.dense.weight": (H, H), pre + "attention.output.dense.bias": (H,),
+                       pre + "attention.output.LayerNorm.weight": (H,), pre + "attention.output.LayerNorm.bias": (H,),
+                       pre + "intermediate.dense.weight": (I, H), pre + "intermediate.dense.bias": (I,),
+                       pre + "output.dense.weight": (H, I), pre + "output.dense.bias": (H,),
+                       pre + "output.LayerNorm.weight": (H,), pre + "output.LayerNorm.bias": (H,)})
+    return shapes
+
+
 def mlm_scores(cfg, p, h):
     """Scores [..., vocab] of the MLM head on hidden states h: BertForMaskedLM's
     (cls.predictions.transform.*) or RobertaForMaskedLM's (lm_head.dense, erf GELU, lm_head.layer_norm),

@@ -1014,13 +1014,21 @@ BOOST_AUTO_TEST_CASE(head_mlm_gradients_and_adamw_match_pytorch) {
   check(float{}, 1e-4);
 }
 
-BOOST_AUTO_TEST_CASE(gradient_check_with_the_head_s_dropout) {
-  std::mt19937 g(11);
+namespace {
+/// tiny_config() as a RoBERTa: one token type, padding id 1, positions from 2.
+BertConfig tiny_roberta_config() {
   BertConfig c = tiny_config();
   c.model_type = ModelType::kRoberta;
   c.type_vocab_size = 1;
   c.pad_token_id = 1;
   c.max_position_embeddings = 8 + 2;
+  return c;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gradient_check_with_the_head_s_dropout) {
+  std::mt19937 g(11);
+  BertConfig c = tiny_roberta_config();
   c.hidden_dropout_prob = 0.3;
   BertWeights<double> w(c, HeadSpec{true, 3});
   w.init_random(9, 0.3, true);
@@ -1068,13 +1076,9 @@ BOOST_AUTO_TEST_CASE(gradient_check_with_the_head_s_dropout) {
 
 BOOST_AUTO_TEST_CASE(the_head_s_input_dropout_and_the_lm_head_initialisation) {
   // RoBERTa's classification head drops out its input: one more dropout key per training forward
-  // than BERT draws, and a different output; evaluation mode draws none.
+  // than BERT draws.
   auto draws = [](ModelType type) {
-    BertConfig c = tiny_config();
-    c.model_type = type;
-    c.type_vocab_size = 1;
-    c.pad_token_id = 1;
-    c.max_position_embeddings = 10;
+    BertConfig c = type == ModelType::kRoberta ? tiny_roberta_config() : tiny_config();
     c.hidden_dropout_prob = 0.5;
     BertWeights<double> w(c, HeadSpec{true, 3});
     w.init_random(3, 0.3);
@@ -1094,11 +1098,7 @@ BOOST_AUTO_TEST_CASE(the_head_s_input_dropout_and_the_lm_head_initialisation) {
   BOOST_TEST(bert == 1 + 3 * 4 + 1);  // embeddings, 3 per layer, the classifier's input
   BOOST_TEST(roberta == bert + 1);    // and the head's dense input
   // Hugging Face initialises LayerNorm weights to 1: RoBERTa's lm_head.layer_norm too
-  BertConfig rc = tiny_config();
-  rc.model_type = ModelType::kRoberta;
-  rc.pad_token_id = 1;
-  rc.max_position_embeddings = 10;
-  BertWeights<float> mlm(rc, HeadSpec{false, 0, true});
+  BertWeights<float> mlm(tiny_roberta_config(), HeadSpec{false, 0, true});
   mlm.init_random(5);
   const float* g = mlm.tensor("lm_head.layer_norm.weight");
   BOOST_TEST(std::all_of(g, g + 16, [](float v) { return v == 1.0f; }));

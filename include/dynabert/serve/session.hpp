@@ -81,6 +81,32 @@ struct Classification {
   float probability(int b, int label) const { return probabilities[static_cast<std::size_t>(b) * num_labels + label]; }
 };
 
+/// Cells written "WIDTHxDEPTH,WIDTHxDEPTH" (e.g. "0.25x0.5,1x1", an early-exit cascade as the
+/// programs take it); InputError naming the item that is not a cell.
+inline std::vector<std::pair<double, double>> parse_cells(const std::string& spec) {
+  std::vector<std::pair<double, double>> cells;
+  for (std::size_t at = 0; at <= spec.size();) {
+    const std::size_t comma = std::min(spec.find(',', at), spec.size());
+    const std::string item = spec.substr(at, comma - at);
+    at = comma + 1;
+    const std::size_t x = item.find('x');
+    std::size_t used_w = 0, used_d = 0;
+    double w = 0, d = 0;
+    try {
+      if (x != std::string::npos) {
+        w = std::stod(item.substr(0, x), &used_w);
+        d = std::stod(item.substr(x + 1), &used_d);
+      }
+    } catch (const std::exception&) {
+      used_w = 0;
+    }
+    DYNABERT_REQUIRE(x != std::string::npos && used_w == x && used_d == item.size() - x - 1 && used_d > 0, InputError,
+                     "cell '", item, "' of '", spec, "' is not WIDTHxDEPTH (e.g. 0.25x0.5)");
+    cells.emplace_back(w, d);
+  }
+  return cells;
+}
+
 /// How Session::embed makes one vector of a sequence's final hidden states: the [CLS] token's,
 /// the mean or the element-wise maximum over its tokens (padding excluded).
 enum class Pooling { kCls, kMean, kMax };
@@ -266,14 +292,11 @@ class Session {
         const bool last = s + 1 == cascade.size();
         int kept = 0;
         for (int j = 0; j < n; ++j) {
-          const float* l = logits.data() + static_cast<std::size_t>(j) * C;
-          const float mx = *std::max_element(l, l + C);
-          double sum = 0;  // as finish_classification computes it: the reported probability decides
-          for (int c = 0; c < C; ++c) sum += std::exp(l[c] - mx);
-          const float top = static_cast<float>(1.0 / sum);  // the most probable label's probability
+          float* p = logits.data() + static_cast<std::size_t>(j) * C;
+          const float top = softmax_row(p, C);  // the reported probability decides
           if (last || top >= threshold) {
             const std::size_t i = static_cast<std::size_t>(b0 + left[j]);
-            std::copy(l, l + C, r.probabilities.begin() + static_cast<long>(i * C));
+            std::copy(p, p + C, r.probabilities.begin() + static_cast<long>(i * C));
             r.exit_stage[i] = static_cast<int>(s);
           } else {
             next[kept++] = left[j];
@@ -286,7 +309,7 @@ class Session {
     r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
     for (auto& c : cells_)
       if (&c.net == cascade[static_cast<std::size_t>(last_stage)]) r.cell = {c.width, c.depth, 0.0, c.net.precision};
-    finish_classification(r);
+    name_labels(r);  // the rows are probabilities already
     return r;
   }
   /// The same with the session's prepared cells, cheapest first: {{0.25, 0.5}, {1, 1}} etc.
@@ -450,14 +473,24 @@ class Session {
       if (&c.net == &net) r.cell = {c.width, c.depth, 0.0, net.precision};
     return r;
   }
+  /// Softmax of one row of logits in place; returns the largest probability.
+  static float softmax_row(float* p, int C) {
+    const float mx = *std::max_element(p, p + C);
+    double sum = 0;
+    for (int c = 0; c < C; ++c) sum += (p[c] = std::exp(p[c] - mx));
+    for (int c = 0; c < C; ++c) p[c] = static_cast<float>(p[c] / sum);
+    return *std::max_element(p, p + C);
+  }
+  /// r.probabilities holds logits: softmax, then labels and names.
   void finish_classification(Classification& r) const {
+    for (std::size_t b = 0; b < r.labels.size(); ++b) softmax_row(r.probabilities.data() + b * r.num_labels, r.num_labels);
+    name_labels(r);
+  }
+  /// The most probable label of each row of r.probabilities, and its name.
+  void name_labels(Classification& r) const {
     const int C = r.num_labels;
     for (std::size_t b = 0; b < r.labels.size(); ++b) {
-      float* p = r.probabilities.data() + b * C;
-      const float mx = *std::max_element(p, p + C);
-      double sum = 0;
-      for (int c = 0; c < C; ++c) sum += (p[c] = std::exp(p[c] - mx));
-      for (int c = 0; c < C; ++c) p[c] = static_cast<float>(p[c] / sum);
+      const float* p = r.probabilities.data() + b * C;
       r.labels[b] = static_cast<int>(std::max_element(p, p + C) - p);
       r.names[b] = r.labels[b] < config().num_labels() ? config().id2label[static_cast<std::size_t>(r.labels[b])]
                                                       : std::to_string(r.labels[b]);

@@ -20,14 +20,18 @@
 
 namespace dynabert {
 
+/// Throws FormatError when `tok` can produce ids the model of `config` has no embedding for.
+inline void check_tokenizer_fits(const text::Tokenizer& tok, const BertConfig& config) {
+  DYNABERT_REQUIRE(tok.vocab_size() <= config.vocab_size, FormatError, "the tokenizer has ", tok.vocab_size(),
+                   " tokens but the model embeds ", config.vocab_size, ": is it the model's own vocabulary?");
+}
+
 class TextSession {
  public:
   /// Throws FormatError when the tokenizer can produce ids the model has no embedding for.
   TextSession(std::unique_ptr<Session<float>> session, text::Tokenizer tokenizer)
       : session_(std::move(session)), tok_(std::move(tokenizer)) {
-    const int model_vocab = session_->config().vocab_size;
-    DYNABERT_REQUIRE(tok_.vocab_size() <= model_vocab, FormatError, "the tokenizer has ", tok_.vocab_size(),
-                     " tokens but the model embeds ", model_vocab, ": is it the model's own vocabulary?");
+    check_tokenizer_fits(tok_, session_->config());
   }
 
   /// Loads a checkpoint folder and the tokenizer files in it (or in `vocab_dir`).

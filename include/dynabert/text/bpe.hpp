@@ -54,7 +54,7 @@
 #include "dynabert/core/error.hpp"
 #include "dynabert/core/token_batch.hpp"
 #include "dynabert/io/json.hpp"
-#include "dynabert/text/tokenizer.hpp"  // Encoding
+#include "dynabert/text/tokenizer.hpp"  // Encoding, truncate_longest_first, encode_padded
 
 namespace dynabert::text {
 
@@ -192,10 +192,7 @@ class BpeTokenizer {
     auto ta = tokenize(a);
     std::vector<std::int32_t> tb;
     if (b) tb = tokenize(*b);
-    while (static_cast<long>(ta.size() + tb.size()) + specials > max_length) {
-      if (!b || ta.size() > tb.size()) ta.pop_back();
-      else tb.pop_back();
-    }
+    truncate_longest_first(ta, tb, max_length - specials);  // tb is empty without b
     Encoding e;
     e.ids.reserve(ta.size() + tb.size() + specials);
     e.ids.push_back(bos_);
@@ -214,23 +211,7 @@ class BpeTokenizer {
   /// <pad> to the longest sequence, each truncated to max_length tokens as encode() does.
   TokenBatch encode_batch(const std::vector<std::string>& texts, int max_length = 128,
                           const std::vector<std::string>* pairs = nullptr) const {
-    DYNABERT_REQUIRE(!pairs || pairs->size() == texts.size(), InputError, "encode_batch: ", texts.size(), " texts but ",
-                     pairs ? pairs->size() : 0, " second texts");
-    TokenBatch bt;
-    bt.batch = static_cast<int>(texts.size());
-    std::vector<Encoding> enc;
-    enc.reserve(texts.size());
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      enc.push_back(pairs ? encode(texts[i], std::string_view((*pairs)[i]), max_length) : encode(texts[i], std::nullopt, max_length));
-      bt.seq_len = std::max(bt.seq_len, static_cast<int>(enc.back().ids.size()));
-    }
-    bt.ids.assign(static_cast<std::size_t>(bt.batch) * bt.seq_len, pad_);
-    bt.type_ids.assign(bt.ids.size(), 0);
-    for (int i = 0; i < bt.batch; ++i) {
-      std::copy(enc[i].ids.begin(), enc[i].ids.end(), bt.ids.begin() + static_cast<long>(i) * bt.seq_len);
-      bt.lengths.push_back(static_cast<std::int32_t>(enc[i].ids.size()));
-    }
-    return bt;
+    return encode_padded(*this, texts, max_length, pairs, pad_);
   }
 
   /// The text of `ids`: their bytes read as UTF-8, each invalid subpart becoming U+FFFD (Python's

@@ -100,6 +100,41 @@ struct Encoding {
   std::vector<std::int32_t> ids, type_ids;
 };
 
+/// Hugging Face's "longest_first": removes tokens from the end of the longer of a and b (from b
+/// when both are as long) until they hold at most `budget` tokens together.
+inline void truncate_longest_first(std::vector<std::int32_t>& a, std::vector<std::int32_t>& b, long budget) {
+  while (static_cast<long>(a.size() + b.size()) > budget) {
+    if (a.size() > b.size()) a.pop_back();
+    else b.pop_back();
+  }
+}
+
+/// Encodes texts (and, when `pairs` is given, one second text per text) with tok.encode and pads
+/// them with `pad` into one batch as long as the longest: what both tokenizers' encode_batch do.
+template <class Tokenizer>
+TokenBatch encode_padded(const Tokenizer& tok, const std::vector<std::string>& texts, int max_length,
+                         const std::vector<std::string>* pairs, std::int32_t pad) {
+  DYNABERT_REQUIRE(!pairs || pairs->size() == texts.size(), InputError, "encode_batch: ", texts.size(), " texts but ",
+                   pairs ? pairs->size() : 0, " second texts");
+  TokenBatch b;
+  b.batch = static_cast<int>(texts.size());
+  std::vector<Encoding> enc;
+  enc.reserve(texts.size());
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    enc.push_back(pairs ? tok.encode(texts[i], std::string_view((*pairs)[i]), max_length)
+                        : tok.encode(texts[i], std::nullopt, max_length));
+    b.seq_len = std::max(b.seq_len, static_cast<int>(enc.back().ids.size()));
+  }
+  b.ids.assign(static_cast<std::size_t>(b.batch) * b.seq_len, pad);
+  b.type_ids.assign(b.ids.size(), 0);
+  for (int i = 0; i < b.batch; ++i) {
+    std::copy(enc[i].ids.begin(), enc[i].ids.end(), b.ids.begin() + static_cast<long>(i) * b.seq_len);
+    std::copy(enc[i].type_ids.begin(), enc[i].type_ids.end(), b.type_ids.begin() + static_cast<long>(i) * b.seq_len);
+    b.lengths.push_back(static_cast<std::int32_t>(enc[i].ids.size()));
+  }
+  return b;
+}
+
 class BertTokenizer {
  public:
   BertTokenizer(Vocab vocab, TokenizerOptions opt = {}) : vocab_(std::move(vocab)), opt_(opt) {
@@ -208,10 +243,7 @@ class BertTokenizer {
     auto ta = tokenize(a);
     std::vector<std::int32_t> tb;
     if (b) tb = tokenize(*b);
-    while (static_cast<int>(ta.size() + tb.size()) + specials > max_length) {
-      if (ta.size() > tb.size()) ta.pop_back();  // Hugging Face's longest_first: b when both are as long
-      else tb.pop_back();
-    }
+    truncate_longest_first(ta, tb, max_length - specials);
     Encoding e;
     e.ids.push_back(cls_);
     e.ids.insert(e.ids.end(), ta.begin(), ta.end());
@@ -230,25 +262,7 @@ class BertTokenizer {
   /// max_length tokens as encode() does.
   TokenBatch encode_batch(const std::vector<std::string>& texts, int max_length = 128,
                           const std::vector<std::string>* pairs = nullptr) const {
-    DYNABERT_REQUIRE(!pairs || pairs->size() == texts.size(), InputError, "encode_batch: ", texts.size(), " texts but ",
-                     pairs->size(), " second texts");
-    TokenBatch b;
-    b.batch = static_cast<int>(texts.size());
-    std::vector<Encoding> enc;
-    enc.reserve(texts.size());
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      enc.push_back(pairs ? encode(texts[i], std::string_view((*pairs)[i]), max_length) : encode(texts[i], std::nullopt, max_length));
-      b.seq_len = std::max(b.seq_len, static_cast<int>(enc.back().ids.size()));
-    }
-    const std::int32_t pad = vocab_.find("[PAD]") >= 0 ? vocab_.find("[PAD]") : 0;
-    b.ids.assign(static_cast<std::size_t>(b.batch) * b.seq_len, pad);
-    b.type_ids.assign(b.ids.size(), 0);
-    for (int i = 0; i < b.batch; ++i) {
-      std::copy(enc[i].ids.begin(), enc[i].ids.end(), b.ids.begin() + static_cast<long>(i) * b.seq_len);
-      std::copy(enc[i].type_ids.begin(), enc[i].type_ids.end(), b.type_ids.begin() + static_cast<long>(i) * b.seq_len);
-      b.lengths.push_back(static_cast<std::int32_t>(enc[i].ids.size()));
-    }
-    return b;
+    return encode_padded(*this, texts, max_length, pairs, vocab_.find("[PAD]") >= 0 ? vocab_.find("[PAD]") : 0);
   }
 
   // ---- character classes (Hugging Face's definitions) -----------------------------------------
