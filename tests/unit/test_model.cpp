@@ -602,6 +602,55 @@ BOOST_AUTO_TEST_CASE(packed_tokens_give_bitwise_the_padded_results) {
   BOOST_TEST(!ws.packed);
 }
 
+// ---- first-token last layer: only the pooler's rows of the last layer, same results ----
+BOOST_AUTO_TEST_CASE(first_token_last_layer_gives_bitwise_the_full_results) {
+  BertWeights<float> w(random_config(3, 96, 6, 192), HeadSpec{true, 3});
+  w.init_random(14, 0.08, true);
+  const ElasticBert<float> m(w, {Precision::kFp32, Precision::kBf16, Precision::kInt8});
+  const int B = 5, S = 21;
+  std::mt19937 g(4);
+  std::vector<std::int32_t> ids(B * S), lengths = {21, 3, 17, 1, 9}, mask(B * S, 0);
+  for (auto& v : ids) v = static_cast<std::int32_t>(g() % 300);
+  for (int b = 0; b < B; ++b)
+    for (int s = 0; s < lengths[b]; ++s) mask[b * S + s] = 1;
+  mask[2 * S + 5] = 0;  // a hole inside sequence 2
+  std::vector<float> gates(3 * 6);
+  for (auto& v : gates) v = 0.25f + static_cast<float>(g() % 1000) / 1000.0f;
+  auto ws = m.make_workspace({B, S, 2});
+  int compared = 0;
+  for (int threads : {1, 2})
+    for (int variant = 0; variant < 3; ++variant)
+      for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kInt8})
+        for (double wm : {1.0, 0.25})
+          for (double dm : {1.0, 0.5}) {
+            Inputs in;
+            in.input_ids = ids.data(); in.batch = B; in.seq_len = S;
+            if (variant == 0) in.lengths = lengths.data();
+            if (variant == 1) in.attention_mask = mask.data();  // variant 2: no padding
+            auto net = SubNetwork::dynabert(w.config(), wm, dm);
+            net.precision = p;
+            if (threads == 2) net.head_gates = gates.data();
+            std::vector<float> la(B * 3), lb(B * 3), pa(B * 96), pb(B * 96);
+            Outputs o;
+            o.logits = la.data(); o.pooled = pa.data();
+            m.forward(in, net, o, ws, Threads(threads));
+            o.logits = lb.data(); o.pooled = pb.data(); o.first_token_only = false;
+            m.forward(in, net, o, ws, Threads(threads));
+            BOOST_TEST(std::memcmp(la.data(), lb.data(), la.size() * 4) == 0,
+                       to_string(p) << " variant " << variant << " cell " << wm << "x" << dm << " threads " << threads);
+            BOOST_TEST(std::memcmp(pa.data(), pb.data(), pa.size() * 4) == 0);
+            ++compared;
+          }
+  BOOST_TEST(compared == 72);
+  // the FLOPs it performs: the last layer's Q/K/V for every token, the rest for one
+  const auto full = SubNetwork::full(w.config());
+  const double all = full.encoder_flops(w.config(), S), first = full.encoder_flops(w.config(), S, true);
+  const double d = 96, f = 192, a = 96;
+  const double last_all = 2 * (S * (4 * d * a + 2 * d * f) + 2.0 * S * S * a);
+  const double last_first = 2 * (S * 3 * d * a + d * a + 2 * d * f + 2.0 * S * a);
+  BOOST_TEST(std::abs((all - first) - (last_all - last_first)) < 1e-6 * all);
+}
+
 // ---- low precision (INT8, BF16) -------------------------------------------------------------------
 BOOST_AUTO_TEST_SUITE(low_precision)
 

@@ -169,6 +169,153 @@ BOOST_AUTO_TEST_CASE(gradient_check_every_cell_with_gates_padding_and_dropout) {
   BOOST_TEST(checked == 12);
 }
 
+namespace {
+/// Full forward and backward against the first-row last layer (ForwardMode::first_token_only) on
+/// the same dropout masks: the logits must be bitwise equal and the gradients equal to rounding
+/// (the weight-gradient sums skip zero rows, which regroups their additions). Returns the largest
+/// gradient difference relative to the largest gradient.
+template <class T>
+double first_token_run(TrainableBert<T>& model, const Problem& prob, const SubNetwork& net, bool dropout, bool pack,
+                       std::vector<T>& d_gates_full, std::vector<T>& d_gates_first) {
+  std::mt19937 g(21);
+  std::normal_distribution<double> n;
+  TrainCache<T> cf, c1;
+  {
+    std::mt19937_64 rng(5);
+    model.forward(prob.inputs(), net, cf, ForwardMode{dropout, &rng, pack, false});
+  }
+  {
+    std::mt19937_64 rng(5);
+    model.forward(prob.inputs(), net, c1, ForwardMode{dropout, &rng, pack, true});
+  }
+  BOOST_REQUIRE(!cf.first_only);
+  BOOST_REQUIRE(c1.first_only);
+  const std::size_t depth = net.layers.size(), H = 16;
+  BOOST_REQUIRE(c1.states[depth].size() == static_cast<std::size_t>(prob.B) * H);
+  for (std::size_t i = 0; i < cf.logits.size(); ++i) BOOST_REQUIRE(cf.logits[i] == c1.logits[i]);
+  for (int b = 0; b < prob.B; ++b)  // the first rows of the last state are those of the full forward
+    for (std::size_t h = 0; h < H; ++h)
+      BOOST_REQUIRE(c1.states[depth][b * H + h] == cf.states[depth][cf.layout.row_off[b] * H + h]);
+  std::vector<T> dl(cf.logits.size());
+  for (auto& v : dl) v = static_cast<T>(n(g));
+  std::vector<std::vector<T>> dsf(depth + 1), ds1(depth + 1);
+  for (std::size_t j = 0; j <= depth; ++j) {
+    dsf[j].assign(cf.states[j].size(), T(0));
+    ds1[j].assign(c1.states[j].size(), T(0));
+    if (j < depth) {
+      for (std::size_t i = 0; i < dsf[j].size(); ++i) dsf[j][i] = ds1[j][i] = static_cast<T>(n(g));
+    } else {  // the last state: only its first rows exist in the first-row forward
+      for (int b = 0; b < prob.B; ++b)
+        for (std::size_t h = 0; h < H; ++h) ds1[j][b * H + h] = dsf[j][cf.layout.row_off[b] * H + h] = static_cast<T>(n(g));
+    }
+  }
+  std::vector<const T*> pf, p1;
+  for (std::size_t j = 0; j <= depth; ++j) {
+    pf.push_back(dsf[j].data());
+    p1.push_back(ds1[j].data());
+  }
+  model.zero_grad();
+  model.backward(cf, dl.data(), pf, d_gates_full.data());
+  const auto gf = model.grads().buffer();
+  const std::vector<T> full(gf.begin(), gf.end());
+  model.zero_grad();
+  model.backward(c1, dl.data(), p1, d_gates_first.data());
+  double max_g = 0, max_d = 0;
+  for (std::size_t i = 0; i < full.size(); ++i) {
+    max_g = std::max(max_g, std::abs(static_cast<double>(full[i])));
+    max_d = std::max(max_d, std::abs(static_cast<double>(full[i]) - static_cast<double>(model.grads().buffer()[i])));
+  }
+  for (std::size_t k = 0; k < d_gates_full.size(); ++k)
+    max_d = std::max(max_d, std::abs(static_cast<double>(d_gates_full[k]) - static_cast<double>(d_gates_first[k])));
+  return max_d / max_g;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(first_token_last_layer_equals_the_full_forward_and_backward) {
+  BertWeights<double> wd(tiny_config(), HeadSpec{true, 3});
+  wd.init_random(12, 0.3, true);
+  TrainableBert<double> md(wd);
+  TrainableBert<float> mf(wd.cast<float>());
+  std::mt19937 g(2);
+  const auto prob = make_problem(g);
+  std::vector<float> gates(16);
+  for (auto& v : gates) v = 0.5f + static_cast<float>(g() % 1000) / 1000.0f;
+  int runs = 0;
+  for (double width : {1.0, 0.5})
+    for (double depth : {1.0, 0.5})
+      for (int mode = 0; mode < 4; ++mode) {
+        auto net = SubNetwork::dynabert(wd.config(), width, depth);
+        if (mode == 3) net.head_gates = gates.data();
+        const bool dropout = mode & 1, pack = mode & 2;
+        std::vector<double> gd0(16, 0.0), gd1(16, 0.0);
+        std::vector<float> gf0(16, 0.0f), gf1(16, 0.0f);
+        const double ed = first_token_run(md, prob, net, dropout, pack, gd0, gd1);
+        const double ef = first_token_run(mf, prob, net, dropout, pack, gf0, gf1);
+        BOOST_TEST(ed < 1e-13, "double, w " << width << " d " << depth << " mode " << mode << ": " << ed);
+        BOOST_TEST(ef < 1e-5, "float, w " << width << " d " << depth << " mode " << mode << ": " << ef);
+        ++runs;
+      }
+  BOOST_TEST(runs == 16);
+  // the MLM loss needs every row of the last state
+  BertWeights<double> wm(tiny_config(), HeadSpec{true, 3, true});
+  wm.init_random(3, 0.3, true);
+  TrainableBert<double> mm(wm);
+  TrainCache<double> c;
+  mm.forward(prob.inputs(), SubNetwork::full(wm.config()), c, ForwardMode{false, nullptr, false, true});
+  std::vector<std::int32_t> labels(prob.B * prob.S, -100);
+  labels[2] = 5;
+  std::vector<double> d_last;
+  BOOST_CHECK_EXCEPTION(mm.mlm_loss(c, labels.data(), d_last), InputError,
+                        [](const InputError& e) { return std::string(e.what()).find("first_token_only") != std::string::npos; });
+}
+
+BOOST_AUTO_TEST_CASE(first_token_last_layer_gradient_check) {
+  // finite differences in double straight through the first-row path (dropout, gates, a hole)
+  std::mt19937 g(17);
+  BertWeights<double> w(tiny_config(), HeadSpec{true, 3});
+  w.init_random(8, 0.3, true);
+  TrainableBert<double> model(w);
+  const auto prob = make_problem(g);
+  std::vector<float> gates(16);
+  for (auto& v : gates) v = 0.5f + static_cast<float>(g() % 1000) / 1000.0f;
+  auto net = SubNetwork::dynabert(w.config(), 0.75, 0.75);
+  net.head_gates = gates.data();
+  auto run = [&](TrainCache<double>& c) {
+    std::mt19937_64 rng(9);
+    model.forward(prob.inputs(), net, c, ForwardMode{true, &rng, true, true});
+  };
+  TrainCache<double> c;
+  run(c);
+  BOOST_REQUIRE(c.first_only);
+  const auto proj = make_projection(c, g);
+  model.zero_grad();
+  std::vector<const double*> ds;
+  for (auto& r : proj.r_states) ds.push_back(r.data());
+  model.backward(c, proj.r_logits.data(), ds);
+  const double eps = 1e-6;
+  int checked = 0;
+  for (auto& s : model.params().specs()) {
+    if (s.name.find("layer.1.") == std::string::npos && s.name.find("layer.2.") == std::string::npos &&
+        s.name.find("pooler") == std::string::npos)
+      continue;  // the last executed layer (2 of 0, 1, 2), the one before it, and the pooler
+    for (int trial = 0; trial < 3; ++trial) {
+      const std::size_t i = g() % s.numel();
+      double* p = model.params().tensor(s.name) + i;
+      const double old = *p;
+      TrainCache<double> cp, cm;
+      *p = old + eps; run(cp);
+      *p = old - eps; run(cm);
+      *p = old;
+      const double num = (proj(cp) - proj(cm)) / (2 * eps);
+      const double ana = model.grads().tensor(s.name)[i];
+      BOOST_TEST((rel_err(num, ana) < 1e-5 || std::abs(num - ana) < 1e-7),
+                 s.name << "[" << i << "]: numeric " << num << " analytic " << ana);
+      ++checked;
+    }
+  }
+  BOOST_TEST(checked >= 3 * 18);
+}
+
 BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
   BertWeights<float> wf(tiny_config(), HeadSpec{true, 3});
   wf.init_random(9, 0.3, true);

@@ -12,9 +12,11 @@
 // weight stream from memory is sequential for the hardware prefetcher.
 //
 // Blocking follows BLIS: one packed B micro-panel (kKC x kNR, 96 KB) is read from L2 by every
-// row sliver of A. A is read in place by the register tile (kMR broadcast streams) unless its
-// row stride is a multiple of 4 KB or it is transposed; then it is packed per block into
-// kMR-row slivers. C is done kMChunk rows at a time
+// row sliver of A. A is read in place by the register tile (kMR broadcast streams, or kMR
+// neighbours of one row when it is transposed) unless its row stride is a multiple of 4 KB, which
+// would put the tile's rows in one L1 set: then each block's rows are copied to a stride of
+// kc + 16 floats first (whole-row copies; this was 1-5 % faster than the former packing into
+// kMR-row slivers, which transposed element by element). C is done kMChunk rows at a time
 // over all of K (so C's rows stay in cache between K blocks), a kMR x kNR register tile accumulates in SIMD registers, and the
 // epilogue (alpha, bias, activation, residual) is applied in registers at the last K block.
 // Threads split the panels, or the rows when there are many (M >= DYNABERT_GEMM_MSPLIT).
@@ -159,42 +161,16 @@ class PackedWeight {
   PackedView view_;
 };
 
-/// Scratch floats one thread needs to pack its A blocks.
+/// Scratch floats one thread needs to copy its A blocks (kMC rows of kKC + 16).
 inline constexpr std::size_t gemm_scratch_floats() {
-  return static_cast<std::size_t>(GemmShape::kMC) * GemmShape::kKC;
+  return static_cast<std::size_t>(GemmShape::kMC) * (GemmShape::kKC + 16);
 }
 
 namespace detail {
 
-/// Packs rows [0, mc) x cols [0, kc) of A into kMR-row slivers: sliver s, element (k, i) at
-/// s*kc*kMR + k*mr + i (the last sliver has mr = mc % kMR rows). With `trans`, `a` points at A^T
-/// (element (i, k) of A is a[k * lda + i]).
-inline void pack_a(float* dst, const float* a, long lda, int mc, int kc, bool trans = false) {
-  constexpr int MR = GemmShape::kMR;
-  for (int i0 = 0; i0 < mc; i0 += MR) {
-    const int mr = std::min(MR, mc - i0);
-    float* d = dst + static_cast<long>(i0) * kc;
-    if (trans) {
-      for (int k = 0; k < kc; ++k) std::memcpy(d + k * mr, a + k * lda + i0, sizeof(float) * mr);
-    } else if (mr == MR) {  // full sliver: contiguous stores, MR sequential read streams
-      const float* rows[MR];
-      for (int i = 0; i < MR; ++i) rows[i] = a + (i0 + i) * lda;
-      for (int k = 0; k < kc; ++k)
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
-    } else {
-      for (int i = 0; i < mr; ++i) {
-        const float* src = a + (i0 + i) * lda;
-        for (int k = 0; k < kc; ++k) d[k * mr + i] = src[k];
-      }
-    }
-  }
-}
-
-/// How the register tile reads A: a packed sliver (element (i, k) at a[k * MR + i]), in place
-/// row-major (a[i * lda + k]) or in place transposed (A^T row-major: a[k * lda + i], the 14
-/// values of one k side by side).
-enum class AMode { kPacked, kRows, kColumns };
+/// How the register tile reads A: row-major (a[i * lda + k]) or transposed (A^T row-major:
+/// a[k * lda + i], the 14 values of one k side by side).
+enum class AMode { kRows, kColumns };
 
 /// The epilogue on a finished tile of C (rows x cols at row0, col0 of the whole product): read
 /// back from L1 once, in SIMD (a partial last vector goes through a padded copy, so every column
@@ -233,8 +209,8 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
 }
 
 /// Stores one full row of a finished tile (kNR columns of C at `crow`, row `row` and column col0
-/// of the product): C (+)= r, then the epilogue: scale, bias, pre-activation and residual in
-/// registers, an activation on the stored row in the same SIMD arithmetic as everywhere.
+/// of the product): C (+)= r, then the epilogue's scale, bias, pre-activation and (without an
+/// activation) residual in registers. An activation is left to activation_tile().
 [[gnu::always_inline]] inline void store_row(simd::Batch (&r0)[GemmShape::kNV], float* __restrict crow, bool accumulate,
                                              const Epilogue* ep, long row, long col0) {
   using B = simd::Batch;
@@ -252,13 +228,55 @@ inline void apply_epilogue(float* c, long ldc, int rows, int cols, long row0, lo
     }
     r.store_unaligned(crow + v * L);
   }
-  if (act) {
-    kernels::activation(crow, crow, kNR, ep->act);
-    if (ep->residual) {
-      const float* rr = ep->residual + row * ep->ld_residual + col0;
+}
+
+template <Activation A>
+inline void activation_rows(float* c, long ldc, int rows, const Epilogue& ep, long row0, long col0) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  constexpr int NV = GemmShape::kNV;
+  for (int i = 0; i < rows; ++i) {
+    float* crow = c + i * ldc;
+    const float* rr = ep.residual ? ep.residual + (row0 + i) * ep.ld_residual + col0 : nullptr;
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) (B::load_unaligned(crow + v * L) + B::load_unaligned(rr + v * L)).store_unaligned(crow + v * L);
+    for (int v = 0; v < NV; ++v) {
+      B x = detail::activate(A, B::load_unaligned(crow + v * L));
+      if (rr) x += B::load_unaligned(rr + v * L);
+      x.store_unaligned(crow + v * L);
     }
+  }
+}
+
+/// store_row with activation A applied in registers (no accumulation): for callers outside the
+/// register tile (the low-precision dequantizing store), whose code size does not matter.
+template <Activation A>
+[[gnu::always_inline]] inline void store_row_act(simd::Batch (&r0)[GemmShape::kNV], float* __restrict crow, const Epilogue& ep,
+                                                 long row, long col0) {
+  using B = simd::Batch;
+  constexpr int L = simd::kLanes;
+  constexpr int NV = GemmShape::kNV;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    B r = r0[v];
+    if (ep.alpha != 1.0f) r *= B(ep.alpha);
+    if (ep.bias) r += B::load_unaligned(ep.bias + col0 + v * L);
+    if (ep.pre_activation) r.store_unaligned(ep.pre_activation + row * ep.ld_pre_activation + col0 + v * L);
+    r = detail::activate(A, r);
+    if (ep.residual) r += B::load_unaligned(ep.residual + row * ep.ld_residual + col0 + v * L);
+    r.store_unaligned(crow + v * L);
+  }
+}
+
+/// The activation (then the residual) on the stored rows of a full tile, in the same SIMD
+/// arithmetic as kernels::activation. One call per tile, not inlined into the register tile: its
+/// rows' independent vectors overlap in the core (one call per row of 32 columns cost the INT8
+/// product with its GELU about twice as much).
+[[gnu::noinline]] inline void activation_tile(float* c, long ldc, int rows, const Epilogue& ep, long row0, long col0) {
+  switch (ep.act) {
+    case Activation::kGeluErf: return activation_rows<Activation::kGeluErf>(c, ldc, rows, ep, row0, col0);
+    case Activation::kGeluTanh: return activation_rows<Activation::kGeluTanh>(c, ldc, rows, ep, row0, col0);
+    case Activation::kTanh: return activation_rows<Activation::kTanh>(c, ldc, rows, ep, row0, col0);
+    default: return;
   }
 }
 
@@ -275,6 +293,7 @@ template <int MR>
   constexpr int NV = GemmShape::kNV;
   if (n_valid == kNR) {
     for (int i = 0; i < MR; ++i) store_row(acc[i], c + i * ldc, accumulate, ep, row0 + i, col0);
+    if (ep && ep->act != Activation::kNone) activation_tile(c, ldc, MR, *ep, row0, col0);
     return;
   }
   alignas(64) float tmp[kNR];
@@ -313,7 +332,7 @@ inline void micro_kernel(int kc, const float* __restrict a, long lda, const floa
     for (int v = 0; v < NV; ++v) bv[v] = B::load_aligned(b + k * kNR + v * L);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const B ai(kMode == AMode::kRows ? a[i * lda + k] : kMode == AMode::kColumns ? a[k * lda + i] : a[k * MR + i]);
+      const B ai(kMode == AMode::kRows ? a[i * lda + k] : a[k * lda + i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
@@ -342,21 +361,22 @@ template <bool kTrans>
 inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, const PackedView& B, int n, int k,
                         const Epilogue& ep, float* scratch, int p0, int p1) {
   constexpr int MR = GemmShape::kMR, KC = GemmShape::kKC, MC = GemmShape::kMC;
-  constexpr bool a_trans = kTrans;
   // A is read in place when its rows do not alias in L1 (a stride that is a multiple of 4 KB
-  // would put all MR rows in one cache set); else packed into slivers. A transposed A is read in
-  // place too (each k reads MR neighbouring values of one row of A^T).
-  const bool direct = DYNABERT_GEMM_DIRECT && (kTrans || (lda * 4) % 4096 != 0);
+  // would put all MR rows in one cache set); else its rows are copied to a stride that does not
+  // (-DDYNABERT_GEMM_DIRECT=0 copies every A). A transposed A is always read in place (each k
+  // reads MR neighbouring values of one row of A^T).
+  const bool direct = kTrans || (DYNABERT_GEMM_DIRECT && (lda * 4) % 4096 != 0);
   const bool epilogue = !ep.trivial();
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = std::min(KC, k - pc);
     const bool first = pc == 0, last = pc + kc == k;
     for (int ic = 0; ic < M; ic += MC) {
       const int mc = std::min(MC, M - ic);
-      if (!direct) {
-        if (a_trans) pack_a(scratch, a + pc * lda + ic, lda, mc, kc, true);
-        else pack_a(scratch, a + ic * lda + pc, lda, mc, kc);
-      }
+      // rows of A whose stride aliases in L1 are copied (whole rows, vectorised) to a stride that
+      // does not: kc + 16 floats; the tile then reads them in place like any other A
+      const long ldp = kc + 16;
+      if (!direct)
+        for (int i = 0; i < mc; ++i) std::memcpy(scratch + i * ldp, a + (ic + i) * lda + pc, sizeof(float) * kc);
       for (int p = p0; p < p1; ++p) {
         const float* bp = B.micro_panel(pc, p);
         const float* next = p + 1 < p1 ? B.micro_panel(pc, p + 1) : nullptr;
@@ -379,8 +399,7 @@ inline void gemm_panels(float* c, long ldc, const float* a, long lda, int M, con
           const bool acc = !first || ep.accumulate;
           const Epilogue* e = last && epilogue ? &ep : nullptr;
           if (!direct)
-            micro_kernel_for<AMode::kPacked>(mr)(kc, scratch + static_cast<long>(i0) * kc, 0, bp, ctile, ldc, nv, acc, pf, e,
-                                                 ic + i0, col0);
+            micro_kernel_for<AMode::kRows>(mr)(kc, scratch + i0 * ldp, ldp, bp, ctile, ldc, nv, acc, pf, e, ic + i0, col0);
           else if constexpr (kTrans)
             micro_kernel_for<AMode::kColumns>(mr)(kc, a + pc * lda + ic + i0, lda, bp, ctile, ldc, nv, acc, pf, e, ic + i0, col0);
           else

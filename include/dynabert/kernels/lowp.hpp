@@ -357,14 +357,25 @@ template <int MR>
   B w[NV];
   for (int v = 0; v < NV; ++v) w[v] = B::load_unaligned(sw + v * L);
   if (n_valid == kNR) {  // row by row: dequantize, then the epilogue, in registers
-    for (int i = 0; i < MR; ++i) {
-      const I ci(corr[i]);
-      const B si(sa[i]);
-      B f[NV];
-      for (int v = 0; v < NV; ++v) f[v] = xsimd::to_float(I::load_aligned(acc + i * kNR + v * L) - ci) * (si * w[v]);
-      detail::store_row(f, c + i * ldc, false, ep, row0 + i, col0);
+    auto rows = [&](auto store) {
+      for (int i = 0; i < MR; ++i) {
+        const I ci(corr[i]);
+        const B si(sa[i]);
+        B f[NV];
+        for (int v = 0; v < NV; ++v) f[v] = xsimd::to_float(I::load_aligned(acc + i * kNR + v * L) - ci) * (si * w[v]);
+        store(f, c + i * ldc, row0 + i);
+      }
+    };
+    switch (ep ? ep->act : Activation::kNone) {  // the activation in registers too
+      case Activation::kGeluErf:
+        return rows([&](B(&f)[NV], float* crow, long row) { detail::store_row_act<Activation::kGeluErf>(f, crow, *ep, row, col0); });
+      case Activation::kGeluTanh:
+        return rows([&](B(&f)[NV], float* crow, long row) { detail::store_row_act<Activation::kGeluTanh>(f, crow, *ep, row, col0); });
+      case Activation::kTanh:
+        return rows([&](B(&f)[NV], float* crow, long row) { detail::store_row_act<Activation::kTanh>(f, crow, *ep, row, col0); });
+      default:
+        return rows([&](B(&f)[NV], float* crow, long row) { detail::store_row(f, crow, false, ep, row, col0); });
     }
-    return;
   }
   B f[MR][NV];
   for (int i = 0; i < MR; ++i) {

@@ -77,6 +77,8 @@ struct AttentionCache {
   AlignedBuffer<float> gates;    ///< [heads] gates used, empty without
   kernels::DropoutKey drop;
   int heads = 0, rows = 0;
+  int out_rows = 0;    ///< rows of ctx and of the output: rows, or batch with `first`
+  bool first = false;  ///< only each sequence's first row was queried (first-row forward)
 };
 
 template <class T, int kHeadDim = 0>
@@ -171,23 +173,29 @@ class SelfAttention {
     return bytes / sizeof(float) + 16;
   }
 
-  /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache.
+  /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache. With `first`, only
+  /// each sequence's first row is queried: y and residual are [batch, H] (row b: sequence b), keys
+  /// and values still come from every row of x.
   void forward(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
-               const AttentionBuffers<T>& buf, const Compute& c) const {
-    run(y, x, residual, lay, heads, gates, buf, c, nullptr, kernels::DropoutKey{});
+               const AttentionBuffers<T>& buf, const Compute& c, bool first = false) const {
+    run(y, x, residual, lay, heads, gates, buf, c, nullptr, kernels::DropoutKey{}, first);
   }
   /// Training: the same, keeping what the backward needs in `cache`, with dropout on the
   /// probabilities. buf.qkv and buf.ctx are ignored (the cache holds them).
   void forward(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
-               const kernels::DropoutKey& drop, Cache& cache, const AttentionBuffers<T>& buf, const Compute& c) const {
+               const kernels::DropoutKey& drop, Cache& cache, const AttentionBuffers<T>& buf, const Compute& c,
+               bool first = false) const {
     const int a = heads * head_dim();
+    const int out_rows = first ? lay.batch : lay.rows;
     AttentionBuffers<T> b = buf;
     b.qkv = cache.qkv.ensure(static_cast<std::size_t>(lay.rows) * 3 * a);
     b.ld_qkv = 3L * a;
-    b.ctx = cache.ctx.ensure(static_cast<std::size_t>(lay.rows) * a);
+    b.ctx = cache.ctx.ensure(static_cast<std::size_t>(out_rows) * a);
     b.ld_ctx = a;
     cache.heads = heads;
     cache.rows = lay.rows;
+    cache.out_rows = out_rows;
+    cache.first = first;
     cache.drop = drop;
     if (gates) std::memcpy(cache.gates.ensure(static_cast<std::size_t>(heads)), gates, sizeof(float) * heads);
     else cache.gates.ensure(0);
@@ -196,12 +204,12 @@ class SelfAttention {
     for (int bq = 0; bq < lay.batch; ++bq)
       for (int h = 0; h < heads; ++h) {
         off[bq * heads + h] = total;
-        total += static_cast<long>(lay.query_rows(bq)) * lay.key_end[bq];
+        total += static_cast<long>(first ? 1 : lay.query_rows(bq)) * lay.key_end[bq];
       }
     off[lay.batch * heads] = total;
     cache.probs.ensure(static_cast<std::size_t>(total));
-    if (gates) cache.ctx_raw.ensure(static_cast<std::size_t>(lay.rows) * a);
-    run(y, x, residual, lay, heads, gates, b, c, &cache, drop);
+    if (gates) cache.ctx_raw.ensure(static_cast<std::size_t>(out_rows) * a);
+    run(y, x, residual, lay, heads, gates, b, c, &cache, drop, first);
   }
 
   /// Gradients from dy [rows, H]: dx [rows, H] += d(input), grads +=, d_gates[h] += d(loss) /
@@ -209,13 +217,14 @@ class SelfAttention {
   /// training scratch; d_ctx [rows, a] and d_qkv [rows, 3a] are taken from the train scratch.
   void backward(T* dx, const T* dy, const T* x, const BatchLayout& lay, const Cache& cache, Grads g, T* d_gates,
                 const AttentionBuffers<T>& buf, const Compute& c) const {
-    const int dh = head_dim(), nh = cache.heads, a = nh * dh, H = s_.hidden, rows = cache.rows;
+    const int dh = head_dim(), nh = cache.heads, a = nh * dh, H = s_.hidden, rows = cache.rows, orows = cache.out_rows;
     const long A = static_cast<long>(s_.heads) * dh;  // stored width (row stride of W_o)
-    // output projection: d_ctx = dy W_o[:, :a], dW_o[:, :a] += dy^T ctx, db_o += sum dy
-    T* d_ctx = c.train->tmp<T>(0, static_cast<std::size_t>(rows) * a);
-    std::fill(d_ctx, d_ctx + static_cast<std::size_t>(rows) * a, T(0));
-    o_.backward_input(d_ctx, a, dy, H, rows, H, a, c);
-    linear_backward_weight(g.o_w, A, g.o_b, dy, H, cache.ctx.data(), a, rows, H, a, c);
+    // output projection: d_ctx = dy W_o[:, :a], dW_o[:, :a] += dy^T ctx, db_o += sum dy (dy and
+    // ctx have out_rows rows: one per sequence after a first-row forward)
+    T* d_ctx = c.train->tmp<T>(0, static_cast<std::size_t>(orows) * a);
+    std::fill(d_ctx, d_ctx + static_cast<std::size_t>(orows) * a, T(0));
+    o_.backward_input(d_ctx, a, dy, H, orows, H, a, c);
+    linear_backward_weight(g.o_w, A, g.o_b, dy, H, cache.ctx.data(), a, orows, H, a, c);
     // attention tasks: d_qkv (every element written exactly once, except keys never attended)
     T* dqkv = c.train->tmp<T>(1, static_cast<std::size_t>(rows) * 3 * a);
     std::fill(dqkv, dqkv + static_cast<std::size_t>(rows) * 3 * a, T(0));
@@ -247,37 +256,38 @@ class SelfAttention {
 
  private:
   void run(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
-           const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop) const {
+           const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop, bool first) const {
     const int dh = head_dim(), a = heads * dh, H = s_.hidden;
     DYNABERT_REQUIRE(heads >= 1 && heads <= s_.heads, InputError, "attention: ", heads, " heads of ", s_.heads);
     LinearEpilogue<T> eq;  // the fused bias is the Linear's own
     qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
     const T scale = T(1) / std::sqrt(static_cast<T>(dh));
     c.th().for_each(static_cast<long>(lay.batch) * heads, [&](long task, int worker) {
-      forward_task(task, worker, heads, gates, lay, buf, scale, cache, drop, c);
+      forward_task(task, worker, heads, gates, lay, buf, scale, cache, drop, c, first);
     });
     LinearEpilogue<T> eo;
     eo.bias = p_.o_b;
     eo.residual = residual;
     eo.ld_residual = H;
-    o_.forward(y, H, buf.ctx, buf.ld_ctx, lay.rows, H, a, eo, c);
+    o_.forward(y, H, buf.ctx, buf.ld_ctx, first ? lay.batch : lay.rows, H, a, eo, c);
   }
 
   void forward_task(long task, int worker, int heads, const float* gates, const BatchLayout& lay,
                     const AttentionBuffers<T>& buf, T scale, Cache* cache, const kernels::DropoutKey& drop,
-                    const Compute& c) const {
+                    const Compute& c, bool first) const {
     (void)c;
     const int dh = head_dim();
     const int b = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
-    const int kend = lay.key_end[b], nq = lay.query_rows(b), S = lay.seq;
+    const int kend = lay.key_end[b], nq = first ? 1 : lay.query_rows(b), S = lay.seq;
     const float* bias = lay.has_holes[b] ? lay.mask_bias + static_cast<long>(b) * S : nullptr;
     const long r0 = lay.row_off[b], ldq = buf.ld_qkv;
+    const long rc = first ? b : r0;  // the task's first row of ctx
     const T* q = buf.qkv + r0 * ldq + static_cast<long>(h) * 3 * dh;
     const T* k = q + dh;
     const T* v = q + 2 * dh;
     const T gate = gates ? static_cast<T>(gates[h]) : T(1);
-    T* ctx = buf.ctx + r0 * buf.ld_ctx + static_cast<long>(h) * dh;
-    T* raw = cache && gates ? cache->ctx_raw.data() + r0 * static_cast<long>(heads) * dh + static_cast<long>(h) * dh : nullptr;
+    T* ctx = buf.ctx + rc * buf.ld_ctx + static_cast<long>(h) * dh;
+    T* raw = cache && gates ? cache->ctx_raw.data() + rc * static_cast<long>(heads) * dh + static_cast<long>(h) * dh : nullptr;
     const long ld_raw = static_cast<long>(heads) * dh;
     T* P = cache ? cache->probs.data() + cache->prob_off[task] : nullptr;
     const kernels::DropoutKey key = drop.derive(static_cast<std::uint32_t>(task));
@@ -386,15 +396,16 @@ class SelfAttention {
     (void)c;
     const int dh = head_dim(), nh = cache.heads, a = nh * dh;
     const int b = static_cast<int>(task / nh), h = static_cast<int>(task % nh);
-    const int kend = lay.key_end[b], nq = lay.query_rows(b), S = lay.seq;
+    const int kend = lay.key_end[b], nq = cache.first ? 1 : lay.query_rows(b), S = lay.seq;
     const long r0 = lay.row_off[b], ldq = 3L * a;
+    const long rc = cache.first ? b : r0;  // the task's first row of ctx and d_ctx
     const T* q = cache.qkv.data() + r0 * ldq + static_cast<long>(h) * 3 * dh;
     const T* k = q + dh;
     const T* v = q + 2 * dh;
     T* dq = dqkv + r0 * ldq + static_cast<long>(h) * 3 * dh;
     T* dk = dq + dh;
     T* dv = dq + 2 * dh;
-    const T* dC = d_ctx + r0 * a + static_cast<long>(h) * dh;
+    const T* dC = d_ctx + rc * a + static_cast<long>(h) * dh;
     const T gate = cache.gates.size() ? static_cast<T>(cache.gates[h]) : T(1);
     const T* P = cache.probs.data() + cache.prob_off[task];
     const kernels::DropoutKey key = cache.drop.derive(static_cast<std::uint32_t>(task));
@@ -405,7 +416,7 @@ class SelfAttention {
       const T* raw = cache.gates.size() ? cache.ctx_raw.data() : cache.ctx.data();
       T s = 0;
       for (int i = 0; i < nq; ++i)
-        for (int d = 0; d < dh; ++d) s += dC[static_cast<long>(i) * a + d] * raw[(r0 + i) * static_cast<long>(a) + h * dh + d];
+        for (int d = 0; d < dh; ++d) s += dC[static_cast<long>(i) * a + d] * raw[(rc + i) * static_cast<long>(a) + h * dh + d];
       gate_part[task] = s;
     }
     if constexpr (ops::kFast<T>) {

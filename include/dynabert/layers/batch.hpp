@@ -49,8 +49,22 @@ struct BatchLayout {
   const float* mask_bias = nullptr;  ///< [batch, seq] additive mask: 0 or -10000
   const int* row_off = nullptr;      ///< [batch + 1] first row of each sequence, then rows
   const int* row_token = nullptr;    ///< [rows] token index b * seq + position of each row
+  const int* first_off = nullptr;    ///< [batch + 1] 0, 1, ..., batch (rows of first_rows())
+  const int* first_token = nullptr;  ///< [batch] b * seq: the token of each sequence's first row
   /// Rows (queries) of sequence b.
   int query_rows(int b) const { return row_off[b + 1] - row_off[b]; }
+  /// The layout of each sequence's first row alone, row b holding sequence b's first token: the
+  /// rows a last layer computes when only the pooler reads its output (EncoderLayer's
+  /// first-row forward). Dropout masks and the pooler see the same tokens as in the full layout;
+  /// attention never runs on it (its keys are the full layout's).
+  BatchLayout first_rows() const {
+    BatchLayout f = *this;
+    f.rows = batch;
+    f.packed = true;
+    f.row_off = first_off;
+    f.row_token = first_token;
+    return f;
+  }
   /// Position of row r in its sequence.
   int position(int r) const { return row_token[r] % seq; }
 };
@@ -68,9 +82,12 @@ class LayoutStorage {
     if (row_off_.capacity() < B + 1) row_off_.resize(B + 1);
     if (mask_bias_.capacity() < T) mask_bias_.resize(T);
     if (row_token_.capacity() < T) row_token_.resize(T);
+    if (first_off_.capacity() < B + 1) first_off_.resize(B + 1);
+    if (first_token_.capacity() < B) first_token_.resize(B);
   }
   std::size_t bytes() const {
-    return sizeof(int) * (key_end_.capacity() + has_holes_.capacity() + row_off_.capacity() + row_token_.capacity()) +
+    return sizeof(int) * (key_end_.capacity() + has_holes_.capacity() + row_off_.capacity() + row_token_.capacity() +
+                          first_off_.capacity() + first_token_.capacity()) +
            sizeof(float) * mask_bias_.capacity();
   }
   std::size_t max_tokens() const { return row_token_.capacity(); }
@@ -78,7 +95,7 @@ class LayoutStorage {
 
  private:
   friend BatchLayout plan_batch(const Inputs&, bool, LayoutStorage&);
-  AlignedBuffer<int> key_end_, has_holes_, row_off_, row_token_;
+  AlignedBuffer<int> key_end_, has_holes_, row_off_, row_token_, first_off_, first_token_;
   AlignedBuffer<float> mask_bias_;
 };
 
@@ -142,6 +159,15 @@ inline BatchLayout plan_batch(const Inputs& in, bool pack, LayoutStorage& st) {
     for (int s = 0; s < n; ++s) tok[r++] = b * S + s;
   }
   off[B] = r;
+  int* foff = st.first_off_.data();
+  int* ftok = st.first_token_.data();
+  for (int b = 0; b < B; ++b) {
+    foff[b] = b;
+    ftok[b] = b * S;
+  }
+  foff[B] = B;
+  lay.first_off = foff;
+  lay.first_token = ftok;
   lay.rows = r;
   lay.key_end = key_end;
   lay.has_holes = holes;

@@ -7,9 +7,16 @@
 //                        (then the residual is added after the dropout) and on the attention
 //                        probabilities; in evaluation mode it computes bitwise what inference does;
 //   backward             the blocks' backwards in reverse.
+//   first-row forward    (inference and training, `first`) when only the pooler reads a layer's output (the last
+//                        layer under a classification or regression loss): keys and values come
+//                        from every row, but only each sequence's first row is queried, and the
+//                        output projection, the FFN and both LayerNorms run on those rows alone,
+//                        y being [batch, H]. The logits are bitwise those of the full forward
+//                        (every row is computed alone), and the last layer costs about a quarter.
 #pragma once
-#include <type_traits>
+#include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "dynabert/core/params.hpp"
 #include "dynabert/layers/add_norm.hpp"
@@ -66,6 +73,9 @@ struct EncoderLayerCache {
   NormCache<T> norm1, norm2;
   FeedForwardCache<T> ffn;
   AlignedBuffer<T> h1;  ///< [rows, H] output of the first AddNorm, input of the FFN
+  bool first = false;   ///< the first-row forward ran: h1 and the output are [batch, H]
+  AlignedBuffer<T> x_first;          ///< [batch, H] the input's first rows (the residual)
+  mutable AlignedBuffer<T> d_first;  ///< [batch, H] backward temporary
 };
 
 template <class T, class Dims = DynamicDims>
@@ -135,10 +145,19 @@ class EncoderLayer {
   const Attention& attention() const { return attention_; }
   std::size_t bytes() const { return attention_.bytes() + ffn_.bytes() + sizeof(T) * 4 * s_.attention.hidden; }
 
-  /// hidden [rows, H] -> hidden, in place (inference).
-  void forward(T* hidden, const BatchLayout& lay, const LayerCall& call, const EncoderBuffers<T>& buf, const Compute& c) const {
-    const int rows = lay.rows;
-    attention_.forward(buf.tmp, hidden, hidden, lay, call.heads, call.gates, buf.attention, c);
+  /// hidden [rows, H] -> hidden, in place (inference). With `first`, the first-row forward: the
+  /// first batch rows of hidden then hold [batch, H], row b being sequence b's first token.
+  void forward(T* hidden, const BatchLayout& lay, const LayerCall& call, const EncoderBuffers<T>& buf, const Compute& c,
+               bool first = false) const {
+    const int H = s_.attention.hidden;
+    const T* res = hidden;
+    if (first) {  // the residual, each sequence's first row, waits in h1 (hidden is read whole by Q/K/V)
+      for (int b = 0; b < lay.batch; ++b)
+        std::copy_n(hidden + static_cast<long>(lay.row_off[b]) * H, H, buf.h1 + static_cast<long>(b) * H);
+      res = buf.h1;
+    }
+    const int rows = first ? lay.batch : lay.rows;
+    attention_.forward(buf.tmp, hidden, res, lay, call.heads, call.gates, buf.attention, c, first);
     norm1_.forward(buf.h1, buf.tmp, nullptr, rows, c);
     ffn_.forward(buf.tmp, buf.h1, buf.h1, rows, call.neurons, buf.ffn, buf.ld_ffn, c);
     norm2_.forward(hidden, buf.tmp, nullptr, rows, c);
@@ -146,27 +165,49 @@ class EncoderLayer {
 
   /// Training: y [rows, H] from x [rows, H]; `a` is a [rows, H] temporary, `attention` holds the
   /// attention's training scratch.
+  /// With `first`, the first-row forward: y is [batch, H] (row b: sequence b's first token).
   void forward(T* y, const T* x, const BatchLayout& lay, const LayerCall& call, const LayerDropout& drop, Cache& cache,
-               T* a, const AttentionBuffers<T>& attention, const Compute& c) const {
-    const int rows = lay.rows;
+               T* a, const AttentionBuffers<T>& attention, const Compute& c, bool first = false) const {
+    const int H = s_.attention.hidden;
+    const BatchLayout out = first ? lay.first_rows() : lay;  // the layout of the rows computed after attention
+    const int rows = out.rows;
     const bool split = drop.attention_out.active() || drop.ffn_out.active();  // residual after the dropout
-    T* h1 = cache.h1.ensure(static_cast<std::size_t>(rows) * s_.attention.hidden);
-    attention_.forward(a, x, split ? nullptr : x, lay, call.heads, call.gates, drop.probs, cache.attention, attention, c);
-    norm1_.forward(h1, a, split ? x : nullptr, lay, drop.attention_out, cache.norm1, c);
+    const T* res = x;
+    if (first) {  // the residual: each sequence's first row of x
+      T* xf = cache.x_first.ensure(static_cast<std::size_t>(rows) * H);
+      for (int b = 0; b < lay.batch; ++b)
+        std::copy_n(x + static_cast<long>(lay.row_off[b]) * H, H, xf + static_cast<long>(b) * H);
+      res = xf;
+    }
+    cache.first = first;
+    T* h1 = cache.h1.ensure(static_cast<std::size_t>(rows) * H);
+    attention_.forward(a, x, split ? nullptr : res, lay, call.heads, call.gates, drop.probs, cache.attention, attention, c, first);
+    norm1_.forward(h1, a, split ? res : nullptr, out, drop.attention_out, cache.norm1, c);
     ffn_.forward(a, h1, split ? nullptr : h1, rows, call.neurons, cache.ffn, c);
-    norm2_.forward(y, a, split ? h1 : nullptr, lay, drop.ffn_out, cache.norm2, c);
+    norm2_.forward(y, a, split ? h1 : nullptr, out, drop.ffn_out, cache.norm2, c);
   }
 
-  /// dx [rows, H] = d(input) (written) from dy [rows, H]; grads +=; d_gates[h] += d/d(gate h)
-  /// when not null. x is the forward's input; da and dh1 are [rows, H] temporaries.
+  /// dx [rows, H] = d(input) (written) from dy [rows, H] ([batch, H] after a first-row
+  /// forward); grads +=; d_gates[h] += d/d(gate h) when not null. x is the forward's input; da and
+  /// dh1 are [rows, H] temporaries.
   void backward(T* dx, const T* dy, const T* x, const BatchLayout& lay, const Cache& cache, Grads g, T* d_gates, T* da,
                 T* dh1, const AttentionBuffers<T>& attention, const Compute& c) const {
-    const std::size_t n = static_cast<std::size_t>(lay.rows) * s_.attention.hidden;
-    std::fill(dh1, dh1 + n, T(0));
-    norm2_.backward(da, dh1, dy, lay, cache.norm2, g.norm2, c);
+    const int H = s_.attention.hidden;
+    const BatchLayout out = cache.first ? lay.first_rows() : lay;
+    const std::size_t n = static_cast<std::size_t>(lay.rows) * H, m = static_cast<std::size_t>(out.rows) * H;
+    std::fill(dh1, dh1 + m, T(0));
+    norm2_.backward(da, dh1, dy, out, cache.norm2, g.norm2, c);
     ffn_.backward(dh1, da, cache.h1.data(), cache.ffn, g.ffn, c);
     std::fill(dx, dx + n, T(0));
-    norm1_.backward(da, dx, dh1, lay, cache.norm1, g.norm1, c);
+    T* dres = dx;
+    if (cache.first) {  // the residual's gradient reaches the first rows only
+      dres = cache.d_first.ensure(m);
+      std::fill(dres, dres + m, T(0));
+    }
+    norm1_.backward(da, dres, dh1, out, cache.norm1, g.norm1, c);
+    if (cache.first)
+      for (int b = 0; b < lay.batch; ++b)
+        ops::add(dx + static_cast<long>(lay.row_off[b]) * H, dres + static_cast<long>(b) * H, static_cast<std::size_t>(H));
     attention_.backward(dx, da, x, lay, cache.attention, g.attention, d_gates, attention, c);
   }
 

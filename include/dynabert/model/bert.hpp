@@ -31,6 +31,11 @@ struct Outputs {
   /// layer computes padding positions (results are bitwise the same). Off: compute the padded
   /// layout (benchmarks use it as the baseline).
   bool pack_tokens = true;
+  /// When only logits / pooled are wanted, the last layer computes only each sequence's first
+  /// token, the pooler's input (its keys and values still use every token): bitwise the same
+  /// results at about a quarter of the last layer's cost (the workspace's last state then holds
+  /// one row per sequence). Off: every row (the baseline).
+  bool first_token_only = true;
 };
 
 template <class T = float, class Dims = DynamicDims>
@@ -93,14 +98,16 @@ class ElasticBert {
     const std::size_t tokens = static_cast<std::size_t>(in.batch) * in.seq_len;
     // Padding tokens are packed away (no GEMM work for them) unless per-token outputs are wanted.
     const bool pack = out.pack_tokens && !out.hidden_states && !out.last_hidden;
+    // the workspace keeps every row of the last state when nothing is asked (Session::embed reads it)
+    const bool first = out.first_token_only && !out.hidden_states && !out.last_hidden && (out.logits || out.pooled);
     const BatchLayout lay = begin(in, pack, ws);
     const layers::Compute c{&threads, ws.gemm_scratch.data(), nullptr, net.precision, &ws.lowp};
     blocks_.run(in, net, lay, ws, c, [&](std::size_t state, const T* hidden) {
       if (out.hidden_states) copy_out(out.hidden_states + state * tokens * H, hidden, tokens * H);
-    });
+    }, first);
     if (out.last_hidden) copy_out(out.last_hidden, ws.hidden.data(), tokens * H);
     if (out.pooled || out.logits) {
-      blocks_.pool(ws.hidden.data(), lay, ws, c);
+      blocks_.pool(ws.hidden.data(), blocks_.first_layout(lay, net, first), ws, c);
       if (out.pooled) copy_out(out.pooled, ws.pooled.data(), static_cast<std::size_t>(in.batch) * H);
       if (out.logits) {
         if constexpr (std::is_same_v<T, float>) {
@@ -122,11 +129,12 @@ class ElasticBert {
     const std::size_t n = static_cast<std::size_t>(in.batch) * in.seq_len * config_.hidden_size;
     const BatchLayout lay = begin(in, hidden_states == nullptr, ws);
     const layers::Compute c{&threads, ws.gemm_scratch.data(), nullptr, net.precision, &ws.lowp};
+    const bool first = hidden_states == nullptr;  // logits alone: the last layer's first tokens suffice
     blocks_.run(in, net, lay, ws, c, [&](std::size_t state, const T* hidden) {
       if (hidden_states) std::memcpy(hidden_states + state * n, hidden, n * sizeof(T));
-    });
+    }, first);
     if (logits) {
-      blocks_.pool(ws.hidden.data(), lay, ws, c);
+      blocks_.pool(ws.hidden.data(), blocks_.first_layout(lay, net, first), ws, c);
       blocks_.classifier->forward(logits, ws.pooled.data(), in.batch, c);
     }
   }

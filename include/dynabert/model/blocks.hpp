@@ -182,18 +182,24 @@ class BertBlocks {
   }
 
   /// Inference: embeddings, then the executed layers, in ws.hidden; on_state(j, hidden) sees
-  /// state j (0 = embeddings) as it is produced.
+  /// state j (0 = embeddings) as it is produced. With `first` (and at least one layer) the last
+  /// layer computes each sequence's first token only (first_layout()): for the pooler alone.
   template <class OnState>
   void run(const Inputs& in, const SubNetwork& net, const BatchLayout& lay, Workspace<T>& ws, const layers::Compute& c,
-           OnState&& on_state) const {
+           OnState&& on_state, bool first = false) const {
     embeddings.forward(ws.hidden.data(), in, lay, c);
     on_state(0, ws.hidden.data());
     const auto buf = ws.layer_buffers();
     for (std::size_t i = 0; i < net.layers.size(); ++i) {
       const int l = net.layers[i];
-      layers[l].forward(ws.hidden.data(), lay, call_of(net, l), buf, c);
+      layers[l].forward(ws.hidden.data(), lay, call_of(net, l), buf, c, first && i + 1 == net.layers.size());
       on_state(i + 1, ws.hidden.data());
     }
+  }
+  /// The layout of the last hidden state after run(..., first): lay.first_rows() when a layer ran
+  /// first-row, else lay.
+  static BatchLayout first_layout(const BatchLayout& lay, const SubNetwork& net, bool first) {
+    return first && !net.layers.empty() ? lay.first_rows() : lay;
   }
   /// ws.pooled = pooler(first row of each sequence of `hidden`).
   void pool(const T* hidden, const BatchLayout& lay, Workspace<T>& ws, const layers::Compute& c) const {

@@ -133,13 +133,19 @@ struct SubNetwork {
   }
 
   /// Floating-point operations of the encoder for one sequence of `seq_len` tokens
-  /// (2 x multiply-adds of the linear layers and attention; embeddings/pooler excluded).
-  double encoder_flops(const BertConfig& c, int seq_len) const {
+  /// (2 x multiply-adds of the linear layers and attention; embeddings/pooler excluded). With
+  /// `first_token_last`, the last layer as a logits-only forward runs it (Outputs::
+  /// first_token_only): Q, K and V for every token, the rest for the first token alone.
+  double encoder_flops(const BertConfig& c, int seq_len, bool first_token_last = false) const {
     const double d = c.hidden_size, dh = c.head_dim(), S = seq_len;
     double macs = 0;
-    for (int l : layers) {
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const int l = layers[i];
       const double a = dh * heads[l];
-      macs += S * (4.0 * d * a + 2.0 * d * neurons[l]) + 2.0 * S * S * a;
+      if (first_token_last && i + 1 == layers.size())
+        macs += S * 3.0 * d * a + (d * a + 2.0 * d * neurons[l]) + 2.0 * S * a;
+      else
+        macs += S * (4.0 * d * a + 2.0 * d * neurons[l]) + 2.0 * S * S * a;
     }
     return 2.0 * macs;
   }

@@ -40,12 +40,18 @@ struct ForwardMode {
   bool dropout = false;            ///< apply dropout (training mode)
   std::mt19937_64* rng = nullptr;  ///< generator for the dropout keys (required with dropout)
   bool pack_tokens = false;        ///< pack the tokens of a padded batch (no rows for padding)
+  /// The last layer computes only each sequence's first token, the pooler's input (its keys and
+  /// values still use every token): same logits, bitwise, and the last layer's forward and
+  /// backward cost about a quarter. The last hidden state is then [batch, H]. For losses on the
+  /// logits alone; ignored when the forward runs no classifier head.
+  bool first_token_only = false;
 };
 
 /// Activations of one forward pass, kept for the backward. Reused across steps (buffers only grow).
 template <class T>
 struct TrainCache {
-  /// Hidden states: embeddings, then each executed layer; each [layout.rows, H].
+  /// Hidden states: embeddings, then each executed layer; each [layout.rows, H], except the last
+  /// after a first_token_only forward: [batch, H] (first_only).
   std::vector<Span<T>> states;
   /// [batch, num_labels] when the forward ran the head, else empty.
   Span<T> logits;
@@ -63,6 +69,7 @@ struct TrainCache {
   SubNetwork net;
   std::vector<float> gates;  ///< copy of the gates used ([L, NH]) or empty
   bool has_head = false;
+  bool first_only = false;  ///< the last layer ran on first tokens only (states.back() is [batch, H])
 };
 
 template <class T, class Dims = DynamicDims>
@@ -109,11 +116,17 @@ class TrainableBert {
     auto key = [&](double p) { return p > 0.0 ? kernels::DropoutKey::make(p, (*mode.rng)()) : kernels::DropoutKey{}; };
 
     const std::size_t depth = net.layers.size();
+    c.has_head = with_head && blocks_.classifier.has_value();
+    const bool first = mode.first_token_only && c.has_head && depth >= 1;
+    c.first_only = first;
     if (c.state_buf.size() < static_cast<std::size_t>(cfg.num_hidden_layers) + 1)
       c.state_buf.resize(static_cast<std::size_t>(cfg.num_hidden_layers) + 1);
     c.states.reserve(static_cast<std::size_t>(cfg.num_hidden_layers) + 1);
     c.states.clear();
-    for (std::size_t j = 0; j <= depth; ++j) c.states.emplace_back(c.state_buf[j].ensure(n), n);
+    for (std::size_t j = 0; j <= depth; ++j) {
+      const std::size_t m = first && j == depth ? static_cast<std::size_t>(in.batch) * H : n;
+      c.states.emplace_back(c.state_buf[j].ensure(m), m);
+    }
     if (c.layers.size() < static_cast<std::size_t>(cfg.num_hidden_layers))
       c.layers.resize(static_cast<std::size_t>(cfg.num_hidden_layers));
 
@@ -126,15 +139,15 @@ class TrainableBert {
       drop.probs = key(ap);
       drop.attention_out = key(hp);
       drop.ffn_out = key(hp);
-      blocks_.layers[l].forward(c.states[i + 1].data(), c.states[i].data(), lay, call_of(c, l), drop, c.layers[i], a, attn, comp);
+      blocks_.layers[l].forward(c.states[i + 1].data(), c.states[i].data(), lay, call_of(c, l), drop, c.layers[i], a, attn, comp,
+                                first && i + 1 == depth);
     }
-    c.has_head = with_head && blocks_.classifier.has_value();
     c.logits = Span<T>();
     if (!c.has_head) return nullptr;
     const int B = in.batch, C = blocks_.classifier->num_labels();
     T* pooled = c.pooled.ensure(static_cast<std::size_t>(B) * H);
     // RoBERTa's classification head drops out its input (the <s> row) before the dense layer
-    blocks_.pooler->forward(pooled, c.states[depth].data(), lay, c.pooler, comp,
+    blocks_.pooler->forward(pooled, c.states[depth].data(), first ? lay.first_rows() : lay, c.pooler, comp,
                             cfg.names().pooler_input_dropout ? key(hp) : kernels::DropoutKey{});
     c.logits = Span<T>(c.logits_buf.ensure(static_cast<std::size_t>(B) * C), static_cast<std::size_t>(B) * C);
     blocks_.classifier->forward(c.logits.data(), pooled, B, key(hp), c.classifier, comp);
@@ -142,7 +155,8 @@ class TrainableBert {
   }
 
   /// Accumulates gradients of a loss whose derivatives are d_logits ([B, C], may be null) and
-  /// d_states[j] for hidden state j (embeddings = 0; each may be null; size depth + 1 or empty).
+  /// d_states[j] for hidden state j (embeddings = 0; each may be null; size depth + 1 or empty;
+  /// each the size of c.states[j]).
   /// d_gates ([L, NH], may be null) receives += d(loss)/d(gate).
   void backward(const TrainCache<T>& c, const T* d_logits, const std::vector<const T*>& d_states, T* d_gates = nullptr) {
     sync();
@@ -158,14 +172,14 @@ class TrainableBert {
     T* da = bwd_[2].ensure(n);
     T* dh1 = bwd_[3].ensure(n);
     std::fill(dh, dh + n, T(0));
-    if (!d_states.empty() && d_states[depth]) ops::add(dh, d_states[depth], n);
+    if (!d_states.empty() && d_states[depth]) ops::add(dh, d_states[depth], c.states[depth].size());
     if (d_logits) {
       DYNABERT_REQUIRE(c.has_head, InputError, "backward: logits gradient for a forward without the head");
       const std::size_t bh = static_cast<std::size_t>(c.B) * H;
       T* dpooled = bwd_[4].ensure(bh);
       std::fill(dpooled, dpooled + bh, T(0));
       blocks_.classifier->backward(dpooled, d_logits, c.classifier, grads_.classifier, comp);
-      blocks_.pooler->backward(dh, dpooled, lay, c.pooler, grads_.pooler, comp);
+      blocks_.pooler->backward(dh, dpooled, c.first_only ? lay.first_rows() : lay, c.pooler, grads_.pooler, comp);
     }
     const auto attn = attention_buffers(c.S);
     for (std::size_t i = depth; i-- > 0;) {
@@ -191,6 +205,7 @@ class TrainableBert {
     sync();
     const auto& cfg = p_.config();
     DYNABERT_REQUIRE(blocks_.mlm.has_value(), InputError, "the model has no MLM head");
+    DYNABERT_REQUIRE(!c.first_only, InputError, "the MLM loss needs every row of the last hidden state: run the forward without first_token_only");
     const int H = cfg.hidden_size, V = cfg.vocab_size;
     const BatchLayout& lay = c.layout;
     if (with_backward && d_last.size() != static_cast<std::size_t>(lay.rows) * H)
@@ -240,12 +255,15 @@ class TrainableBert {
     auto& ws = inference_workspace(in.batch, in.seq_len);
     const BatchLayout lay = plan_batch(in, pack, ws.layout);
     const layers::Compute comp = compute(in.seq_len);
+    // logits alone (no observer of the states): the last layer's first tokens suffice
+    constexpr bool kObserved = !std::is_same_v<std::decay_t<OnState>, std::nullptr_t>;
+    const bool first = !kObserved && logits != nullptr;
     blocks_.run(in, net, lay, ws, comp, [&](std::size_t j, const T* hidden) {
-      if constexpr (!std::is_same_v<std::decay_t<OnState>, std::nullptr_t>) on_state(j, hidden, lay);
-    });
+      if constexpr (kObserved) on_state(j, hidden, lay);
+    }, first);
     if (!logits) return;
     DYNABERT_REQUIRE(blocks_.classifier.has_value(), InputError, "logits requested from a model without a classifier head");
-    blocks_.pool(ws.hidden.data(), lay, ws, comp);
+    blocks_.pool(ws.hidden.data(), blocks_.first_layout(lay, net, first), ws, comp);
     blocks_.classifier->forward(logits, ws.pooled.data(), in.batch, comp);
   }
 
