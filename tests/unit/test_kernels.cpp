@@ -4,6 +4,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <array>
+#include <atomic>
+#include <cstring>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -383,8 +385,8 @@ BOOST_AUTO_TEST_CASE(dropout_simd_and_scalar_masks_are_identical) {
     BOOST_TEST(std::abs(static_cast<double>(kept) / big.size() - (1.0 - p)) < 0.006, "p " << p);
     // derived keys (one per attention task) differ
     std::vector<float> a(64, 1.0f), b(64, 1.0f);
-    kernels::dropout_multiply(a.data(), 64, key.derive(0), 0);
-    kernels::dropout_multiply(b.data(), 64, key.derive(1), 0);
+    kernels::dropout_multiply(a.data(), a.size(), key.derive(0), 0);
+    kernels::dropout_multiply(b.data(), b.size(), key.derive(1), 0);
     BOOST_TEST(std::memcmp(a.data(), b.data(), 256) != 0);
   }
   const kernels::DropoutKey off = kernels::DropoutKey::make(0.0, 1);
@@ -554,6 +556,101 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_kernels_match_reference_over_random_shapes) {
       }
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
+  // a sink receives each finished row exactly once, with the values the product stores without
+  // it: threads splitting rows (chunks into per-worker scratch or into C) or columns (C, then the
+  // sink), every kernel, epilogues with bias, GELU and residual
+  std::mt19937 g(15);
+  const int N = 232, K = 200;
+  auto w = randn(N * K, g, 0.05f), bias = randn(N, g), res = randn(500 * N, g);
+  for (Precision p : {Precision::kInt8, Precision::kBf16}) {
+    kernels::LowpWeight pw;
+    pw.pack(p, N, K, [&](int r) { return w.data() + r * K; });
+    for (kernels::LowpKernel kern : {kernels::LowpKernel::kAuto, kernels::LowpKernel::kScalar, kernels::LowpKernel::kMadd16,
+                                     kernels::LowpKernel::kVnni512, kernels::LowpKernel::kEmulated,
+                                     kernels::LowpKernel::kNative512}) {
+      if (kern != kernels::LowpKernel::kAuto && !kernels::has_lowp_kernel(kern, p)) continue;
+      if ((kern == kernels::LowpKernel::kEmulated || kern == kernels::LowpKernel::kNative512) != (p == Precision::kBf16) &&
+          kern != kernels::LowpKernel::kAuto)
+        continue;
+      for (int M : {1, 37, 450})  // 450 >= DYNABERT_GEMM_MSPLIT: two threads split the rows
+        for (int threads : {1, 2, 3})
+          for (bool scratch : {false, true})
+            for (int epi = 0; epi < 2; ++epi) {
+              auto a = randn(M * K, g);
+              AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(K, p) * 2);
+              AlignedBuffer<float> scale(M);
+              AlignedBuffer<std::int32_t> corr(M);
+              const Threads th(threads);
+              const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), K, M, K, th);
+              kernels::Epilogue ep;
+              if (epi == 1) {
+                ep.bias = bias.data();
+                ep.act = Activation::kGeluErf;
+                ep.residual = res.data();
+                ep.ld_residual = N;
+              }
+              const long ldc = N + 8;
+              std::vector<float> ref(static_cast<std::size_t>(M) * ldc, -3.0f), got(ref.size(), -5.0f), c(ref.size(), -7.0f);
+              kernels::gemm_lowp(ref.data(), ldc, conv, M, pw.view(), N, K, ep, th, kern);
+              struct Ctx {
+                float* got;
+                long ldc;
+                int n;
+                std::vector<std::atomic<int>>* seen;
+              };
+              std::vector<std::atomic<int>> seen(M);
+              Ctx ctx{got.data(), ldc, N, &seen};
+              AlignedBuffer<float> sc(threads * kernels::sink_scratch_floats(N));
+              kernels::RowSink sink;
+              sink.fn = [](void* cx, long m0, long m1, float* rows, long ld) {
+                auto* x = static_cast<Ctx*>(cx);
+                for (long m = m0; m < m1; ++m) {
+                  std::memcpy(x->got + m * x->ldc, rows + (m - m0) * ld, sizeof(float) * x->n);
+                  (*x->seen)[m] += 1;
+                }
+              };
+              sink.ctx = &ctx;
+              if (scratch) {
+                sink.scratch = sc.data();
+                sink.scratch_stride = kernels::sink_scratch_floats(N);
+              }
+              kernels::gemm_lowp(c.data(), ldc, conv, M, pw.view(), N, K, ep, th, kern, &sink);
+              bool once = true, same = true;
+              for (int m = 0; m < M; ++m) {
+                once = once && seen[m] == 1;
+                same = same && std::memcmp(got.data() + m * ldc, ref.data() + m * ldc, sizeof(float) * N) == 0;
+              }
+              BOOST_TEST(once, to_string(kern) << " M " << M << " threads " << threads << " scratch " << scratch);
+              BOOST_TEST(same, to_string(kern) << " M " << M << " threads " << threads << " scratch " << scratch << " epilogue " << epi);
+              // C's padding is never written, and without scratch C holds the product
+              bool pad = true, in_c = true;
+              for (int m = 0; m < M; ++m) {
+                for (long j = N; j < ldc; ++j) pad = pad && c[m * ldc + j] == -7.0f;
+                if (!scratch) in_c = in_c && std::memcmp(c.data() + m * ldc, ref.data() + m * ldc, sizeof(float) * N) == 0;
+              }
+              BOOST_TEST(pad);
+              BOOST_TEST(in_c);
+            }
+    }
+  }
+  // a sink without a function, or with too little scratch, is refused
+  kernels::LowpWeight pw;
+  pw.pack(Precision::kInt8, N, K, [&](int r) { return w.data() + r * K; });
+  std::vector<float> a(4 * K, 0.5f), c(4 * N);
+  AlignedBuffer<std::uint8_t> abuf(4 * kernels::lowp_a_ld(K, Precision::kInt8));
+  AlignedBuffer<float> scale(4);
+  AlignedBuffer<std::int32_t> corr(4);
+  const auto conv = kernels::convert_a(Precision::kInt8, abuf.data(), scale.data(), corr.data(), a.data(), K, 4, K, Threads());
+  kernels::RowSink none;
+  BOOST_CHECK_THROW(kernels::gemm_lowp(c.data(), N, conv, 4, pw.view(), N, K, {}, Threads(), kernels::LowpKernel::kAuto, &none),
+                    InputError);
+  AlignedBuffer<float> small(16);
+  kernels::RowSink tight{[](void*, long, long, float*, long) {}, nullptr, small.data(), 16};
+  BOOST_CHECK_THROW(kernels::gemm_lowp(c.data(), N, conv, 4, pw.view(), N, K, {}, Threads(), kernels::LowpKernel::kAuto, &tight),
+                    InputError);
 }
 
 BOOST_AUTO_TEST_CASE(lowp_gemm_is_bitwise_independent_of_threads_and_close_to_fp32) {

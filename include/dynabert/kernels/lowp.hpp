@@ -220,8 +220,12 @@ inline LowpView pack_bf16(std::uint8_t* dst, int n, int k, bool transposed, Src&
       const int jn = std::min(kNR, n - p * kNR);
       for (int j = 0; j < jn; ++j) {
         const std::uint16_t* row = src(p * kNR + j);
-        for (int kk = 0; kk < k; ++kk) pd[(kk / 2) * kNR * 2 + j * 2 + kk % 2] = row[kk];
-        if (k % 2) pd[(k / 2) * kNR * 2 + j * 2 + 1] = 0;
+        for (int g = 0; g < k / 2; ++g)  // pair (2g, 2g + 1) of row j: one 32-bit word
+          std::memcpy(pd + (static_cast<std::size_t>(g) * kNR + j) * 2, row + 2 * g, 4);
+        if (k % 2) {
+          pd[(k / 2) * kNR * 2 + j * 2] = row[k - 1];
+          pd[(k / 2) * kNR * 2 + j * 2 + 1] = 0;
+        }
       }
       for (int j = jn; j < kNR; ++j)
         for (int g = 0; g < kp / 2; ++g) pd[g * kNR * 2 + j * 2] = pd[g * kNR * 2 + j * 2 + 1] = 0;
@@ -309,25 +313,76 @@ inline void bf16_a_row(std::uint16_t* y, const float* x, int k, int kpad) {
   for (; i < kpad; ++i) y[i] = 0;
 }
 
-/// Converts rows [0, M) of x [M, k] (row stride ldx) into `buf` (M x lowp_a_ld(k, p) elements of
-/// the precision; for int8 also scale[M] and corr[M]), threads splitting the rows.
-inline LowpA convert_a(Precision p, void* buf, float* scale, std::int32_t* corr, const float* x, long ldx, int M, int k,
-                       const Threads& th) {
+/// Converts rows [m0, m1) of an A operand: x points to row m0 (row stride ldx); row m of `buf`
+/// (lowp_a_ld(k, p) elements of the precision per row) and, for int8, scale[m] and corr[m] are
+/// written. One thread; the rows of a call may be converted in any split (each row on its own).
+inline void convert_a_rows(Precision p, void* buf, float* scale, std::int32_t* corr, const float* x, long ldx, long m0,
+                           long m1, int k) {
   const long ld = lowp_a_ld(k, p);
   const int kpad = lowp_kpad(k, p);
   if (p == Precision::kInt8) {
     auto* q = static_cast<std::int8_t*>(buf);
-    th.for_chunks(M, [&](int, long lo, long hi) {
-      for (long m = lo; m < hi; ++m) scale[m] = quantize_a_row(q + m * ld, corr + m, x + m * ldx, k, kpad);
-    });
-    return {buf, ld, scale, corr};
+    for (long m = m0; m < m1; ++m) scale[m] = quantize_a_row(q + m * ld, corr + m, x + (m - m0) * ldx, k, kpad);
+    return;
   }
   auto* y = static_cast<std::uint16_t*>(buf);
-  th.for_chunks(M, [&](int, long lo, long hi) {
-    for (long m = lo; m < hi; ++m) bf16_a_row(y + m * ld, x + m * ldx, k, kpad);
-  });
-  return {buf, ld, nullptr, nullptr};
+  for (long m = m0; m < m1; ++m) bf16_a_row(y + m * ld, x + (m - m0) * ldx, k, kpad);
 }
+
+/// The converted operand that convert_a_rows() writes into `buf` (int8: with its scales and
+/// corrections).
+inline LowpA lowp_a(Precision p, const void* buf, const float* scale, const std::int32_t* corr, int k) {
+  const long ld = lowp_a_ld(k, p);
+  return p == Precision::kInt8 ? LowpA{buf, ld, scale, corr} : LowpA{buf, ld, nullptr, nullptr};
+}
+
+/// Converts rows [0, M) of x [M, k] (row stride ldx) into `buf` (M x lowp_a_ld(k, p) elements of
+/// the precision; for int8 also scale[M] and corr[M]), threads splitting the rows.
+inline LowpA convert_a(Precision p, void* buf, float* scale, std::int32_t* corr, const float* x, long ldx, int M, int k,
+                       const Threads& th) {
+  th.for_chunks(M, [&](int, long lo, long hi) { convert_a_rows(p, buf, scale, corr, x + lo * ldx, ldx, lo, hi, k); });
+  return lowp_a(p, buf, scale, corr, k);
+}
+
+/// Consumes the rows of a low-precision product as they are finished, while they are still in
+/// cache: the next layer's LayerNorm and conversion run on a chunk of rows right after the
+/// product stored it, instead of on the whole output afterwards (at batch 8 an FFN's
+/// intermediate output is 12 MB; written whole and read back, it went through memory).
+///
+/// `fn(ctx, m0, m1, rows, ld)` is called exactly once for every row of the product, in ranges
+/// [m0, m1), with `rows` pointing to row m0's n values (row stride ld), each after every column of
+/// those rows is stored; it may overwrite them. Calls for disjoint ranges may run concurrently on
+/// the product's threads.
+/// With `scratch`, rows whose thread computes all their columns (one thread, or threads splitting
+/// the rows) are stored there instead of in C: each worker owns `scratch_stride` floats at
+/// scratch + worker * scratch_stride, at least sink_scratch_floats(n). Otherwise (threads splitting
+/// the columns) the product is stored in C and fn then reads C.
+struct RowSink {
+  void (*fn)(void* ctx, long m0, long m1, float* rows, long ld) = nullptr;
+  void* ctx = nullptr;
+  float* scratch = nullptr;
+  std::size_t scratch_stride = 0;
+};
+
+#ifndef DYNABERT_SINK_CHUNK_BYTES  // bytes of output rows a sink's chunk keeps in L2
+#define DYNABERT_SINK_CHUNK_BYTES (384 * 1024)
+#endif
+/// Rows of a chunk handed to a sink, for n output columns: a whole number of tiles of `mr` rows
+/// whose FP32 output fits DYNABERT_SINK_CHUNK_BYTES, at least one tile and at most eight.
+inline long sink_chunk_rows(int n, int mr) {
+  const long tiles = static_cast<long>(DYNABERT_SINK_CHUNK_BYTES) / (static_cast<long>(mr) * n * 4);
+  return mr * std::clamp<long>(tiles, 1, 8);
+}
+/// Row stride of a sink's scratch for n columns: n rounded up to whole lines, not a multiple of 4 KB.
+inline long sink_ld(int n) {
+  long ld = (n + 15) / 16 * 16;
+  if ((ld * 4) % 4096 == 0) ld += 16;
+  return ld;
+}
+/// Rows of the tallest low-precision tile.
+inline constexpr int kLowpMaxMR = 16;
+/// Floats of one worker's sink scratch for products of up to n columns (any kernel's tile).
+inline std::size_t sink_scratch_floats(int n) { return static_cast<std::size_t>(8) * kLowpMaxMR * sink_ld(n); }
 
 // ---- micro-kernels -------------------------------------------------------------------------------
 // Each computes one MR x kNR tile over all groups of K, dequantizes it into FP32 batches and hands
@@ -569,16 +624,21 @@ inline TileFn tile_for(int mr) {
 }
 
 /// Rows [m0, m1) x panels [p0, p1) of C, rows a chunk at a time (the chunk's A stays in L2 while
-/// the panels stream past it).
+/// the panels stream past it). With a sink (and every panel), each chunk goes to the sink once its
+/// panels are done, stored in the worker's scratch when the sink has one.
 template <class K>
 inline void run_panels(float* c, long ldc, const LowpA& a, long m0, long m1, const LowpView& B, int n, int k,
-                       const Epilogue* ep, int p0, int p1) {
-  constexpr long kChunk = K::kMR * 8;
+                       const Epilogue* ep, int p0, int p1, const RowSink* sink = nullptr, int worker = 0) {
+  static_assert(K::kMR <= kLowpMaxMR, "a sink's scratch holds eight tiles of at most kLowpMaxMR rows");
+  const long chunk = sink ? sink_chunk_rows(n, K::kMR) : K::kMR * 8;
   const int groups = (k + K::kGroup - 1) / K::kGroup;
   const long esize = lowp_elem_bytes(K::kPrecision);
   const auto* A = static_cast<const std::uint8_t*>(a.data);
-  for (long mc0 = m0; mc0 < m1; mc0 += kChunk) {
-    const long mc1 = std::min(m1, mc0 + kChunk);
+  float* scratch = sink && sink->scratch ? sink->scratch + static_cast<std::size_t>(worker) * sink->scratch_stride : nullptr;
+  const long lds = scratch ? sink_ld(n) : ldc;
+  for (long mc0 = m0; mc0 < m1; mc0 += chunk) {
+    const long mc1 = std::min(m1, mc0 + chunk);
+    float* cc = scratch ? scratch : c + mc0 * ldc;  // row mc0 of the output
     for (int p = p0; p < p1; ++p) {
       const std::uint8_t* bp = B.panel(p);
       const int col0 = p * kNR, nv = std::min(kNR, n - col0);
@@ -586,9 +646,10 @@ inline void run_panels(float* c, long ldc, const LowpA& a, long m0, long m1, con
       for (long i0 = mc0; i0 < mc1; i0 += K::kMR) {
         const int mr = static_cast<int>(std::min<long>(K::kMR, mc1 - i0));
         tile_for<K>(mr)(groups, A + i0 * a.ld * esize, a.ld, bp, a.scale ? a.scale + i0 : nullptr,
-                        a.corr ? a.corr + i0 : nullptr, sw, c + i0 * ldc + col0, ldc, nv, ep, i0, col0);
+                        a.corr ? a.corr + i0 : nullptr, sw, cc + (i0 - mc0) * lds + col0, lds, nv, ep, i0, col0);
       }
     }
+    if (sink) sink->fn(sink->ctx, mc0, mc1, cc, lds);
   }
 }
 
@@ -647,48 +708,56 @@ inline bool has_lowp_kernel(LowpKernel k, Precision p) {
 namespace lowp {
 template <class K>
 inline void gemm_with(float* c, long ldc, const LowpA& a, int M, const LowpView& B, int n, int k, const Epilogue& ep,
-                      const Threads& threads) {
+                      const Threads& threads, const RowSink* sink) {
   const Epilogue* e = ep.trivial() ? nullptr : &ep;
   const int panels = (n + kNR - 1) / kNR;
   if (threads.count() > 1 && M >= DYNABERT_GEMM_MSPLIT) {  // many rows: threads split M in whole tiles
     const long tiles = (M + K::kMR - 1) / K::kMR;
-    threads.for_chunks(tiles, [&](int, long t0, long t1) {
+    threads.for_chunks(tiles, [&](int worker, long t0, long t1) {
       const long m0 = t0 * K::kMR, m1 = std::min<long>(M, t1 * K::kMR);
-      if (m1 > m0) run_panels<K>(c, ldc, a, m0, m1, B, n, k, e, 0, panels);
+      if (m1 > m0) run_panels<K>(c, ldc, a, m0, m1, B, n, k, e, 0, panels, sink, worker);
     });
     return;
   }
+  if (threads.count() == 1) return run_panels<K>(c, ldc, a, 0, M, B, n, k, e, 0, panels, sink, 0);
   threads.for_chunks(panels, [&](int, long p0, long p1) {
     run_panels<K>(c, ldc, a, 0, M, B, n, k, e, static_cast<int>(p0), static_cast<int>(p1));
   });
+  if (sink)  // the columns were split: the rows are finished only now
+    threads.for_chunks(M, [&](int, long lo, long hi) { sink->fn(sink->ctx, lo, hi, c + lo * ldc, ldc); });
 }
 }  // namespace lowp
 
 /// C[M, n] = epilogue(A[M, k] W[:n, :k]^T) with W packed in `B` (int8 or bf16) and A converted by
 /// convert_a() for B's precision (with the same k). `kernel` picks a specific kernel (tests,
 /// benchmarks); kAuto the build's fastest. Epilogue.accumulate is not supported (inference only).
+/// With a `sink`, the finished rows are handed to it (RowSink; C may then not be written).
 inline void gemm_lowp(float* c, long ldc, const LowpA& a, int M, const LowpView& B, int n, int k, const Epilogue& ep,
-                      const Threads& threads = Threads(), LowpKernel kernel = LowpKernel::kAuto) {
+                      const Threads& threads = Threads(), LowpKernel kernel = LowpKernel::kAuto,
+                      const RowSink* sink = nullptr) {
   DYNABERT_REQUIRE(B.data != nullptr, InputError, "gemm_lowp: no packed weight");
   DYNABERT_REQUIRE(n >= 1 && n <= B.n && k >= 1 && k <= B.k, InputError, "gemm_lowp: active ", n, "x", k,
                    " exceeds packed ", B.n, "x", B.k);
   DYNABERT_REQUIRE(!ep.accumulate, InputError, "gemm_lowp: accumulating into C is not supported");
   DYNABERT_REQUIRE(has_lowp_kernel(kernel, B.precision), InputError, "gemm_lowp: kernel '", to_string(kernel),
                    "' is not in this build for ", to_string(B.precision));
+  DYNABERT_REQUIRE(!sink || (sink->fn && (!sink->scratch || sink->scratch_stride >= sink_scratch_floats(n))), InputError,
+                   "gemm_lowp: a row sink needs a function and, with a scratch, ", sink_scratch_floats(n),
+                   " floats per worker");
   if (M <= 0) return;
   if (kernel == LowpKernel::kAuto) kernel = default_lowp_kernel(B.precision);
   switch (kernel) {
 #if DYNABERT_HAS_VNNI512
-    case LowpKernel::kVnni512: return lowp::gemm_with<lowp::S8Vnni512>(c, ldc, a, M, B, n, k, ep, threads);
+    case LowpKernel::kVnni512: return lowp::gemm_with<lowp::S8Vnni512>(c, ldc, a, M, B, n, k, ep, threads, sink);
 #endif
 #if defined(__AVX2__)
-    case LowpKernel::kMadd16: return lowp::gemm_with<lowp::S8Madd16>(c, ldc, a, M, B, n, k, ep, threads);
+    case LowpKernel::kMadd16: return lowp::gemm_with<lowp::S8Madd16>(c, ldc, a, M, B, n, k, ep, threads, sink);
 #endif
 #if DYNABERT_HAS_BF16_512
-    case LowpKernel::kNative512: return lowp::gemm_with<lowp::Bf16Native512>(c, ldc, a, M, B, n, k, ep, threads);
+    case LowpKernel::kNative512: return lowp::gemm_with<lowp::Bf16Native512>(c, ldc, a, M, B, n, k, ep, threads, sink);
 #endif
-    case LowpKernel::kEmulated: return lowp::gemm_with<lowp::Bf16Emulated>(c, ldc, a, M, B, n, k, ep, threads);
-    default: return lowp::gemm_with<lowp::S8Scalar>(c, ldc, a, M, B, n, k, ep, threads);
+    case LowpKernel::kEmulated: return lowp::gemm_with<lowp::Bf16Emulated>(c, ldc, a, M, B, n, k, ep, threads, sink);
+    default: return lowp::gemm_with<lowp::S8Scalar>(c, ldc, a, M, B, n, k, ep, threads, sink);
   }
 }
 

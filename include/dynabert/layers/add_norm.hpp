@@ -110,6 +110,9 @@ class AddNorm {
   const Params& params() const { return p_; }
   int hidden() const { return H_; }
 
+  /// y = LN(x) of one row of H values (inference), bitwise forward()'s without a residual.
+  void forward_row(T* y, const T* x) const { ops::layernorm_row<kH>(y, x, p_.gamma, p_.beta, H_, eps_); }
+
   /// y = LN(a + residual) (inference; residual may be null); y may equal a.
   void forward(T* y, const T* a, const T* residual, int rows, const Compute& c) const {
     if (residual) {

@@ -64,6 +64,11 @@ struct AttentionBuffers {
   long ld_ctx = 0;
   T* scratch = nullptr;  ///< per worker: scratch_size() values each
   std::size_t scratch_stride = 0;
+  /// [rows, ld_qkv] the projections in bfloat16, or null. Set (by the fused low-precision layer),
+  /// Q/K/V's finished rows are converted here by a row sink instead of being stored in FP32 in
+  /// qkv (which then is used only when threads split the product's columns), and the BF16
+  /// attention tasks read them without converting.
+  std::uint16_t* qkv_bf16 = nullptr;
 };
 
 /// What an attention block's backward needs.
@@ -175,10 +180,13 @@ class SelfAttention {
 
   /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache. With `first`, only
   /// each sequence's first row is queried: y and residual are [batch, H] (row b: sequence b), keys
-  /// and values still come from every row of x.
+  /// and values still come from every row of x. Low precision (float): `in`, when given, is x
+  /// converted already for the Q/K/V product (x is then not read); `out_sink` receives the output
+  /// projection's finished rows (Linear::forward).
   void forward(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
-               const AttentionBuffers<T>& buf, const Compute& c, bool first = false) const {
-    run(y, x, residual, lay, heads, gates, buf, c, nullptr, kernels::DropoutKey{}, first);
+               const AttentionBuffers<T>& buf, const Compute& c, bool first = false, const kernels::LowpA* in = nullptr,
+               const kernels::RowSink* out_sink = nullptr) const {
+    run(y, x, residual, lay, heads, gates, buf, c, nullptr, kernels::DropoutKey{}, first, in, out_sink);
   }
   /// Training: the same, keeping what the backward needs in `cache`, with dropout on the
   /// probabilities. buf.qkv and buf.ctx are ignored (the cache holds them).
@@ -256,11 +264,32 @@ class SelfAttention {
 
  private:
   void run(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
-           const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop, bool first) const {
+           const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop, bool first,
+           const kernels::LowpA* in = nullptr, const kernels::RowSink* out_sink = nullptr) const {
     const int dh = head_dim(), a = heads * dh, H = s_.hidden;
     DYNABERT_REQUIRE(heads >= 1 && heads <= s_.heads, InputError, "attention: ", heads, " heads of ", s_.heads);
     LinearEpilogue<T> eq;  // the fused bias is the Linear's own
-    qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
+    if constexpr (ops::kFast<T>) {
+      struct ToBf16 {  // finished rows of Q/K/V -> buf.qkv_bf16
+        std::uint16_t* dst;
+        long ld;
+        int n;
+        static void rows(void* ctx, long m0, long m1, float* r, long ldr) {
+          const auto* s = static_cast<const ToBf16*>(ctx);
+          for (long m = m0; m < m1; ++m) kernels::bf16_a_row(s->dst + m * s->ld, r + (m - m0) * ldr, s->n, s->n);
+        }
+      } to_bf16{buf.qkv_bf16, buf.ld_qkv, 3 * a};
+      const bool bf16 = lowp_tasks(c, cache) && buf.qkv_bf16 != nullptr;
+      DYNABERT_REQUIRE(!bf16 || c.lowp->fits_sink(c.th().count(), 3 * a), InputError,
+                       "attention: no row-sink scratch for ", 3 * a, " projections on ", c.th().count(), " threads");
+      const kernels::RowSink sink{&ToBf16::rows, &to_bf16, bf16 ? c.lowp->sink_scratch() : nullptr,
+                                  bf16 ? c.lowp->rows_stride : 0};
+      if (in) qkv_.forward_converted(buf.qkv, buf.ld_qkv, *in, lay.rows, 3 * a, H, eq, c, bf16 ? &sink : nullptr);
+      else qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c, bf16 ? &sink : nullptr);
+    } else {
+      DYNABERT_REQUIRE(!in, InputError, "attention: converted inputs are for the float path");
+      qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
+    }
     const T scale = T(1) / std::sqrt(static_cast<T>(dh));
     c.th().for_each(static_cast<long>(lay.batch) * heads, [&](long task, int worker) {
       forward_task(task, worker, heads, gates, lay, buf, scale, cache, drop, c, first);
@@ -269,7 +298,7 @@ class SelfAttention {
     eo.bias = p_.o_b;
     eo.residual = residual;
     eo.ld_residual = H;
-    o_.forward(y, H, buf.ctx, buf.ld_ctx, first ? lay.batch : lay.rows, H, a, eo, c);
+    o_.forward(y, H, buf.ctx, buf.ld_ctx, first ? lay.batch : lay.rows, H, a, eo, c, out_sink);
   }
 
   void forward_task(long task, int worker, int heads, const float* gates, const BatchLayout& lay,
@@ -293,8 +322,13 @@ class SelfAttention {
     const kernels::DropoutKey key = drop.derive(static_cast<std::uint32_t>(task));
     T* scratch = buf.scratch + static_cast<std::size_t>(worker) * buf.scratch_stride;
     if constexpr (ops::kFast<T>) {
-      if (DYNABERT_LOWP_ATTENTION && !cache && c.precision != Precision::kFp32) {
-        forward_task_bf16(q, k, v, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
+      if (lowp_tasks(c, cache)) {
+        if (buf.qkv_bf16) {
+          const std::uint16_t* qb = buf.qkv_bf16 + (q - buf.qkv);  // the same element in bfloat16
+          forward_task_bf16(qb, qb + dh, qb + 2 * dh, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
+        } else {
+          forward_task_bf16(q, k, v, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
+        }
         return;
       }
       const std::size_t lim = static_cast<std::size_t>(S);
@@ -349,9 +383,17 @@ class SelfAttention {
     }
   }
 
+  /// Whether a call's attention tasks run in BF16 (inference in a BF16 or INT8 call).
+  static bool lowp_tasks(const Compute& c, const Cache* cache) {
+    return DYNABERT_LOWP_ATTENTION && !cache && c.precision != Precision::kFp32;
+  }
+
   /// Inference in a BF16 or INT8 call: both products of a task in BF16 with FP32 accumulation
   /// (scores = Q K^T with the scale in the epilogue, FP32 softmax, context = P V with the gate).
-  void forward_task_bf16(const T* q, const T* k, const T* v, long ldq, int nq, int kend, int S, const float* bias, T scale,
+  /// E: float (Q/K/V in FP32, converted here) or std::uint16_t (in bfloat16 already: Q is read in
+  /// place, K and V packed straight from their rows).
+  template <class E>
+  void forward_task_bf16(const E* q, const E* k, const E* v, long ldq, int nq, int kend, int S, const float* bias, T scale,
                          T gate, T* ctx, long ld_ctx, T* scratch) const {
     static_assert(ops::kFast<T>, "BF16 attention is for the float path");
     constexpr Precision b = Precision::kBf16;
@@ -371,16 +413,33 @@ class SelfAttention {
     auto* kb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
     auto* vb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
     const int kpd = kernels::lowp_kpad(dh, b);
-    for (int i = 0; i < nq; ++i) kernels::bf16_a_row(qa + i * ldqa, q + i * ldq, dh, kpd);
-    for (int j = 0; j < kend; ++j) {
-      kernels::bf16_a_row(kb + static_cast<long>(j) * dh, k + j * ldq, dh, dh);
-      kernels::bf16_a_row(vb + static_cast<long>(j) * dh, v + j * ldq, dh, dh);
+    kernels::LowpA qop{qa, ldqa, nullptr, nullptr};
+    kernels::LowpView kv, vt;
+    if constexpr (std::is_same_v<E, std::uint16_t>) {
+      if (kpd == dh) qop = {q, ldq, nullptr, nullptr};  // whole pairs: the rows serve in place
+      else
+        for (int i = 0; i < nq; ++i) {
+          std::memcpy(qa + i * ldqa, q + i * ldq, sizeof(std::uint16_t) * dh);
+          std::fill(qa + i * ldqa + dh, qa + i * ldqa + kpd, std::uint16_t(0));
+        }
+      // rows gathered first with whole-line copies: the packing's element loads would each wait
+      // for the strided rows (which are not in cache yet)
+      for (int j = 0; j < kend; ++j) {
+        std::memcpy(kb + static_cast<long>(j) * dh, k + j * ldq, sizeof(std::uint16_t) * dh);
+        std::memcpy(vb + static_cast<long>(j) * dh, v + j * ldq, sizeof(std::uint16_t) * dh);
+      }
+    } else {
+      for (int i = 0; i < nq; ++i) kernels::bf16_a_row(qa + i * ldqa, q + i * ldq, dh, kpd);
+      for (int j = 0; j < kend; ++j) {
+        kernels::bf16_a_row(kb + static_cast<long>(j) * dh, k + j * ldq, dh, dh);
+        kernels::bf16_a_row(vb + static_cast<long>(j) * dh, v + j * ldq, dh, dh);
+      }
     }
-    const auto kv = kernels::pack_bf16(kpack, kend, dh, false, [&](int j) { return kb + static_cast<long>(j) * dh; });
-    const auto vt = kernels::pack_bf16(vpack, dh, kend, true, [&](int j) { return vb + static_cast<long>(j) * dh; });
+    kv = kernels::pack_bf16(kpack, kend, dh, false, [&](int j) { return kb + static_cast<long>(j) * dh; });
+    vt = kernels::pack_bf16(vpack, dh, kend, true, [&](int j) { return vb + static_cast<long>(j) * dh; });
     kernels::Epilogue es;
     es.alpha = scale;
-    kernels::gemm_lowp(scores, kend, {qa, ldqa, nullptr, nullptr}, nq, kv, kend, dh, es);
+    kernels::gemm_lowp(scores, kend, qop, nq, kv, kend, dh, es);
     const int kpk = kernels::lowp_kpad(kend, b);
     for (int i = 0; i < nq; ++i) {
       kernels::softmax_row(scores + static_cast<long>(i) * kend, kend, 1.0f, bias);

@@ -1,6 +1,7 @@
 // What every block's call takes besides its inputs and outputs: the threads, their GEMM scratch,
 // and (when training) a grow-only scratch for the backward's temporaries.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -40,9 +41,9 @@ struct TrainScratch {
   }
 };
 
-/// Where a low-precision product converts its A operand (kernels/lowp.hpp): rows x row stride
-/// bytes, plus a scale and a correction per row (int8). Sized once by the workspace.
-struct LowpScratch {
+/// A converted A operand of a low-precision product (kernels/lowp.hpp): rows x row stride bytes,
+/// plus a scale and a correction per row (int8).
+struct LowpOperand {
   AlignedBuffer<std::uint8_t> a;
   AlignedBuffer<float> scale;
   AlignedBuffer<std::int32_t> corr;
@@ -59,7 +60,48 @@ struct LowpScratch {
     return static_cast<std::size_t>(rows) * kernels::lowp_a_ld(k, p) * kernels::lowp_elem_bytes(p) <= a.size() &&
            static_cast<std::size_t>(rows) <= scale.size();
   }
+  /// Converts rows [m0, m1) of an FP32 input (x: row m0, stride ldx, k columns) in place here.
+  void convert_rows(Precision p, const float* x, long ldx, long m0, long m1, int k) {
+    kernels::convert_a_rows(p, a.data(), scale.data(), corr.data(), x, ldx, m0, m1, k);
+  }
+  /// The operand as converted with k columns.
+  kernels::LowpA view(Precision p, int k) const { return kernels::lowp_a(p, a.data(), scale.data(), corr.data(), k); }
   std::size_t bytes() const { return a.size() + (scale.size() + corr.size()) * 4; }
+};
+
+/// Where low-precision products convert their inputs. Sized once by the workspace.
+///   op[0]      Linear::forward converts its FP32 input here;
+///   op[0..1]   the fused layer forward (EncoderLayer) alternates them: a product reads one while
+///              its row sink converts the next product's input into the other;
+///   rows       each worker's kernels::RowSink scratch (rows_stride floats each);
+///   qkv        the fused layer's Q/K/V projections in bfloat16 (AttentionBuffers::qkv_bf16).
+/// A scratch without room for the sinks (rows_stride 0) runs a layer's products one after another.
+struct LowpScratch {
+  LowpOperand op[2];
+  AlignedBuffer<float> rows;
+  std::size_t rows_stride = 0;
+  AlignedBuffer<std::uint16_t> qkv;
+  /// Room for `rows` rows of up to `k` columns in precision p.
+  void reserve(long rows_, int k, Precision p) {
+    op[0].reserve(rows_, k, p);
+    op[1].reserve(rows_, k, p);
+  }
+  /// Room for the fused layer: sink scratch for `threads` workers and products of up to n
+  /// columns, and `qkv_values` bfloat16 projections.
+  void reserve_fused(int threads, int n, std::size_t qkv_values) {
+    rows_stride = std::max(rows_stride, kernels::sink_scratch_floats(n));
+    const std::size_t need = rows_stride * static_cast<std::size_t>(threads);
+    if (need > rows.size()) rows.resize(need);
+    if (qkv_values > qkv.size()) qkv.resize(qkv_values);
+  }
+  bool fits(long rows_, int k, Precision p) const { return op[0].fits(rows_, k, p) && op[1].fits(rows_, k, p); }
+  /// Whether `threads` workers have sink scratch for products of n columns.
+  bool fits_sink(int threads, int n) const {
+    return rows_stride >= kernels::sink_scratch_floats(n) && rows.size() >= rows_stride * static_cast<std::size_t>(threads);
+  }
+  /// The sink scratch of `fits_sink`, for kernels::RowSink.
+  float* sink_scratch() { return rows.data(); }
+  std::size_t bytes() const { return op[0].bytes() + op[1].bytes() + rows.size() * 4 + qkv.size() * 2; }
 };
 
 /// Threads of a call and their scratch, and the precision of its linear layers.

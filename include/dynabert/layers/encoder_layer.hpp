@@ -7,6 +7,14 @@
 //                        (then the residual is added after the dropout) and on the attention
 //                        probabilities; in evaluation mode it computes bitwise what inference does;
 //   backward             the blocks' backwards in reverse.
+//   fused low precision  (inference in INT8 or BF16) the same products, each handing its
+//                        finished rows to the next step while they are in cache: Q/K/V's to
+//                        their conversion to bfloat16 for the attention tasks, the output
+//                        projection's to the first LayerNorm and the conversion of the FFN's
+//                        input, the FFN's first product's straight to the conversion of its second
+//                        (its FP32 output is never stored whole), the second's to the last
+//                        LayerNorm and the conversion of the next layer's input. Bitwise the
+//                        products one after another (kernels::RowSink, LowpScratch).
 //   first-row forward    (inference and training, `first`) when only the pooler reads a layer's output (the last
 //                        layer under a classification or regression loss): keys and values come
 //                        from every row, but only each sequence's first row is queried, and the
@@ -23,6 +31,10 @@
 #include "dynabert/layers/attention.hpp"
 #include "dynabert/layers/dims.hpp"
 #include "dynabert/layers/feed_forward.hpp"
+
+#ifndef DYNABERT_LOWP_FUSE  // 0: low-precision layers run their products one after another
+#define DYNABERT_LOWP_FUSE 1
+#endif
 
 namespace dynabert::layers {
 
@@ -145,10 +157,25 @@ class EncoderLayer {
   const Attention& attention() const { return attention_; }
   std::size_t bytes() const { return attention_.bytes() + ffn_.bytes() + sizeof(T) * 4 * s_.attention.hidden; }
 
+  /// Whether forward() takes the fused low-precision path in a call with `c`: a float layer with
+  /// every linear layer packed in c.precision (INT8 or BF16) and room for the row sinks in c.lowp.
+  bool fused(const Compute& c) const {
+    if constexpr (!ops::kFast<T>) {
+      return false;
+    } else {
+      return DYNABERT_LOWP_FUSE && c.precision != Precision::kFp32 && has(c.precision) && c.lowp != nullptr &&
+             c.lowp->fits_sink(c.th().count(), std::max({s_.attention.hidden, s_.ffn.intermediate,
+                                                         3 * s_.attention.heads * attention_.head_dim()}));
+    }
+  }
+
   /// hidden [rows, H] -> hidden, in place (inference). With `first`, the first-row forward: the
   /// first batch rows of hidden then hold [batch, H], row b being sequence b's first token.
+  /// On the fused path (fused(c)): with `in_converted`, c.lowp->op[1] holds hidden converted
+  /// already (by the previous layer's `convert_out`), and with `convert_out` the output is also
+  /// converted there for the next layer (neither with `first`'s output).
   void forward(T* hidden, const BatchLayout& lay, const LayerCall& call, const EncoderBuffers<T>& buf, const Compute& c,
-               bool first = false) const {
+               bool first = false, bool in_converted = false, bool convert_out = false) const {
     const int H = s_.attention.hidden;
     const T* res = hidden;
     if (first) {  // the residual, each sequence's first row, waits in h1 (hidden is read whole by Q/K/V)
@@ -157,6 +184,10 @@ class EncoderLayer {
       res = buf.h1;
     }
     const int rows = first ? lay.batch : lay.rows;
+    if constexpr (ops::kFast<T>) {
+      if (fused(c)) return forward_fused(hidden, res, rows, lay, call, buf, c, first, in_converted, convert_out && !first);
+    }
+    DYNABERT_REQUIRE(!in_converted && !convert_out, InputError, "encoder layer: converted inputs need the fused path");
     attention_.forward(buf.tmp, hidden, res, lay, call.heads, call.gates, buf.attention, c, first);
     norm1_.forward(buf.h1, buf.tmp, nullptr, rows, c);
     ffn_.forward(buf.tmp, buf.h1, buf.h1, rows, call.neurons, buf.ffn, buf.ld_ffn, c);
@@ -212,6 +243,51 @@ class EncoderLayer {
   }
 
  private:
+  /// A row sink that adds the residual to finished rows, LayerNorms them into `out` and (with
+  /// `dst`) converts the result. The residual is added here rather than in the product's
+  /// epilogue: read row after row it streams from memory, where the epilogue's 32-column pieces
+  /// of rows 3 KB apart each waited for their line (the same float additions either way).
+  struct NormSink {
+    const Norm* norm;
+    const T* residual;  ///< [rows, hidden], or null
+    T* out;
+    int hidden;
+    LowpOperand* dst;
+    Precision p;
+    static void rows(void* ctx, long m0, long m1, float* r, long ld) {
+      const auto* s = static_cast<const NormSink*>(ctx);
+      const long H = s->hidden;
+      for (long m = m0; m < m1; ++m) {
+        float* x = r + (m - m0) * ld;
+        if (s->residual) ops::add(x, s->residual + m * H, static_cast<std::size_t>(H));
+        s->norm->forward_row(s->out + m * H, x);
+      }
+      if (s->dst) s->dst->convert_rows(s->p, s->out + m0 * H, H, m0, m1, s->hidden);
+    }
+  };
+
+  /// The fused low-precision forward (see the file's comment). The two operands of c.lowp
+  /// alternate: Q/K/V reads op[1] (in_converted) or converts hidden into op[0], its rows going to
+  /// bfloat16 in c.lowp->qkv; the output projection converts the context into op[0] while its
+  /// rows (+ res) go through LayerNorm into h1 and op[1]; the FFN reads op[1] and converts its
+  /// intermediate into op[0]; its rows (+ h1) go through LayerNorm into hidden and (convert_out)
+  /// op[1].
+  void forward_fused(T* hidden, const T* res, int rows, const BatchLayout& lay, const LayerCall& call,
+                     const EncoderBuffers<T>& buf, const Compute& c, bool first, bool in_converted, bool convert_out) const {
+    const int H = s_.attention.hidden;
+    const Precision p = c.precision;
+    LowpScratch& ls = *c.lowp;
+    const kernels::LowpA in = ls.op[1].view(p, H);
+    NormSink n1{&norm1_, res, buf.h1, H, &ls.op[1], p};
+    const kernels::RowSink s1{&NormSink::rows, &n1, ls.sink_scratch(), ls.rows_stride};
+    AttentionBuffers<T> ab = buf.attention;
+    if (ls.qkv.size() >= static_cast<std::size_t>(lay.rows) * ab.ld_qkv) ab.qkv_bf16 = ls.qkv.data();
+    attention_.forward(buf.tmp, hidden, nullptr, lay, call.heads, call.gates, ab, c, first, in_converted ? &in : nullptr, &s1);
+    NormSink n2{&norm2_, buf.h1, hidden, H, convert_out ? &ls.op[1] : nullptr, p};
+    const kernels::RowSink s2{&NormSink::rows, &n2, ls.sink_scratch(), ls.rows_stride};
+    ffn_.forward_converted(buf.tmp, ls.op[1].view(p, H), ls.op[0], nullptr, rows, call.neurons, buf.ffn, buf.ld_ffn, &s2, c);
+  }
+
   EncoderLayerShape s_;
   Attention attention_;
   Norm norm1_;

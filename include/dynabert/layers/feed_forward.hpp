@@ -115,6 +115,40 @@ class FeedForward {
     second(y, g, cache.ld_g, residual, rows, f, c);
   }
 
+  /// Inference in a low precision (float; both products packed in c.precision) from an input
+  /// converted already (`in`, hidden columns). The first product's finished rows are converted
+  /// straight into `next` (kernels::RowSink): its FP32 output is never stored whole, only a chunk
+  /// at a time in the sink's scratch (or in `act` [rows, ld_act] when threads split its columns).
+  /// The second product reads `next` and hands its finished rows (+ residual) to `sink`, or
+  /// stores them in y [rows, H] without one. Bitwise the results of forward().
+  void forward_converted(T* y, const kernels::LowpA& in, LowpOperand& next, const T* residual, int rows, int f, T* act,
+                         long ld_act, const kernels::RowSink* sink, const Compute& c) const {
+    static_assert(ops::kFast<T>, "converted inputs are for the float path");
+    check(f);
+    const Precision p = c.precision;
+    DYNABERT_REQUIRE(c.lowp && c.lowp->fits_sink(c.th().count(), f), InputError,
+                     "feed-forward: no row-sink scratch for ", f, " neurons on ", c.th().count(), " threads");
+    struct Convert {
+      LowpOperand* dst;
+      Precision p;
+      int f;
+      static void rows(void* ctx, long m0, long m1, float* r, long ld) {
+        auto* s = static_cast<Convert*>(ctx);
+        s->dst->convert_rows(s->p, r, ld, m0, m1, s->f);
+      }
+    } convert{&next, p, f};
+    const kernels::RowSink to_next{&Convert::rows, &convert, c.lowp->sink_scratch(), c.lowp->rows_stride};
+    LinearEpilogue<T> e1;
+    e1.bias = p_.in_b;
+    e1.act = s_.act;
+    in_.forward_converted(act, ld_act, in, rows, f, s_.hidden, e1, c, &to_next);
+    LinearEpilogue<T> e2;
+    e2.bias = p_.out_b;
+    e2.residual = residual;
+    e2.ld_residual = s_.hidden;
+    out_.forward_converted(y, s_.hidden, next.view(p, f), rows, s_.hidden, f, e2, c, sink);
+  }
+
   /// A row stride for f values that is not a multiple of 4 KB (rows 4 KB apart would share one L1
   /// set when the GEMM reads them in place).
   static long padded_ld(int f) { return (static_cast<long>(f) * sizeof(T)) % 4096 == 0 ? f + 16 : f; }

@@ -143,33 +143,31 @@ class Linear {
     qb_[0] = qb_[1] = qb_[2] = nullptr;
   }
 
-  /// y[M, n] = epilogue(x[M, k] W[:n, :k]^T).
+  /// y[M, n] = epilogue(x[M, k] W[:n, :k]^T). With a `sink` (float), the finished rows of y are
+  /// handed to it (kernels::RowSink: in a low precision they may then never be stored in y).
   void forward(T* y, long ldy, const T* x, long ldx, int M, int n, int k, const LinearEpilogue<T>& ep,
-               const Compute& c) const {
+               const Compute& c, const kernels::RowSink* sink = nullptr) const {
     DYNABERT_REQUIRE(n >= 0 && n <= n_ && k >= 0 && k <= k_, InputError, "linear: active ", n, "x", k, " exceeds ", n_,
                      "x", k_);
     if constexpr (ops::kFast<T>) {
-      kernels::Epilogue e;
-      e.bias = fused_ ? bias_.data() : ep.bias;
-      e.residual = ep.residual;
-      e.ld_residual = ep.ld_residual;
-      e.act = ep.act;
-      e.alpha = ep.alpha;
-      e.pre_activation = ep.pre_activation;
-      e.ld_pre_activation = ep.ld_pre_activation;
+      const kernels::Epilogue e = epilogue(ep);
       const Precision p = c.precision;
       if (p != Precision::kFp32 && has(p) && k > 0) {
         if (M <= 0 || n <= 0) return;
         DYNABERT_REQUIRE(c.lowp != nullptr && c.lowp->fits(M, k, p), InputError, "linear: ", to_string(p),
                          " call without room to convert ", M, " x ", k, " inputs");
-        const auto a = kernels::convert_a(p, c.lowp->a.data(), c.lowp->scale.data(), c.lowp->corr.data(), x, ldx, M, k, c.th());
-        kernels::gemm_lowp(y, ldy, a, M, (p == Precision::kInt8 ? s8_ : bf16_).view(), n, k, e, c.th());
+        auto& op = c.lowp->op[0];
+        const auto a = kernels::convert_a(p, op.a.data(), op.scale.data(), op.corr.data(), x, ldx, M, k, c.th());
+        kernels::gemm_lowp(y, ldy, a, M, (p == Precision::kInt8 ? s8_ : bf16_).view(), n, k, e, c.th(),
+                           kernels::LowpKernel::kAuto, sink);
         return;
       }
       DYNABERT_REQUIRE(fwd_view_.data != nullptr, InputError, "linear: no FP32 packing (prepared for ",
                        s8_.empty() ? "" : "int8 ", bf16_.empty() ? "" : "bf16 ", "only)");
       kernels::gemm(y, ldy, x, ldx, M, fwd_view_, n, k, e, c.gemm_scratch, c.th());
+      if (sink && M > 0 && n > 0) sink->fn(sink->ctx, 0, M, y, ldy);
     } else {
+      DYNABERT_REQUIRE(sink == nullptr, InputError, "linear: row sinks are for the float path");
       c.th().for_chunks(M, [&](int, long lo, long hi) {
         for (long m = lo; m < hi; ++m)
           for (int j = 0; j < n; ++j) {
@@ -186,6 +184,18 @@ class Linear {
           }
       });
     }
+  }
+
+  /// y[M, n] = epilogue(a W[:n, :k]^T) in precision c.precision, from an input converted already
+  /// for it with k columns (float, with a packing of that precision); `sink` as in forward().
+  void forward_converted(T* y, long ldy, const kernels::LowpA& a, int M, int n, int k, const LinearEpilogue<T>& ep,
+                         const Compute& c, const kernels::RowSink* sink = nullptr) const {
+    static_assert(ops::kFast<T>, "converted inputs are for the float path");
+    const Precision p = c.precision;
+    DYNABERT_REQUIRE(p != Precision::kFp32 && has(p), InputError, "linear: no ", to_string(p), " packing for a converted input");
+    if (M <= 0 || n <= 0) return;
+    kernels::gemm_lowp(y, ldy, a, M, (p == Precision::kInt8 ? s8_ : bf16_).view(), n, k, epilogue(ep), c.th(),
+                       kernels::LowpKernel::kAuto, sink);
   }
 
   /// dx[M, k] += dy[M, n] W[:n, :k] (needs pack(..., backward = true) for float).
@@ -209,6 +219,17 @@ class Linear {
   }
 
  private:
+  kernels::Epilogue epilogue(const LinearEpilogue<T>& ep) const {
+    kernels::Epilogue e;
+    e.bias = fused_ ? bias_.data() : ep.bias;
+    e.residual = ep.residual;
+    e.ld_residual = ep.ld_residual;
+    e.act = ep.act;
+    e.alpha = ep.alpha;
+    e.pre_activation = ep.pre_activation;
+    e.ld_pre_activation = ep.ld_pre_activation;
+    return e;
+  }
   /// Row r of W (fused: the interleaved row of Q, K or V).
   const T* row(int r) const {
     if (!fused_) return w_ + r * ldw_;

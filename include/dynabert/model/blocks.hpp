@@ -190,9 +190,13 @@ class BertBlocks {
     embeddings.forward(ws.hidden.data(), in, lay, c);
     on_state(0, ws.hidden.data());
     const auto buf = ws.layer_buffers();
+    bool converted = false;  // the fused low-precision path converted hidden for the next layer already
     for (std::size_t i = 0; i < net.layers.size(); ++i) {
       const int l = net.layers[i];
-      layers[l].forward(ws.hidden.data(), lay, call_of(net, l), buf, c, first && i + 1 == net.layers.size());
+      const bool last = i + 1 == net.layers.size(), fused = layers[l].fused(c);
+      const bool convert = fused && !last && layers[net.layers[i + 1]].fused(c);
+      layers[l].forward(ws.hidden.data(), lay, call_of(net, l), buf, c, first && last, converted, convert);
+      converted = convert;
       on_state(i + 1, ws.hidden.data());
     }
   }

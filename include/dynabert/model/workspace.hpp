@@ -58,8 +58,14 @@ class Workspace {
     gemm_scratch.resize(gemm_stride * lim.max_threads);
     attn_scratch.resize(attn_stride * lim.max_threads);
     const int kmax = std::max({c.hidden_size, c.max_layer_intermediate(), c.max_layer_heads() * c.head_dim()});
+    // the fused low-precision layer (EncoderLayer::fused) hands the rows of its products to row
+    // sinks (scratch for every thread) and keeps Q/K/V in bfloat16
+    const int sink_n = std::max({c.hidden_size, c.max_layer_intermediate(), static_cast<int>(qkv_ld)});
     for (Precision p : precisions)
-      if (p != Precision::kFp32) lowp.reserve(static_cast<long>(T_), kmax, p);
+      if (p != Precision::kFp32) {
+        lowp.reserve(static_cast<long>(T_), kmax, p);
+        lowp.reserve_fused(lim.max_threads, sink_n, T_ * static_cast<std::size_t>(qkv_ld));
+      }
   }
 
   const WorkspaceLimits& limits() const { return lim_; }
