@@ -561,13 +561,74 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_kernels_match_reference_over_random_shapes) {
 BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
   // a sink receives each finished row exactly once, with the values the product stores without
   // it: threads splitting rows (chunks into per-worker scratch or into C) or columns (C, then the
-  // sink), every kernel, epilogues with bias, GELU and residual
+  // sink), every kernel, epilogues with bias, GELU and residual; a sink given scratch overwrites
+  // the rows it was handed (the product must not read them again)
   std::mt19937 g(15);
-  const int N = 232, K = 200;
-  auto w = randn(N * K, g, 0.05f), bias = randn(N, g), res = randn(500 * N, g);
+  const int K = 200;
+  auto bias = randn(2000, g), res = randn(500 * 2000, g);
+  auto check = [&](Precision p, kernels::LowpKernel kern, const kernels::LowpWeight& pw, int M, int N, int threads,
+                   bool scratch, bool epi) {
+    auto a = randn(M * K, g);
+    AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(K, p) * 2);
+    AlignedBuffer<float> scale(M);
+    AlignedBuffer<std::int32_t> corr(M);
+    const Threads th(threads);
+    const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), K, M, K, th);
+    kernels::Epilogue ep;
+    if (epi) {
+      ep.bias = bias.data();
+      ep.act = Activation::kGeluErf;
+      ep.residual = res.data();
+      ep.ld_residual = N;
+    }
+    const long ldc = N + 8;
+    std::vector<float> ref(static_cast<std::size_t>(M) * ldc, -3.0f), got(ref.size(), -5.0f), c(ref.size(), -7.0f);
+    kernels::gemm_lowp(ref.data(), ldc, conv, M, pw.view(), N, K, ep, th, kern);
+    struct Ctx {
+      float* got;
+      long ldc;
+      int n;
+      bool clobber;
+      std::vector<std::atomic<int>>* seen;
+    };
+    std::vector<std::atomic<int>> seen(M);
+    Ctx ctx{got.data(), ldc, N, scratch, &seen};
+    AlignedBuffer<float> sc(threads * kernels::sink_scratch_floats(N));
+    kernels::RowSink sink;
+    sink.fn = [](void* cx, long m0, long m1, float* rows, long ld) {
+      auto* x = static_cast<Ctx*>(cx);
+      for (long m = m0; m < m1; ++m) {
+        std::memcpy(x->got + m * x->ldc, rows + (m - m0) * ld, sizeof(float) * x->n);
+        if (x->clobber) std::fill(rows + (m - m0) * ld, rows + (m - m0) * ld + x->n, std::nanf(""));
+        (*x->seen)[m] += 1;
+      }
+    };
+    sink.ctx = &ctx;
+    if (scratch) {
+      sink.scratch = sc.data();
+      sink.scratch_stride = kernels::sink_scratch_floats(N);
+    }
+    kernels::gemm_lowp(c.data(), ldc, conv, M, pw.view(), N, K, ep, th, kern, &sink);
+    bool once = true, same = true, pad = true, in_c = true;
+    for (int m = 0; m < M; ++m) {
+      once = once && seen[m] == 1;
+      same = same && std::memcmp(got.data() + m * ldc, ref.data() + m * ldc, sizeof(float) * N) == 0;
+      for (long j = N; j < ldc; ++j) pad = pad && c[m * ldc + j] == -7.0f;  // C's padding is never written
+      if (!scratch) in_c = in_c && std::memcmp(c.data() + m * ldc, ref.data() + m * ldc, sizeof(float) * N) == 0;
+    }
+    const std::string what = std::string(to_string(kern)) + " M " + std::to_string(M) + " N " + std::to_string(N) +
+                             " threads " + std::to_string(threads) + " scratch " + std::to_string(scratch) +
+                             " epilogue " + std::to_string(epi);
+    BOOST_TEST(once, what);
+    BOOST_TEST(same, what);
+    BOOST_TEST(pad, what);
+    BOOST_TEST(in_c, what);  // without scratch C holds the product
+  };
+  auto w = randn(2000 * K, g, 0.05f);
   for (Precision p : {Precision::kInt8, Precision::kBf16}) {
-    kernels::LowpWeight pw;
-    pw.pack(p, N, K, [&](int r) { return w.data() + r * K; });
+    kernels::LowpWeight small, wide;
+    small.pack(p, 232, K, [&](int r) { return w.data() + r * K; });
+    wide.pack(p, 2000, K, [&](int r) { return w.data() + r * K; });
     for (kernels::LowpKernel kern : {kernels::LowpKernel::kAuto, kernels::LowpKernel::kScalar, kernels::LowpKernel::kMadd16,
                                      kernels::LowpKernel::kVnni512, kernels::LowpKernel::kEmulated,
                                      kernels::LowpKernel::kNative512}) {
@@ -578,64 +639,14 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
       for (int M : {1, 37, 450})  // 450 >= DYNABERT_GEMM_MSPLIT: two threads split the rows
         for (int threads : {1, 2, 3})
           for (bool scratch : {false, true})
-            for (int epi = 0; epi < 2; ++epi) {
-              auto a = randn(M * K, g);
-              AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(K, p) * 2);
-              AlignedBuffer<float> scale(M);
-              AlignedBuffer<std::int32_t> corr(M);
-              const Threads th(threads);
-              const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), K, M, K, th);
-              kernels::Epilogue ep;
-              if (epi == 1) {
-                ep.bias = bias.data();
-                ep.act = Activation::kGeluErf;
-                ep.residual = res.data();
-                ep.ld_residual = N;
-              }
-              const long ldc = N + 8;
-              std::vector<float> ref(static_cast<std::size_t>(M) * ldc, -3.0f), got(ref.size(), -5.0f), c(ref.size(), -7.0f);
-              kernels::gemm_lowp(ref.data(), ldc, conv, M, pw.view(), N, K, ep, th, kern);
-              struct Ctx {
-                float* got;
-                long ldc;
-                int n;
-                std::vector<std::atomic<int>>* seen;
-              };
-              std::vector<std::atomic<int>> seen(M);
-              Ctx ctx{got.data(), ldc, N, &seen};
-              AlignedBuffer<float> sc(threads * kernels::sink_scratch_floats(N));
-              kernels::RowSink sink;
-              sink.fn = [](void* cx, long m0, long m1, float* rows, long ld) {
-                auto* x = static_cast<Ctx*>(cx);
-                for (long m = m0; m < m1; ++m) {
-                  std::memcpy(x->got + m * x->ldc, rows + (m - m0) * ld, sizeof(float) * x->n);
-                  (*x->seen)[m] += 1;
-                }
-              };
-              sink.ctx = &ctx;
-              if (scratch) {
-                sink.scratch = sc.data();
-                sink.scratch_stride = kernels::sink_scratch_floats(N);
-              }
-              kernels::gemm_lowp(c.data(), ldc, conv, M, pw.view(), N, K, ep, th, kern, &sink);
-              bool once = true, same = true;
-              for (int m = 0; m < M; ++m) {
-                once = once && seen[m] == 1;
-                same = same && std::memcmp(got.data() + m * ldc, ref.data() + m * ldc, sizeof(float) * N) == 0;
-              }
-              BOOST_TEST(once, to_string(kern) << " M " << M << " threads " << threads << " scratch " << scratch);
-              BOOST_TEST(same, to_string(kern) << " M " << M << " threads " << threads << " scratch " << scratch << " epilogue " << epi);
-              // C's padding is never written, and without scratch C holds the product
-              bool pad = true, in_c = true;
-              for (int m = 0; m < M; ++m) {
-                for (long j = N; j < ldc; ++j) pad = pad && c[m * ldc + j] == -7.0f;
-                if (!scratch) in_c = in_c && std::memcmp(c.data() + m * ldc, ref.data() + m * ldc, sizeof(float) * N) == 0;
-              }
-              BOOST_TEST(pad);
-              BOOST_TEST(in_c);
-            }
+            for (bool epi : {false, true}) check(p, kern, small, M, 232, threads, scratch, epi);
     }
+    // 2,000 columns: chunks of fewer than eight tiles (sink_chunk_rows), as for BERT's FFN
+    BOOST_TEST(kernels::sink_chunk_rows(2000, 14) < 8 * 14);
+    for (int threads : {1, 2})
+      for (bool scratch : {false, true}) check(p, kernels::LowpKernel::kAuto, wide, 450, 2000, threads, scratch, true);
   }
+  const int N = 232;
   // a sink without a function, or with too little scratch, is refused
   kernels::LowpWeight pw;
   pw.pack(Precision::kInt8, N, K, [&](int r) { return w.data() + r * K; });

@@ -356,7 +356,8 @@ inline LowpA convert_a(Precision p, void* buf, float* scale, std::int32_t* corr,
 /// With `scratch`, rows whose thread computes all their columns (one thread, or threads splitting
 /// the rows) are stored there instead of in C: each worker owns `scratch_stride` floats at
 /// scratch + worker * scratch_stride, at least sink_scratch_floats(n). Otherwise (threads splitting
-/// the columns) the product is stored in C and fn then reads C.
+/// the columns) the product is stored in C and fn then reads C. The scratch holds threads.count()
+/// x scratch_stride floats.
 struct RowSink {
   void (*fn)(void* ctx, long m0, long m1, float* rows, long ld) = nullptr;
   void* ctx = nullptr;
@@ -731,7 +732,9 @@ inline void gemm_with(float* c, long ldc, const LowpA& a, int M, const LowpView&
 /// C[M, n] = epilogue(A[M, k] W[:n, :k]^T) with W packed in `B` (int8 or bf16) and A converted by
 /// convert_a() for B's precision (with the same k). `kernel` picks a specific kernel (tests,
 /// benchmarks); kAuto the build's fastest. Epilogue.accumulate is not supported (inference only).
-/// With a `sink`, the finished rows are handed to it (RowSink; C may then not be written).
+/// With a `sink`, the finished rows are handed to it (RowSink): C must still be a valid [M, ldc]
+/// buffer (threads splitting the columns, or a sink without scratch, store the product there),
+/// but with scratch it may be left unwritten.
 inline void gemm_lowp(float* c, long ldc, const LowpA& a, int M, const LowpView& B, int n, int k, const Epilogue& ep,
                       const Threads& threads = Threads(), LowpKernel kernel = LowpKernel::kAuto,
                       const RowSink* sink = nullptr) {

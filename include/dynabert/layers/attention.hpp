@@ -280,7 +280,7 @@ class SelfAttention {
         }
       } to_bf16{buf.qkv_bf16, buf.ld_qkv, 3 * a};
       const bool bf16 = lowp_tasks(c, cache) && buf.qkv_bf16 != nullptr;
-      DYNABERT_REQUIRE(!bf16 || c.lowp->fits_sink(c.th().count(), 3 * a), InputError,
+      DYNABERT_REQUIRE(!bf16 || (c.lowp && c.lowp->fits_sink(c.th().count(), 3 * a)), InputError,
                        "attention: no row-sink scratch for ", 3 * a, " projections on ", c.th().count(), " threads");
       const kernels::RowSink sink{&ToBf16::rows, &to_bf16, bf16 ? c.lowp->sink_scratch() : nullptr,
                                   bf16 ? c.lowp->rows_stride : 0};

@@ -2,7 +2,8 @@
 // feed-forward -> AddNorm (post-LayerNorm residuals), at any prefix of heads and FFN neurons.
 //
 //   forward (inference)  hidden -> hidden in place, through the caller's buffers; the residuals
-//                        ride in the GEMM epilogues;
+//                        ride in the GEMM epilogues (FP32; the fused low-precision path below
+//                        adds them in its row sinks);
 //   forward (training)   x -> y with every block's cache; dropout after both output projections
 //                        (then the residual is added after the dropout) and on the attention
 //                        probabilities; in evaluation mode it computes bitwise what inference does;
@@ -12,7 +13,8 @@
 //                        their conversion to bfloat16 for the attention tasks, the output
 //                        projection's to the first LayerNorm and the conversion of the FFN's
 //                        input, the FFN's first product's straight to the conversion of its second
-//                        (its FP32 output is never stored whole), the second's to the last
+//                        (its FP32 output is stored whole only when threads split its columns),
+//                        the second's to the last
 //                        LayerNorm and the conversion of the next layer's input. Bitwise the
 //                        products one after another (kernels::RowSink, LowpScratch).
 //   first-row forward    (inference and training, `first`) when only the pooler reads a layer's output (the last
@@ -246,7 +248,10 @@ class EncoderLayer {
   /// A row sink that adds the residual to finished rows, LayerNorms them into `out` and (with
   /// `dst`) converts the result. The residual is added here rather than in the product's
   /// epilogue: read row after row it streams from memory, where the epilogue's 32-column pieces
-  /// of rows 3 KB apart each waited for their line (the same float additions either way).
+  /// of rows 3 KB apart each waited for their line. The same float additions as the epilogue's
+  /// after its bias (BERT's output projections and FFN have biases; without one the compiler may
+  /// fuse the epilogue's multiply with its residual addition, and the two paths could differ in
+  /// the last bit).
   struct NormSink {
     const Norm* norm;
     const T* residual;  ///< [rows, hidden], or null
@@ -277,6 +282,8 @@ class EncoderLayer {
     const int H = s_.attention.hidden;
     const Precision p = c.precision;
     LowpScratch& ls = *c.lowp;
+    DYNABERT_REQUIRE(ls.fits(lay.rows, std::max({H, call.neurons, call.heads * attention_.head_dim()}), p), InputError,
+                     "encoder layer: no room to convert ", lay.rows, " rows in ", to_string(p));
     const kernels::LowpA in = ls.op[1].view(p, H);
     NormSink n1{&norm1_, res, buf.h1, H, &ls.op[1], p};
     const kernels::RowSink s1{&NormSink::rows, &n1, ls.sink_scratch(), ls.rows_stride};

@@ -8,6 +8,7 @@
 //                        the activation g, the second product's input;
 //   backward             dg = dy W2, du = dg act'(u), dx += du W1; dW1, db1, dW2, db2 +=.
 #pragma once
+#include <algorithm>
 #include <type_traits>
 #include <string>
 
@@ -126,8 +127,10 @@ class FeedForward {
     static_assert(ops::kFast<T>, "converted inputs are for the float path");
     check(f);
     const Precision p = c.precision;
-    DYNABERT_REQUIRE(c.lowp && c.lowp->fits_sink(c.th().count(), f), InputError,
+    DYNABERT_REQUIRE(c.lowp && c.lowp->fits_sink(c.th().count(), std::max(f, s_.hidden)), InputError,
                      "feed-forward: no row-sink scratch for ", f, " neurons on ", c.th().count(), " threads");
+    DYNABERT_REQUIRE(next.fits(rows, f, p), InputError, "feed-forward: no room to convert ", rows, " x ", f,
+                     " intermediate values");
     struct Convert {
       LowpOperand* dst;
       Precision p;

@@ -144,7 +144,8 @@ class Linear {
   }
 
   /// y[M, n] = epilogue(x[M, k] W[:n, :k]^T). With a `sink` (float), the finished rows of y are
-  /// handed to it (kernels::RowSink: in a low precision they may then never be stored in y).
+  /// handed to it (kernels::RowSink: in a low precision, with the sink's scratch, they may never
+  /// be stored in y; y must still be a valid [M, ldy] buffer).
   void forward(T* y, long ldy, const T* x, long ldx, int M, int n, int k, const LinearEpilogue<T>& ep,
                const Compute& c, const kernels::RowSink* sink = nullptr) const {
     DYNABERT_REQUIRE(n >= 0 && n <= n_ && k >= 0 && k <= k_, InputError, "linear: active ", n, "x", k, " exceeds ", n_,

@@ -64,7 +64,7 @@ class Workspace {
     for (Precision p : precisions)
       if (p != Precision::kFp32) {
         lowp.reserve(static_cast<long>(T_), kmax, p);
-        lowp.reserve_fused(lim.max_threads, sink_n, T_ * static_cast<std::size_t>(qkv_ld));
+        if (DYNABERT_LOWP_FUSE) lowp.reserve_fused(lim.max_threads, sink_n, T_ * static_cast<std::size_t>(qkv_ld));
       }
   }
 
