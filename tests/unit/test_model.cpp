@@ -787,6 +787,54 @@ BOOST_AUTO_TEST_CASE(fused_layers_give_bitwise_the_products_one_after_another) {
   BOOST_TEST(compared == 96);
 }
 
+BOOST_AUTO_TEST_CASE(attention_tasks_split_by_query_rows_give_bitwise_the_unsplit_results) {
+  // With (sequence, head) tasks that do not share evenly among the threads, inference splits each
+  // task's query rows into blocks (SelfAttention::query_parts); one thread never splits. Every
+  // hidden state, logits and pooled output bitwise against one thread, in each precision, with
+  // padded sequences and the first-token last layer.
+  BertWeights<float> w(random_config(2, 96, 6, 192), HeadSpec{true, 2});
+  w.init_random(31, 0.08, true);
+  const ElasticBert<float> m(w, {Precision::kFp32, Precision::kBf16, Precision::kInt8});
+  const int S = 40, H = 96;
+  auto ws = m.make_workspace({3, S, 4});
+  std::mt19937 g(5);
+  std::vector<std::int32_t> ids(3 * S), lengths = {S, 23, 31};
+  for (auto& v : ids) v = static_cast<std::int32_t>(g() % 300);
+  using Attention = layers::SelfAttention<float>;
+  int split = 0, compared = 0;
+  for (int B : {1, 3})
+    for (double wm : {1.0, 0.5})  // 6 and 3 heads
+      for (int threads : {2, 4}) {
+        const int heads = wm == 1.0 ? 6 : 3;
+        BOOST_TEST(Attention::query_parts(static_cast<long>(B) * heads, 1, true) == 1);
+        if (Attention::query_parts(static_cast<long>(B) * heads, threads, true) > 1) ++split;
+        for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kInt8})
+          for (bool every_state : {true, false}) {
+            Inputs in;
+            in.input_ids = ids.data(); in.lengths = lengths.data(); in.batch = B; in.seq_len = S;
+            auto net = SubNetwork::dynabert(w.config(), wm, 1.0);
+            net.precision = p;
+            const std::size_t states = (net.layers.size() + 1) * B * S * H;
+            std::vector<float> la(B * 2), lb(B * 2), pa(B * H), pb(B * H), ha(states), hb(states);
+            Outputs o;
+            o.logits = la.data(); o.pooled = pa.data();
+            if (every_state) o.hidden_states = ha.data();
+            m.forward(in, net, o, ws, Threads(1));
+            o.logits = lb.data(); o.pooled = pb.data();
+            if (every_state) o.hidden_states = hb.data();
+            m.forward(in, net, o, ws, Threads(threads));
+            const std::string what = std::string(to_string(p)) + " batch " + std::to_string(B) + " heads " +
+                                     std::to_string(heads) + " threads " + std::to_string(threads);
+            BOOST_TEST(std::memcmp(la.data(), lb.data(), la.size() * 4) == 0, what);
+            BOOST_TEST(std::memcmp(pa.data(), pb.data(), pa.size() * 4) == 0, what);
+            if (every_state) BOOST_TEST(std::memcmp(ha.data(), hb.data(), ha.size() * 4) == 0, what);
+            ++compared;
+          }
+      }
+  BOOST_TEST(split == 6);  // all but 6 heads x 1 sequence and 6 heads x 3 sequences on 2 threads
+  BOOST_TEST(compared == 48);
+}
+
 BOOST_AUTO_TEST_CASE(int8_checkpoints_serve_their_own_values_without_requantizing) {
   BertWeights<float> w(random_config(3, 64, 4, 160), HeadSpec{true, 2});
   w.init_random(41, 0.08, true);

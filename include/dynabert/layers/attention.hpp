@@ -262,6 +262,13 @@ class SelfAttention {
       }
   }
 
+  /// In how many blocks of query rows an inference call splits each (sequence, head) task: the
+  /// thread count when the tasks would not share evenly among the threads and are few (under 8
+  /// per thread), else 1. Training and the first-token layer never split.
+  static int query_parts(long tasks, int threads, bool inference) {
+    return inference && threads > 1 && tasks % threads != 0 && tasks < 8L * threads ? threads : 1;
+  }
+
  private:
   void run(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
            const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop, bool first,
@@ -291,8 +298,15 @@ class SelfAttention {
       qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
     }
     const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-    c.th().for_each(static_cast<long>(lay.batch) * heads, [&](long task, int worker) {
-      forward_task(task, worker, heads, gates, lay, buf, scale, cache, drop, c, first);
+    // Inference with fewer (sequence, head) tasks than would share evenly among the threads (batch
+    // 1 at width 0.25: 3 tasks on 2 threads, one thread doing two): each task's query rows are
+    // split in `parts` blocks, every block a task of its own (it packs the head's K and V again).
+    // Bitwise the same results: a query row's scores, softmax and context do not depend on the
+    // rows computed with it.
+    const long tasks = static_cast<long>(lay.batch) * heads;
+    const int parts = query_parts(tasks, c.th().count(), !cache && !first);
+    c.th().for_each(tasks * parts, [&](long t, int worker) {
+      forward_task(t / parts, worker, heads, gates, lay, buf, scale, cache, drop, c, first, static_cast<int>(t % parts), parts);
     });
     LinearEpilogue<T> eo;
     eo.bias = p_.o_b;
@@ -303,17 +317,19 @@ class SelfAttention {
 
   void forward_task(long task, int worker, int heads, const float* gates, const BatchLayout& lay,
                     const AttentionBuffers<T>& buf, T scale, Cache* cache, const kernels::DropoutKey& drop,
-                    const Compute& c, bool first) const {
+                    const Compute& c, bool first, int part = 0, int parts = 1) const {
     (void)c;
     const int dh = head_dim();
     const int b = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
-    const int kend = lay.key_end[b], nq = first ? 1 : lay.query_rows(b), S = lay.seq;
+    const int kend = lay.key_end[b], all_q = first ? 1 : lay.query_rows(b), S = lay.seq;
+    const int q0 = all_q * part / parts, nq = all_q * (part + 1) / parts - q0;  // this part's query rows
+    if (nq <= 0) return;
     const float* bias = lay.has_holes[b] ? lay.mask_bias + static_cast<long>(b) * S : nullptr;
     const long r0 = lay.row_off[b], ldq = buf.ld_qkv;
-    const long rc = first ? b : r0;  // the task's first row of ctx
-    const T* q = buf.qkv + r0 * ldq + static_cast<long>(h) * 3 * dh;
-    const T* k = q + dh;
-    const T* v = q + 2 * dh;
+    const long rc = (first ? b : r0) + q0;  // the part's first row of ctx
+    const T* k = buf.qkv + r0 * ldq + static_cast<long>(h) * 3 * dh + dh;
+    const T* v = k + dh;
+    const T* q = k - dh + q0 * ldq;
     const T gate = gates ? static_cast<T>(gates[h]) : T(1);
     T* ctx = buf.ctx + rc * buf.ld_ctx + static_cast<long>(h) * dh;
     T* raw = cache && gates ? cache->ctx_raw.data() + rc * static_cast<long>(heads) * dh + static_cast<long>(h) * dh : nullptr;
@@ -324,8 +340,9 @@ class SelfAttention {
     if constexpr (ops::kFast<T>) {
       if (lowp_tasks(c, cache)) {
         if (buf.qkv_bf16) {
-          const std::uint16_t* qb = buf.qkv_bf16 + (q - buf.qkv);  // the same element in bfloat16
-          forward_task_bf16(qb, qb + dh, qb + 2 * dh, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
+          const std::uint16_t* kb = buf.qkv_bf16 + (k - buf.qkv);  // the same elements in bfloat16
+          forward_task_bf16(buf.qkv_bf16 + (q - buf.qkv), kb, kb + dh, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx,
+                            scratch);
         } else {
           forward_task_bf16(q, k, v, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
         }
