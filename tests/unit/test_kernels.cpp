@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE dynabert_kernels
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstring>
@@ -483,6 +484,39 @@ BOOST_AUTO_TEST_CASE(int8_activation_quantization_matches_its_twin) {
   BOOST_TEST(std::isnan(kernels::quantize_a_row(q.data(), &corr, z.data(), 20, 20)));
   z[3] = INFINITY;
   BOOST_TEST(std::isnan(kernels::quantize_a_row(q.data(), &corr, z.data(), 20, 20)));
+  // a NaN anywhere (first 16-value block, a later one, the tail): `max` drops NaNs, so they are
+  // looked for separately; the row gets a NaN scale, zeros and no correction
+  for (int k : {40, 768})
+    for (int at : {3, 20, k - 1}) {
+      std::vector<float> x(k, 0.5f);
+      std::vector<std::int8_t> qa(k, 9), qs(k, 9);
+      x[at] = NAN;
+      corr = 7;
+      BOOST_TEST(std::isnan(kernels::quantize_a_row(qa.data(), &corr, x.data(), k, k)), "k " << k << " NaN at " << at);
+      BOOST_TEST(std::isnan(kernels::quantize_s8(qs.data(), x.data(), k)), "k " << k << " NaN at " << at);
+      BOOST_TEST(corr == 0);
+      BOOST_TEST((std::all_of(qa.begin(), qa.end(), [](std::int8_t v) { return v == 0; })));
+    }
+  // max|x| below 127 / FLT_MAX (127 / max|x| overflows float), normal and subnormal: scaled in
+  // double, x / s = (1, -0.5, 3/16) x 127 -> 127, -64 (half to even), 24
+  for (int e : {-125, -130}) {
+    const int k = 35;
+    std::vector<float> x(k, 0.0f);
+    x[0] = std::ldexp(1.0f, e);
+    x[17] = -std::ldexp(1.0f, e - 1);
+    x[34] = 3 * std::ldexp(1.0f, e - 4);
+    std::vector<std::int8_t> qa(k + 1, 9), qs(k, 9);
+    const float sa = kernels::quantize_a_row(qa.data(), &corr, x.data(), k, k + 1);
+    BOOST_TEST(sa == kernels::quantize_s8(qs.data(), x.data(), k));
+    BOOST_TEST(sa == x[0] / 127.0f);
+    BOOST_TEST(sa > 0.0f);
+    BOOST_TEST(qa[0] == 127);
+    BOOST_TEST(qa[17] == -64);
+    BOOST_TEST(qa[34] == 24);
+    BOOST_TEST(qa[35] == 0);
+    BOOST_TEST(corr == 128 * (127 - 64 + 24));
+    for (int i = 0; i < k; ++i) BOOST_TEST(qa[i] == qs[i]);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(bf16_rounding_matches_its_twin_and_the_hardware) {

@@ -113,8 +113,13 @@ struct LowpView {
 /// NaN when a value is not finite) and writes q = round_half_even(x * 127 / max|x|).
 inline float quantize_s8(std::int8_t* q, const float* x, int n) {
   float amax = 0.0f;
-  for (int i = 0; i < n; ++i) amax = std::max(amax, std::abs(x[i]));
-  if (!(amax <= std::numeric_limits<float>::max())) {  // Inf or NaN: no meaningful scale
+  bool finite = true;
+  for (int i = 0; i < n; ++i) {
+    const float a = std::abs(x[i]);
+    finite = finite && a <= std::numeric_limits<float>::max();  // false for Inf and NaN
+    amax = std::max(amax, a);  // (std::max drops a NaN: hence the flag)
+  }
+  if (!finite) {  // no meaningful scale
     std::memset(q, 0, static_cast<std::size_t>(n));
     return std::numeric_limits<float>::quiet_NaN();
   }
@@ -123,9 +128,17 @@ inline float quantize_s8(std::int8_t* q, const float* x, int n) {
     return 0.0f;
   }
   const float inv = 127.0f / amax;
-  for (int i = 0; i < n; ++i) {
-    const float r = std::nearbyint(x[i] * inv);
-    q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+  if (inv <= std::numeric_limits<float>::max()) {
+    for (int i = 0; i < n; ++i) {
+      const float r = std::nearbyint(x[i] * inv);
+      q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+    }
+  } else {  // max|x| below 127 / FLT_MAX (about 3.7e-37): 127 / max|x| needs double
+    const double dinv = 127.0 / static_cast<double>(amax);
+    for (int i = 0; i < n; ++i) {
+      const double r = std::nearbyint(static_cast<double>(x[i]) * dinv);
+      q[i] = static_cast<std::int8_t>(std::min(127.0, std::max(-127.0, r)));
+    }
   }
   return amax / 127.0f;
 }
@@ -259,46 +272,57 @@ struct LowpA {
   const std::int32_t* corr = nullptr;
 };
 
-/// One row of A in int8: q[0, kpad) (zero past k), returns s_a and writes corr = 128 x sum q.
+/// One row of A in int8: q[0, kpad) (zero past k), returns s_a and writes corr = 128 x sum q
+/// (bitwise quantize_s8's values and scale).
 inline float quantize_a_row(std::int8_t* q, std::int32_t* corr, const float* x, int k, int kpad) {
 #if defined(__AVX512BW__)
   __m512 vmax = _mm512_setzero_ps();
+  __mmask16 nan = 0;  // max drops a NaN: found separately
   int i = 0;
-  for (; i + 16 <= k; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  for (; i + 16 <= k; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+  }
   float amax = _mm512_reduce_max_ps(vmax);
-  for (; i < k; ++i) amax = std::max(amax, std::abs(x[i]));
-  if (!(amax <= std::numeric_limits<float>::max()) || amax == 0.0f) {
+  bool finite = nan == 0;
+  for (; i < k; ++i) {
+    finite = finite && !std::isnan(x[i]);
+    amax = std::max(amax, std::abs(x[i]));
+  }
+  if (!finite || !(amax <= std::numeric_limits<float>::max()) || amax == 0.0f) {
     std::memset(q, 0, static_cast<std::size_t>(kpad));
     *corr = 0;
-    return amax == 0.0f ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+    return amax == 0.0f && finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
   }
   const float inv = 127.0f / amax;
-  const __m512 vinv = _mm512_set1_ps(inv);
-  __m512i sum = _mm512_setzero_si512();
-  i = 0;
-  // |x| <= amax, so |x * inv| rounds to at most 127: no clamp (the narrowing saturates anyway)
-  for (; i + 16 <= k; i += 16) {
-    const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));  // nearest even
-    sum = _mm512_add_epi32(sum, v);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtsepi32_epi8(v));
+  if (inv <= std::numeric_limits<float>::max()) {  // else (max|x| below 3.7e-37) quantize_s8 below
+    const __m512 vinv = _mm512_set1_ps(inv);
+    __m512i sum = _mm512_setzero_si512();
+    i = 0;
+    // every |x| <= amax, so |x * inv| rounds to at most 127: no clamp (the narrowing saturates)
+    for (; i + 16 <= k; i += 16) {
+      const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));  // nearest even
+      sum = _mm512_add_epi32(sum, v);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtsepi32_epi8(v));
+    }
+    std::int32_t s = _mm512_reduce_add_epi32(sum);
+    for (; i < k; ++i) {
+      const float r = std::nearbyint(x[i] * inv);
+      q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+      s += q[i];
+    }
+    for (; i < kpad; ++i) q[i] = 0;
+    *corr = 128 * s;
+    return amax / 127.0f;
   }
-  std::int32_t s = _mm512_reduce_add_epi32(sum);
-  for (; i < k; ++i) {
-    const float r = std::nearbyint(x[i] * inv);
-    q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
-    s += q[i];
-  }
-  for (; i < kpad; ++i) q[i] = 0;
-  *corr = 128 * s;
-  return amax / 127.0f;
-#else
+#endif
   const float sa = quantize_s8(q, x, k);
   std::int32_t s = 0;
   for (int i = 0; i < k; ++i) s += q[i];
   for (int i = k; i < kpad; ++i) q[i] = 0;
   *corr = 128 * s;
   return sa;
-#endif
 }
 
 /// One row of A in bfloat16: y[0, kpad) (zero past k).

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <string>
 #include <type_traits>
 
@@ -262,11 +263,13 @@ class SelfAttention {
       }
   }
 
-  /// In how many blocks of query rows an inference call splits each (sequence, head) task: the
-  /// thread count when the tasks would not share evenly among the threads and are few (under 8
-  /// per thread), else 1. Training and the first-token layer never split.
+  /// In how many blocks of query rows an inference call splits each (sequence, head) task: when
+  /// the tasks would not share evenly among the threads and are few (under 8 per thread), the
+  /// fewest blocks that make them share evenly (threads / gcd(tasks, threads): each block packs
+  /// the head's K and V again); else 1. Training and the first-token layer never split.
   static int query_parts(long tasks, int threads, bool inference) {
-    return inference && threads > 1 && tasks % threads != 0 && tasks < 8L * threads ? threads : 1;
+    if (!inference || threads <= 1 || tasks % threads == 0 || tasks >= 8L * threads) return 1;
+    return static_cast<int>(threads / std::gcd(tasks, static_cast<long>(threads)));
   }
 
  private:
