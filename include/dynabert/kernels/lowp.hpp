@@ -112,6 +112,7 @@ struct LowpView {
 /// Symmetric int8 quantization of n values: returns the scale max|x| / 127 (0 for an all-zero row,
 /// NaN when a value is not finite) and writes q = round_half_even(x * 127 / max|x|).
 inline float quantize_s8(std::int8_t* q, const float* x, int n) {
+  if (n <= 0) return 0.0f;  // (also tells GCC's -Wstringop-overflow that the memsets below are sized)
   float amax = 0.0f;
   bool finite = true;
   for (int i = 0; i < n; ++i) {

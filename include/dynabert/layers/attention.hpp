@@ -301,11 +301,8 @@ class SelfAttention {
       qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
     }
     const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-    // Inference with fewer (sequence, head) tasks than would share evenly among the threads (batch
-    // 1 at width 0.25: 3 tasks on 2 threads, one thread doing two): each task's query rows are
-    // split in `parts` blocks, every block a task of its own (it packs the head's K and V again).
-    // Bitwise the same results: a query row's scores, softmax and context do not depend on the
-    // rows computed with it.
+    // each task's query rows in `parts` blocks (query_parts), every block a task of its own;
+    // bitwise the same: a query row's scores, softmax and context do not depend on the other rows
     const long tasks = static_cast<long>(lay.batch) * heads;
     const int parts = query_parts(tasks, c.th().count(), !cache && !first);
     c.th().for_each(tasks * parts, [&](long t, int worker) {
@@ -330,9 +327,10 @@ class SelfAttention {
     const float* bias = lay.has_holes[b] ? lay.mask_bias + static_cast<long>(b) * S : nullptr;
     const long r0 = lay.row_off[b], ldq = buf.ld_qkv;
     const long rc = (first ? b : r0) + q0;  // the part's first row of ctx
-    const T* k = buf.qkv + r0 * ldq + static_cast<long>(h) * 3 * dh + dh;
-    const T* v = k + dh;
-    const T* q = k - dh + q0 * ldq;
+    const T* head = buf.qkv + r0 * ldq + static_cast<long>(h) * 3 * dh;  // the sequence's first row of Q
+    const T* q = head + q0 * ldq;
+    const T* k = head + dh;
+    const T* v = head + 2 * dh;
     const T gate = gates ? static_cast<T>(gates[h]) : T(1);
     T* ctx = buf.ctx + rc * buf.ld_ctx + static_cast<long>(h) * dh;
     T* raw = cache && gates ? cache->ctx_raw.data() + rc * static_cast<long>(heads) * dh + static_cast<long>(h) * dh : nullptr;
@@ -343,9 +341,8 @@ class SelfAttention {
     if constexpr (ops::kFast<T>) {
       if (lowp_tasks(c, cache)) {
         if (buf.qkv_bf16) {
-          const std::uint16_t* kb = buf.qkv_bf16 + (k - buf.qkv);  // the same elements in bfloat16
-          forward_task_bf16(buf.qkv_bf16 + (q - buf.qkv), kb, kb + dh, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx,
-                            scratch);
+          const std::uint16_t* hb = buf.qkv_bf16 + (head - buf.qkv);  // the same elements in bfloat16
+          forward_task_bf16(hb + q0 * ldq, hb + dh, hb + 2 * dh, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
         } else {
           forward_task_bf16(q, k, v, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
         }
@@ -434,7 +431,6 @@ class SelfAttention {
     auto* vb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
     const int kpd = kernels::lowp_kpad(dh, b);
     kernels::LowpA qop{qa, ldqa, nullptr, nullptr};
-    kernels::LowpView kv, vt;
     if constexpr (std::is_same_v<E, std::uint16_t>) {
       if (kpd == dh) qop = {q, ldq, nullptr, nullptr};  // whole pairs: the rows serve in place
       else
@@ -455,8 +451,8 @@ class SelfAttention {
         kernels::bf16_a_row(vb + static_cast<long>(j) * dh, v + j * ldq, dh, dh);
       }
     }
-    kv = kernels::pack_bf16(kpack, kend, dh, false, [&](int j) { return kb + static_cast<long>(j) * dh; });
-    vt = kernels::pack_bf16(vpack, dh, kend, true, [&](int j) { return vb + static_cast<long>(j) * dh; });
+    const auto kv = kernels::pack_bf16(kpack, kend, dh, false, [&](int j) { return kb + static_cast<long>(j) * dh; });
+    const auto vt = kernels::pack_bf16(vpack, dh, kend, true, [&](int j) { return vb + static_cast<long>(j) * dh; });
     kernels::Epilogue es;
     es.alpha = scale;
     kernels::gemm_lowp(scores, kend, qop, nq, kv, kend, dh, es);

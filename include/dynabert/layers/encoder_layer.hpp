@@ -14,9 +14,9 @@
 //                        projection's to the first LayerNorm and the conversion of the FFN's
 //                        input, the FFN's first product's straight to the conversion of its second
 //                        (its FP32 output is stored whole only when threads split its columns),
-//                        the second's to the last
-//                        LayerNorm and the conversion of the next layer's input. Bitwise the
-//                        products one after another (kernels::RowSink, LowpScratch).
+//                        the second's to the last LayerNorm and the conversion of the next
+//                        layer's input. Bitwise the products one after another (kernels::RowSink,
+//                        LowpScratch).
 //   first-row forward    (inference and training, `first`) when only the pooler reads a layer's output (the last
 //                        layer under a classification or regression loss): keys and values come
 //                        from every row, but only each sequence's first row is queried, and the

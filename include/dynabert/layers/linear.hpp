@@ -151,7 +151,6 @@ class Linear {
     DYNABERT_REQUIRE(n >= 0 && n <= n_ && k >= 0 && k <= k_, InputError, "linear: active ", n, "x", k, " exceeds ", n_,
                      "x", k_);
     if constexpr (ops::kFast<T>) {
-      const kernels::Epilogue e = epilogue(ep);
       const Precision p = c.precision;
       if (p != Precision::kFp32 && has(p) && k > 0) {
         if (M <= 0 || n <= 0) return;
@@ -159,13 +158,11 @@ class Linear {
                          " call without room to convert ", M, " x ", k, " inputs");
         auto& op = c.lowp->op[0];
         const auto a = kernels::convert_a(p, op.a.data(), op.scale.data(), op.corr.data(), x, ldx, M, k, c.th());
-        kernels::gemm_lowp(y, ldy, a, M, (p == Precision::kInt8 ? s8_ : bf16_).view(), n, k, e, c.th(),
-                           kernels::LowpKernel::kAuto, sink);
-        return;
+        return forward_converted(y, ldy, a, M, n, k, ep, c, sink);
       }
       DYNABERT_REQUIRE(fwd_view_.data != nullptr, InputError, "linear: no FP32 packing (prepared for ",
                        s8_.empty() ? "" : "int8 ", bf16_.empty() ? "" : "bf16 ", "only)");
-      kernels::gemm(y, ldy, x, ldx, M, fwd_view_, n, k, e, c.gemm_scratch, c.th());
+      kernels::gemm(y, ldy, x, ldx, M, fwd_view_, n, k, epilogue(ep), c.gemm_scratch, c.th());
       if (sink && M > 0 && n > 0) sink->fn(sink->ctx, 0, M, y, ldy);
     } else {
       DYNABERT_REQUIRE(sink == nullptr, InputError, "linear: row sinks are for the float path");
