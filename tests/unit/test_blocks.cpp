@@ -184,7 +184,7 @@ struct AttentionRig {
     randomize(p, 2);
     qkv.resize(static_cast<std::size_t>(kB) * kS * 3 * kH);
     ctx.resize(static_cast<std::size_t>(kB) * kS * kH);
-    scratch.resize(2 * SelfAttention<T>::scratch_size(kS, kDh, true));
+    scratch.resize(2 * std::max(SelfAttention<T>::scratch_size(kS, kDh, true), SelfAttention<T>::scratch_size(kS, kDh, false)));
   }
   SelfAttention<T> block() const {
     SelfAttention<T> a(shape, SelfAttention<T>::tensors(p, "l."));
@@ -258,6 +258,128 @@ BOOST_AUTO_TEST_CASE(attention_inference_equals_training_and_gradients) {
         for (int col = 0; col < kH; ++col) BOOST_REQUIRE(gq[row * kH + col] == 0.0);
     }
   BOOST_TEST(gc.checked > 100);
+}
+
+BOOST_AUTO_TEST_CASE(int8_attention_matches_its_plain_twin) {
+  // an INT8 call of the attention block (products, its own products included, in INT8) against
+  // the same quantizations written out in plain loops in double: x and the context per row, the
+  // weights per output row, Q, K and V per (row, head), V's scale folded into the probabilities
+  // before they are quantized per row. Once with the task quantizing its rows itself, once with
+  // the quantizing row sink of the fused layer: bitwise the same.
+  Batch batch;
+  AttentionRig<float> rig;
+  SelfAttention<float> att(rig.shape, SelfAttention<float>::tensors(rig.p, "l."));
+  att.pack(false);
+  att.pack_lowp(Precision::kInt8);
+  Threads two(2);
+  AlignedBuffer<float> gemm(2 * kernels::gemm_scratch_floats());
+  LowpScratch lowp;
+  lowp.reserve(kB * kS, 3 * kH, Precision::kInt8);
+  const Compute c{&two, gemm.data(), nullptr, Precision::kInt8, &lowp};
+  const std::vector<float> gates = {0.7f, 1.3f, 0.5f, 1.1f};
+  auto quantize = [](const double* x, int n, std::vector<double>& q) {  // quantize_s8 in double
+    double amax = 0;
+    for (int i = 0; i < n; ++i) amax = std::max(amax, std::abs(x[i]));
+    const float s = static_cast<float>(amax) / 127.0f;
+    q.assign(n, 0.0);
+    if (amax > 0)
+      for (int i = 0; i < n; ++i) q[i] = std::nearbyint(static_cast<float>(x[i]) * (127.0f / static_cast<float>(amax)));
+    return static_cast<double>(s);
+  };
+  // y[m, :n] = (x[m, :k] quantized) (W[:n, :k] quantized per whole row of kH)^T + bias (+ residual)
+  auto linear = [&](const double* x, int M, int k, const float* w, const float* bias, int n, const double* res) {
+    std::vector<double> y(static_cast<std::size_t>(M) * n), qx, qw, wr(kH);
+    for (int m = 0; m < M; ++m) {
+      const double sx = quantize(x + static_cast<long>(m) * k, k, qx);
+      for (int j = 0; j < n; ++j) {
+        for (int i = 0; i < kH; ++i) wr[i] = w[static_cast<long>(j) * kH + i];
+        const double sw = quantize(wr.data(), kH, qw);
+        double acc = 0;
+        for (int i = 0; i < k; ++i) acc += qx[i] * qw[i];
+        y[static_cast<long>(m) * n + j] = acc * static_cast<float>(static_cast<float>(sx) * static_cast<float>(sw)) + bias[j] +
+                                          (res ? res[static_cast<long>(m) * n + j] : 0.0);
+      }
+    }
+    return y;
+  };
+  int compared = 0;
+  for (int heads : {4, 3}) {
+    const auto lay = batch.layout(false);
+    const int a = heads * kDh, R = lay.rows;
+    const auto x = random_vector<float>(static_cast<std::size_t>(R) * kH, 41);
+    // the twin
+    std::vector<double> xd(x.begin(), x.end());
+    const auto Q = linear(xd.data(), R, kH, rig.p.view("l.attention.self.query.weight"), rig.p.view("l.attention.self.query.bias"), a, nullptr);
+    const auto K = linear(xd.data(), R, kH, rig.p.view("l.attention.self.key.weight"), rig.p.view("l.attention.self.key.bias"), a, nullptr);
+    const auto V = linear(xd.data(), R, kH, rig.p.view("l.attention.self.value.weight"), rig.p.view("l.attention.self.value.bias"), a, nullptr);
+    std::vector<double> ctx(static_cast<std::size_t>(R) * a, 0.0), qq, qk, qv, qp;
+    for (int b = 0; b < kB; ++b)
+      for (int h = 0; h < heads; ++h) {
+        std::vector<double> sk(kS), sv(kS), kq(kS * kDh), vq(kS * kDh);
+        for (int j = 0; j < kS; ++j) {
+          sk[j] = quantize(K.data() + (b * kS + j) * a + h * kDh, kDh, qk);
+          sv[j] = quantize(V.data() + (b * kS + j) * a + h * kDh, kDh, qv);
+          std::copy(qk.begin(), qk.end(), kq.begin() + j * kDh);
+          std::copy(qv.begin(), qv.end(), vq.begin() + j * kDh);
+        }
+        for (int i = 0; i < kS; ++i) {
+          const double sq = quantize(Q.data() + (b * kS + i) * a + h * kDh, kDh, qq);
+          std::vector<double> p(kS);
+          double mx = -1e300, sum = 0;
+          for (int j = 0; j < kS; ++j) {
+            double acc = 0;
+            for (int d = 0; d < kDh; ++d) acc += qq[d] * kq[j * kDh + d];
+            p[j] = acc * sq * sk[j] / std::sqrt(double(kDh)) + (batch.mask[b * kS + j] ? 0.0 : -10000.0);
+            mx = std::max(mx, p[j]);
+          }
+          for (auto& v : p) sum += (v = std::exp(v - mx));
+          for (int j = 0; j < kS; ++j) p[j] = p[j] / sum * sv[j];
+          const double sp = quantize(p.data(), kS, qp);
+          for (int d = 0; d < kDh; ++d) {
+            double acc = 0;
+            for (int j = 0; j < kS; ++j) acc += qp[j] * vq[j * kDh + d];
+            ctx[(b * kS + i) * a + h * kDh + d] = acc * sp * gates[h];
+          }
+        }
+      }
+    // the output projection reads W_o's first a columns (its rows were quantized whole at load)
+    const auto want = linear(ctx.data(), R, a, rig.p.view("l.attention.output.dense.weight"),
+                             rig.p.view("l.attention.output.dense.bias"), kH, xd.data());
+    double scale = 0;
+    for (double v : want) scale = std::max(scale, std::abs(v));
+    // the block: the task quantizing its rows, then the fused layer's sink
+    std::vector<float> y1(x.size()), y2(x.size());
+    att.forward(y1.data(), x.data(), x.data(), lay, heads, gates.data(), rig.buffers(false), c);
+    lowp.reserve_fused(2, 3 * kH, static_cast<std::size_t>(R) * 3 * kH, static_cast<std::size_t>(R) * 3 * kHeads);
+    AttentionBuffers<float> fb = rig.buffers(false);
+    fb.qkv_s8 = reinterpret_cast<std::int8_t*>(lowp.qkv.data());
+    fb.qkv_scale = lowp.qkv_scale.data();
+    fb.qkv_corr = lowp.qkv_corr.data();
+    fb.ld_seg = R;
+    std::fill(lowp.qkv_scale.begin(), lowp.qkv_scale.end(), std::numeric_limits<float>::quiet_NaN());
+    att.forward(y2.data(), x.data(), x.data(), lay, heads, gates.data(), fb, c);
+    BOOST_TEST(!std::isnan(lowp.qkv_scale[0]));  // the sink ran
+    BOOST_TEST(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0, "heads " << heads);
+    // rows of attended tokens (padding rows are never read); the tolerance is for the float
+    // arithmetic of the epilogues (a quantization rounded the other way would move a value by a
+    // whole step of its scale, far more)
+    double worst = 0;
+    for (int r = 0; r < R; ++r)
+      if (batch.mask[r])
+        for (int j = 0; j < kH; ++j) worst = std::max(worst, std::abs(y1[r * kH + j] - want[r * kH + j]) / scale);
+    BOOST_TEST(worst < 1e-5, "heads " << heads << " worst " << worst);
+    // and it is INT8: the FP32 call differs by more
+    std::vector<float> yf(x.size());
+    const Compute cf{&two, gemm.data(), nullptr, Precision::kFp32, nullptr};
+    att.forward(yf.data(), x.data(), x.data(), lay, heads, gates.data(), rig.buffers(false), cf);
+    double from_fp32 = 0;
+    for (int r = 0; r < R; ++r)
+      if (batch.mask[r])
+        for (int j = 0; j < kH; ++j) from_fp32 = std::max(from_fp32, std::abs(y1[r * kH + j] - yf[r * kH + j]) / scale);
+    BOOST_TEST(from_fp32 > 1e-3, "heads " << heads << " from FP32 " << from_fp32 << " from the twin " << worst);
+    ++compared;
+  }
+  BOOST_TEST(compared == 2);
 }
 
 // ---- FeedForward, AddNorm -----------------------------------------------------------------------

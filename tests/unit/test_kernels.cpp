@@ -592,6 +592,46 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_kernels_match_reference_over_random_shapes) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(int8_packing_of_quantized_rows_matches_the_owning_packing) {
+  // pack_s8 (INT8 attention packs K and V^T per task with it) writes the bytes LowpWeight's
+  // packing of the same int8 values writes, from rows or from rows of the transpose, for sizes
+  // with partial panels and partial groups of 4; products on both give bitwise the same result
+  std::mt19937 g(29);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int n = 1 + static_cast<int>(g() % 80), k = 1 + static_cast<int>(g() % 140);
+    std::vector<std::int8_t> q(static_cast<std::size_t>(n) * k), qt(q.size());  // W [n, k] and W^T [k, n]
+    for (int r = 0; r < n; ++r)
+      for (int c = 0; c < k; ++c) qt[c * n + r] = q[r * k + c] = static_cast<std::int8_t>(static_cast<int>(g() % 255) - 127);
+    std::vector<float> scale(n);
+    for (auto& v : scale) v = 0.01f + static_cast<float>(g() % 100) / 1000.0f;
+    kernels::LowpWeight own;
+    own.pack_quantized(n, k, [&](int r) { return q.data() + r * k; }, [&](int r) { return scale[r]; });
+    const std::size_t bytes = kernels::lowp_packed_bytes(n, k, Precision::kInt8);
+    BOOST_REQUIRE(own.view().panel_bytes() * ((n + kernels::kNR - 1) / kernels::kNR) == bytes);
+    std::vector<float> padded((n + kernels::kNR - 1) / kernels::kNR * kernels::kNR, 0.0f);
+    std::copy(scale.begin(), scale.end(), padded.begin());
+    for (bool transposed : {false, true}) {
+      AlignedBuffer<std::uint8_t> dst(bytes);
+      std::fill(dst.begin(), dst.end(), std::uint8_t(0x5A));  // every byte must be written
+      const auto v = kernels::pack_s8(dst.data(), padded.data(), n, k, transposed, [&](int i) {
+        return transposed ? qt.data() + static_cast<long>(i) * n : q.data() + static_cast<long>(i) * k;
+      });
+      BOOST_TEST((v.n == n && v.k == k && v.kpad == own.view().kpad && v.precision == Precision::kInt8));
+      BOOST_TEST(std::memcmp(dst.data(), own.view().data, bytes) == 0, "n " << n << " k " << k << " transposed " << transposed);
+      const int M = 1 + trial % 17;
+      auto a = randn(M * k, g);
+      AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(k, Precision::kInt8));
+      AlignedBuffer<float> sa(M);
+      AlignedBuffer<std::int32_t> corr(M);
+      const auto conv = kernels::convert_a(Precision::kInt8, abuf.data(), sa.data(), corr.data(), a.data(), k, M, k, Threads());
+      std::vector<float> c1(M * n), c2(M * n);
+      kernels::gemm_lowp(c1.data(), n, conv, M, own.view(), n, k, kernels::Epilogue{});
+      kernels::gemm_lowp(c2.data(), n, conv, M, v, n, k, kernels::Epilogue{});
+      BOOST_TEST(std::memcmp(c1.data(), c2.data(), c1.size() * 4) == 0);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
   // a sink receives each finished row exactly once, with the values the product stores without
   // it: threads splitting rows (chunks into per-worker scratch or into C) or columns (C, then the

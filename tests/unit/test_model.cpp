@@ -768,10 +768,13 @@ BOOST_AUTO_TEST_CASE(fused_layers_give_bitwise_the_products_one_after_another) {
               Outputs o;
               o.logits = la.data(); o.pooled = pa.data();
               if (every_state) o.hidden_states = ha.data();  // every row; else the first-token last layer
-              // the fused path ran: it wrote its bfloat16 Q/K/V (filled with a NaN pattern before)
+              // the fused path ran: it wrote its bfloat16 Q/K/V, or in INT8 their int8 scales
+              // (filled with NaN patterns before)
               std::fill(fused.lowp.qkv.begin(), fused.lowp.qkv.end(), std::uint16_t(0xFFFF));
+              std::fill(fused.lowp.qkv_scale.begin(), fused.lowp.qkv_scale.end(), std::numeric_limits<float>::quiet_NaN());
               m.forward(in, net, o, fused, Threads(threads));
-              BOOST_TEST(fused.lowp.qkv[0] != 0xFFFF);
+              if (p == Precision::kInt8) BOOST_TEST(!std::isnan(fused.lowp.qkv_scale[0]));
+              else BOOST_TEST(fused.lowp.qkv[0] != 0xFFFF);
               o.logits = lb.data(); o.pooled = pb.data();
               if (every_state) o.hidden_states = hb.data();
               m.forward(in, net, o, plain, Threads(threads));

@@ -262,6 +262,66 @@ inline LowpView pack_bf16(std::uint8_t* dst, int n, int k, bool transposed, Src&
   return v;
 }
 
+/// Packs an n x k matrix quantized to int8 already into `dst` (lowp_packed_bytes(n, k, kInt8)
+/// bytes), biased to u8 as LowpWeight does, without owning it (INT8 attention packs K and V^T per
+/// task this way). `scale` is the view's weight scales: n values followed by zeros up to whole
+/// panels (the caller's). With `transposed`, src(i) is row i of W^T (n values: element (r, c) of W
+/// is src(c)[r]); else row i of W (k values).
+template <class Src>
+inline LowpView pack_s8(std::uint8_t* dst, const float* scale, int n, int k, bool transposed, Src&& src) {
+  const int kp = lowp_kpad(k, Precision::kInt8), panels = (n + kNR - 1) / kNR;
+  LowpView v{dst, scale, n, k, kp, Precision::kInt8};
+  const std::size_t per_panel = static_cast<std::size_t>(kp) * kNR;
+  if (n % kNR) std::memset(dst + (panels - 1) * per_panel, 0x80, per_panel);  // weight 0 past n
+  if (!transposed) {
+    for (int r = 0; r < n; ++r) {  // a row's group of 4 k: one 32-bit word, biased bytewise (q ^ 0x80 = q + 128)
+      const auto* row = reinterpret_cast<const std::uint8_t*>(src(r));
+      std::uint8_t* d = dst + (r / kNR) * per_panel + (r % kNR) * 4;
+      int g = 0;
+      for (; 4 * g + 4 <= k; ++g) {
+        std::uint32_t w;
+        std::memcpy(&w, row + 4 * g, 4);
+        w ^= 0x80808080u;
+        std::memcpy(d + static_cast<std::size_t>(g) * kNR * 4, &w, 4);
+      }
+      if (4 * g < k)  // the last group: weight 0 past k
+        for (int t = 0; t < 4; ++t) d[static_cast<std::size_t>(g) * kNR * 4 + t] = 4 * g + t < k ? row[4 * g + t] ^ 0x80 : 0x80;
+    }
+    return v;
+  }
+  static const std::uint8_t zero[kNR] = {};  // a missing row of the last group (q = 0)
+  for (int g = 0; g < kp / 4; ++g) {  // k group 4g..4g+3: four rows of W^T, interleaved bytewise
+    const std::uint8_t* r[4];
+    for (int t = 0; t < 4; ++t) r[t] = 4 * g + t < k ? reinterpret_cast<const std::uint8_t*>(src(4 * g + t)) : nullptr;
+    for (int p = 0; p < panels; ++p) {
+      std::uint8_t* out = dst + p * per_panel + static_cast<std::size_t>(g) * kNR * 4;
+      const int jn = std::min(kNR, n - p * kNR);
+      const std::uint8_t* q[4];
+      for (int t = 0; t < 4; ++t) q[t] = r[t] ? r[t] + p * kNR : zero;
+      int j = 0;
+#if defined(__AVX2__)
+      // 16 columns at a time: bytes of rows 0/1 and 2/3 interleaved, then their pairs
+      const __m128i bias = _mm_set1_epi8(static_cast<char>(0x80));
+      for (; j + 16 <= jn; j += 16) {
+        __m128i x[4];
+        for (int t = 0; t < 4; ++t)
+          x[t] = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q[t] + j)), bias);
+        const __m128i lo01 = _mm_unpacklo_epi8(x[0], x[1]), hi01 = _mm_unpackhi_epi8(x[0], x[1]);
+        const __m128i lo23 = _mm_unpacklo_epi8(x[2], x[3]), hi23 = _mm_unpackhi_epi8(x[2], x[3]);
+        auto* o = reinterpret_cast<__m128i*>(out + 4 * j);
+        _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(lo01, lo23));
+        _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(lo01, lo23));
+        _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(hi01, hi23));
+        _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(hi01, hi23));
+      }
+#endif
+      for (; j < jn; ++j)
+        for (int t = 0; t < 4; ++t) out[4 * j + t] = q[t][j] ^ 0x80;
+    }
+  }
+  return v;
+}
+
 // ---- the A operand -------------------------------------------------------------------------------
 
 /// A converted left-hand side: `data` [M, ld] in the kernel's element type; for int8 also the row

@@ -10,7 +10,10 @@
 // -10000 additive mask); masked holes inside use the additive mask. With packed tokens each
 // sequence's rows start at its row offset.
 //
-//   forward (inference)  writes qkv and ctx into the caller's buffers, stores nothing;
+//   forward (inference)  writes qkv and ctx into the caller's buffers, stores nothing; in BF16
+//                        calls both products of a task run in BF16, in INT8 calls in INT8 (Q and
+//                        K per row and head, V per key with its scale folded into P before P is
+//                        quantized per row: forward_task_s8);
 //   forward (training)   keeps qkv, the probabilities and the context in the cache, with dropout
 //                        on the probabilities (mask by (task, query position, key)), so the mask
 //                        does not depend on the layout;
@@ -37,6 +40,9 @@
 
 #ifndef DYNABERT_LOWP_ATTENTION  // 0: attention's own products stay FP32 in BF16 and INT8 calls
 #define DYNABERT_LOWP_ATTENTION 1
+#endif
+#ifndef DYNABERT_INT8_ATTENTION  // 0: INT8 calls run attention's own products in BF16
+#define DYNABERT_INT8_ATTENTION 1
 #endif
 
 namespace dynabert::layers {
@@ -70,6 +76,15 @@ struct AttentionBuffers {
   /// qkv (which then is used only when threads split the product's columns), and the BF16
   /// attention tasks read them without converting.
   std::uint16_t* qkv_bf16 = nullptr;
+  /// INT8 calls: the projections quantized to int8, or null. Set (by the fused low-precision
+  /// layer), Q/K/V's finished rows are quantized by a row sink, each (row, head, part) segment of
+  /// head_dim values on its own (kernels::quantize_a_row): the values at the same places as in
+  /// qkv (row stride ld_qkv bytes), the scale and correction of segment s = 3 h + part (0 Q, 1 K,
+  /// 2 V) of row m at [s * ld_seg + m].
+  std::int8_t* qkv_s8 = nullptr;
+  float* qkv_scale = nullptr;
+  std::int32_t* qkv_corr = nullptr;
+  long ld_seg = 0;
 };
 
 /// What an attention block's backward needs.
@@ -168,15 +183,10 @@ class SelfAttention {
     }
   }
 
-  /// Floats of a worker's scratch for one (sequence, head) task in BF16 (inference in BF16 or INT8).
+  /// Floats of a worker's scratch for one (sequence, head) task in low precision (inference in
+  /// BF16 or INT8): the larger of the two layouts.
   static std::size_t lowp_scratch_size(int S, int head_dim) {
-    constexpr Precision b = Precision::kBf16;
-    auto line = [](std::size_t bytes) { return (bytes + 63) / 64 * 64; };
-    const std::size_t s = static_cast<std::size_t>(S), dh = static_cast<std::size_t>(head_dim);
-    const std::size_t bytes = line(kernels::lowp_packed_bytes(S, head_dim, b)) + line(kernels::lowp_packed_bytes(head_dim, S, b)) +
-                              line(s * s * 4) + line(s * kernels::lowp_a_ld(head_dim, b) * 2) + line(s * kernels::lowp_a_ld(S, b) * 2) +
-                              2 * line(s * dh * 2);
-    return bytes / sizeof(float) + 16;
+    return std::max(Bf16Scratch(S, head_dim).bytes, S8Scratch(S, head_dim).bytes) / sizeof(float) + 16;
   }
 
   /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache. With `first`, only
@@ -263,6 +273,14 @@ class SelfAttention {
       }
   }
 
+  /// The precision of attention's own products in a call: FP32 in training and in FP32 calls;
+  /// INT8 in INT8 calls and BF16 in BF16 calls (DYNABERT_INT8_ATTENTION=0: BF16 in INT8 calls too;
+  /// DYNABERT_LOWP_ATTENTION=0: always FP32).
+  static Precision task_precision(const Compute& c, const Cache* cache) {
+    if (!DYNABERT_LOWP_ATTENTION || cache || c.precision == Precision::kFp32) return Precision::kFp32;
+    return DYNABERT_INT8_ATTENTION && c.precision == Precision::kInt8 ? Precision::kInt8 : Precision::kBf16;
+  }
+
   /// In how many blocks of query rows an inference call splits each (sequence, head) task: when
   /// the tasks would not share evenly among the threads and are few (under 8 per thread), the
   /// fewest blocks that make them share evenly (threads / gcd(tasks, threads): each block packs
@@ -273,6 +291,76 @@ class SelfAttention {
   }
 
  private:
+  /// Carves a worker's scratch into 64-byte aligned pieces (the packed operands are read with
+  /// aligned loads); `bytes` counts what was taken, lowp_scratch_size() adds 64 for the alignment.
+  struct Carver {
+    std::uint8_t* base = nullptr;
+    std::size_t bytes = 0;
+    explicit Carver(void* scratch)
+        : base(scratch ? reinterpret_cast<std::uint8_t*>((reinterpret_cast<std::uintptr_t>(scratch) + 63) / 64 * 64) : nullptr) {}
+    template <class E = std::uint8_t>
+    E* take(std::size_t n) {
+      E* p = base ? reinterpret_cast<E*>(base + bytes) : nullptr;
+      bytes += (n * sizeof(E) + 63) / 64 * 64;
+      return p;
+    }
+  };
+  /// A BF16 task's scratch (sizes only when `scratch` is null).
+  struct Bf16Scratch {
+    static constexpr Precision b = Precision::kBf16;
+    Carver cv;
+    std::uint8_t *kpack, *vpack;
+    float* scores;
+    std::uint16_t *qa, *pa, *kb, *vb;
+    Bf16Scratch(int S, int dh, T* scratch = nullptr) : cv(scratch) {
+      const std::size_t s = static_cast<std::size_t>(S);
+      kpack = cv.take(kernels::lowp_packed_bytes(S, dh, b));
+      vpack = cv.take(kernels::lowp_packed_bytes(dh, S, b));
+      scores = cv.template take<float>(s * s);
+      qa = cv.template take<std::uint16_t>(s * kernels::lowp_a_ld(dh, b));
+      pa = cv.template take<std::uint16_t>(s * kernels::lowp_a_ld(S, b));
+      kb = cv.template take<std::uint16_t>(s * dh);
+      vb = cv.template take<std::uint16_t>(s * dh);
+      bytes = cv.bytes;
+    }
+    std::size_t bytes;
+  };
+  /// An INT8 task's scratch (sizes only when `scratch` is null); q8 .. vs serve a call without
+  /// the quantizing sink (the task quantizes its rows of Q, K and V itself).
+  struct S8Scratch {
+    static constexpr Precision i8 = Precision::kInt8;
+    Carver cv;
+    std::uint8_t *kpack, *vpack;
+    float *scores, *kscale, *ones, *ps;
+    std::int8_t *qa, *pa, *q8, *k8, *v8;
+    std::int32_t *pc, *qc, *kc, *vc;
+    float *qs, *ks, *vs;
+    S8Scratch(int S, int dh, T* scratch = nullptr) : cv(scratch) {
+      const std::size_t s = static_cast<std::size_t>(S), s32 = round_up(s, kernels::kNR),
+                        d32 = round_up(static_cast<std::size_t>(dh), kernels::kNR);
+      kpack = cv.take(kernels::lowp_packed_bytes(S, dh, i8));
+      vpack = cv.take(kernels::lowp_packed_bytes(dh, S, i8));
+      scores = cv.template take<float>(s * s);
+      kscale = cv.template take<float>(s32);
+      ones = cv.template take<float>(d32);
+      ps = cv.template take<float>(s);
+      pc = cv.template take<std::int32_t>(s);
+      qa = cv.template take<std::int8_t>(s * kernels::lowp_a_ld(dh, i8));
+      pa = cv.template take<std::int8_t>(s * kernels::lowp_a_ld(S, i8));
+      q8 = cv.template take<std::int8_t>(s * dh);
+      k8 = cv.template take<std::int8_t>(s * dh);
+      v8 = cv.template take<std::int8_t>(s * dh);
+      qs = cv.template take<float>(s);
+      ks = cv.template take<float>(s);
+      vs = cv.template take<float>(s);
+      qc = cv.template take<std::int32_t>(s);
+      kc = cv.template take<std::int32_t>(s);
+      vc = cv.template take<std::int32_t>(s);
+      bytes = cv.bytes;
+    }
+    std::size_t bytes;
+  };
+
   void run(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,
            const AttentionBuffers<T>& buf, const Compute& c, Cache* cache, const kernels::DropoutKey& drop, bool first,
            const kernels::LowpA* in = nullptr, const kernels::RowSink* out_sink = nullptr) const {
@@ -289,13 +377,35 @@ class SelfAttention {
           for (long m = m0; m < m1; ++m) kernels::bf16_a_row(s->dst + m * s->ld, r + (m - m0) * ldr, s->n, s->n);
         }
       } to_bf16{buf.qkv_bf16, buf.ld_qkv, 3 * a};
-      const bool bf16 = lowp_tasks(c, cache) && buf.qkv_bf16 != nullptr;
-      DYNABERT_REQUIRE(!bf16 || (c.lowp && c.lowp->fits_sink(c.th().count(), 3 * a)), InputError,
+      struct ToS8 {  // finished rows of Q/K/V -> buf.qkv_s8, each head's Q, K and V on its own
+        std::int8_t* dst;
+        long ld;
+        float* scale;
+        std::int32_t* corr;
+        long ld_seg;
+        int segs, dh;
+        static void rows(void* ctx, long m0, long m1, float* r, long ldr) {
+          const auto* s = static_cast<const ToS8*>(ctx);
+          for (long m = m0; m < m1; ++m)
+            for (int g = 0; g < s->segs; ++g) {
+              const long at = g * s->ld_seg + m;
+              s->scale[at] = kernels::quantize_a_row(s->dst + m * s->ld + g * s->dh, s->corr + at, r + (m - m0) * ldr + g * s->dh,
+                                                     s->dh, s->dh);
+            }
+        }
+      } to_s8{buf.qkv_s8, buf.ld_qkv, buf.qkv_scale, buf.qkv_corr, buf.ld_seg, 3 * heads, dh};
+      const Precision tp = task_precision(c, cache);
+      const bool s8 = tp == Precision::kInt8 && buf.qkv_s8 != nullptr;
+      const bool bf16 = tp == Precision::kBf16 && buf.qkv_bf16 != nullptr;
+      DYNABERT_REQUIRE(!(s8 || bf16) || (c.lowp && c.lowp->fits_sink(c.th().count(), 3 * a)), InputError,
                        "attention: no row-sink scratch for ", 3 * a, " projections on ", c.th().count(), " threads");
-      const kernels::RowSink sink{&ToBf16::rows, &to_bf16, bf16 ? c.lowp->sink_scratch() : nullptr,
-                                  bf16 ? c.lowp->rows_stride : 0};
-      if (in) qkv_.forward_converted(buf.qkv, buf.ld_qkv, *in, lay.rows, 3 * a, H, eq, c, bf16 ? &sink : nullptr);
-      else qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c, bf16 ? &sink : nullptr);
+      DYNABERT_REQUIRE(!s8 || buf.ld_seg >= lay.rows, InputError, "attention: room for the int8 scales of ", buf.ld_seg,
+                       " rows, called with ", lay.rows);
+      const kernels::RowSink sink{s8 ? &ToS8::rows : &ToBf16::rows, s8 ? static_cast<void*>(&to_s8) : static_cast<void*>(&to_bf16),
+                                  s8 || bf16 ? c.lowp->sink_scratch() : nullptr, s8 || bf16 ? c.lowp->rows_stride : 0};
+      const kernels::RowSink* use = s8 || bf16 ? &sink : nullptr;
+      if (in) qkv_.forward_converted(buf.qkv, buf.ld_qkv, *in, lay.rows, 3 * a, H, eq, c, use);
+      else qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c, use);
     } else {
       DYNABERT_REQUIRE(!in, InputError, "attention: converted inputs are for the float path");
       qkv_.forward(buf.qkv, buf.ld_qkv, x, H, lay.rows, 3 * a, H, eq, c);
@@ -339,7 +449,25 @@ class SelfAttention {
     const kernels::DropoutKey key = drop.derive(static_cast<std::uint32_t>(task));
     T* scratch = buf.scratch + static_cast<std::size_t>(worker) * buf.scratch_stride;
     if constexpr (ops::kFast<T>) {
-      if (lowp_tasks(c, cache)) {
+      const Precision tp = task_precision(c, cache);
+      if (tp == Precision::kInt8) {
+        const S8Scratch sc(S, dh, scratch);
+        if (buf.qkv_s8) {
+          const std::int8_t* h8 = buf.qkv_s8 + (head - buf.qkv);  // the same elements in int8
+          const long sq = 3L * h * buf.ld_seg + r0, sk = sq + buf.ld_seg, sv = sk + buf.ld_seg;  // Q's, K's, V's scales
+          forward_task_s8(h8 + q0 * ldq, h8 + dh, h8 + 2 * dh, ldq, buf.qkv_scale + sq + q0, buf.qkv_corr + sq + q0,
+                          buf.qkv_scale + sk, buf.qkv_scale + sv, nq, kend, bias, scale, gate, ctx, buf.ld_ctx, sc);
+        } else {  // no quantizing sink: the task quantizes its rows as the sink would
+          for (int i = 0; i < nq; ++i) sc.qs[i] = kernels::quantize_a_row(sc.q8 + i * dh, sc.qc + i, q + i * ldq, dh, dh);
+          for (int j = 0; j < kend; ++j) {
+            sc.ks[j] = kernels::quantize_a_row(sc.k8 + j * dh, sc.kc + j, k + j * ldq, dh, dh);
+            sc.vs[j] = kernels::quantize_a_row(sc.v8 + j * dh, sc.vc + j, v + j * ldq, dh, dh);
+          }
+          forward_task_s8(sc.q8, sc.k8, sc.v8, dh, sc.qs, sc.qc, sc.ks, sc.vs, nq, kend, bias, scale, gate, ctx, buf.ld_ctx, sc);
+        }
+        return;
+      }
+      if (tp == Precision::kBf16) {
         if (buf.qkv_bf16) {
           const std::uint16_t* hb = buf.qkv_bf16 + (head - buf.qkv);  // the same elements in bfloat16
           forward_task_bf16(hb + q0 * ldq, hb + dh, hb + 2 * dh, ldq, nq, kend, S, bias, scale, gate, ctx, buf.ld_ctx, scratch);
@@ -400,13 +528,9 @@ class SelfAttention {
     }
   }
 
-  /// Whether a call's attention tasks run in BF16 (inference in a BF16 or INT8 call).
-  static bool lowp_tasks(const Compute& c, const Cache* cache) {
-    return DYNABERT_LOWP_ATTENTION && !cache && c.precision != Precision::kFp32;
-  }
-
-  /// Inference in a BF16 or INT8 call: both products of a task in BF16 with FP32 accumulation
-  /// (scores = Q K^T with the scale in the epilogue, FP32 softmax, context = P V with the gate).
+  /// Inference in a BF16 call (or an INT8 call with DYNABERT_INT8_ATTENTION=0): both products of a
+  /// task in BF16 with FP32 accumulation (scores = Q K^T with the scale in the epilogue, FP32
+  /// softmax, context = P V with the gate).
   /// E: float (Q/K/V in FP32, converted here) or std::uint16_t (in bfloat16 already: Q is read in
   /// place, K and V packed straight from their rows).
   template <class E>
@@ -415,20 +539,11 @@ class SelfAttention {
     static_assert(ops::kFast<T>, "BF16 attention is for the float path");
     constexpr Precision b = Precision::kBf16;
     const int dh = head_dim();
-    auto* base = reinterpret_cast<std::uint8_t*>(scratch);
-    auto take = [&](std::size_t bytes) {
-      std::uint8_t* p = base;
-      base += (bytes + 63) / 64 * 64;
-      return p;
-    };
-    std::uint8_t* kpack = take(kernels::lowp_packed_bytes(S, dh, b));
-    std::uint8_t* vpack = take(kernels::lowp_packed_bytes(dh, S, b));
-    float* scores = reinterpret_cast<float*>(take(static_cast<std::size_t>(S) * S * 4));
+    const Bf16Scratch sc(S, dh, scratch);
+    std::uint8_t *kpack = sc.kpack, *vpack = sc.vpack;
+    float* scores = sc.scores;
+    std::uint16_t *qa = sc.qa, *pa = sc.pa, *kb = sc.kb, *vb = sc.vb;
     const long ldqa = kernels::lowp_a_ld(dh, b), ldpa = kernels::lowp_a_ld(kend, b);
-    auto* qa = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * ldqa * 2));
-    auto* pa = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * kernels::lowp_a_ld(S, b) * 2));
-    auto* kb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
-    auto* vb = reinterpret_cast<std::uint16_t*>(take(static_cast<std::size_t>(S) * dh * 2));
     const int kpd = kernels::lowp_kpad(dh, b);
     kernels::LowpA qop{qa, ldqa, nullptr, nullptr};
     if constexpr (std::is_same_v<E, std::uint16_t>) {
@@ -464,6 +579,53 @@ class SelfAttention {
     kernels::Epilogue ec;
     ec.alpha = gate;
     kernels::gemm_lowp(ctx, ld_ctx, {pa, ldpa, nullptr, nullptr}, nq, vt, dh, kend, ec);
+  }
+
+  /// Inference in an INT8 call: both products of a task in INT8 with int32 sums (kernels/lowp.hpp).
+  ///   scores = Q K^T: Q's rows are the A operand (per-row scales qs and corrections qc), K's rows
+  ///            the packed weight (per-row scales ks: a key's scale is a column's);
+  ///   context = P V: V is quantized per key (scale vs[j]), and each key's scale is folded into
+  ///            the probabilities before they are quantized per row, P'[i, j] = P[i, j] vs[j], so
+  ///            V^T packs with unit column scales and every value of P' keeps the row's step.
+  /// q8, k8, v8: the task's first rows of Q (its query part), K and V in int8, row stride ld8
+  /// bytes; qs, qc: the query rows' scales and corrections; ks, vs: the keys'.
+  void forward_task_s8(const std::int8_t* q8, const std::int8_t* k8, const std::int8_t* v8, long ld8, const float* qs,
+                       const std::int32_t* qc, const float* ks, const float* vs, int nq, int kend, const float* bias, T scale,
+                       T gate, T* ctx, long ld_ctx, const S8Scratch& sc) const {
+    static_assert(ops::kFast<T>, "INT8 attention is for the float path");
+    constexpr Precision i8 = Precision::kInt8;
+    const int dh = head_dim(), kpd = kernels::lowp_kpad(dh, i8), kpk = kernels::lowp_kpad(kend, i8);
+    const long ldqa = kernels::lowp_a_ld(dh, i8), ldpa = kernels::lowp_a_ld(kend, i8);
+    kernels::LowpA qop{q8, ld8, qs, qc};
+    if (kpd != dh) {  // whole groups of 4 with zeros past dh: copied
+      qop.data = sc.qa;
+      qop.ld = ldqa;
+      for (int i = 0; i < nq; ++i) {
+        std::memcpy(sc.qa + i * ldqa, q8 + i * ld8, static_cast<std::size_t>(dh));
+        std::memset(sc.qa + i * ldqa + dh, 0, static_cast<std::size_t>(kpd - dh));
+      }
+    }
+    // weight scales padded with zeros to whole panels
+    const int kscaled = static_cast<int>(round_up(static_cast<std::size_t>(kend), kernels::kNR));
+    std::copy_n(ks, kend, sc.kscale);
+    std::fill(sc.kscale + kend, sc.kscale + kscaled, 0.0f);
+    const int dscaled = static_cast<int>(round_up(static_cast<std::size_t>(dh), kernels::kNR));
+    std::fill(sc.ones, sc.ones + dh, 1.0f);
+    std::fill(sc.ones + dh, sc.ones + dscaled, 0.0f);
+    const auto kv = kernels::pack_s8(sc.kpack, sc.kscale, kend, dh, false, [&](int j) { return k8 + j * ld8; });
+    const auto vt = kernels::pack_s8(sc.vpack, sc.ones, dh, kend, true, [&](int j) { return v8 + j * ld8; });
+    kernels::Epilogue es;
+    es.alpha = scale;
+    kernels::gemm_lowp(sc.scores, kend, qop, nq, kv, kend, dh, es);
+    for (int i = 0; i < nq; ++i) {
+      float* row = sc.scores + static_cast<long>(i) * kend;
+      kernels::softmax_row(row, kend, 1.0f, bias);
+      for (int j = 0; j < kend; ++j) row[j] *= vs[j];
+      sc.ps[i] = kernels::quantize_a_row(sc.pa + i * ldpa, sc.pc + i, row, kend, kpk);
+    }
+    kernels::Epilogue ec;
+    ec.alpha = gate;
+    kernels::gemm_lowp(ctx, ld_ctx, {sc.pa, ldpa, sc.ps, sc.pc}, nq, vt, dh, kend, ec);
   }
 
   void backward_task(long task, int worker, T* dqkv, const T* d_ctx, const BatchLayout& lay, const Cache& cache, T* gate_part,

@@ -74,25 +74,34 @@ struct LowpOperand {
 ///   op[0..1]   the fused layer forward (EncoderLayer) alternates them: a product reads one while
 ///              its row sink converts the next product's input into the other;
 ///   rows       each worker's kernels::RowSink scratch (rows_stride floats each);
-///   qkv        the fused layer's Q/K/V projections in bfloat16 (AttentionBuffers::qkv_bf16).
+///   qkv        the fused layer's Q/K/V projections in bfloat16 (AttentionBuffers::qkv_bf16), or
+///              in INT8 calls in int8 (AttentionBuffers::qkv_s8: the first half of its bytes),
+///              with qkv_scale and qkv_corr per (row, head, part).
 /// A scratch without room for the sinks (rows_stride 0) runs a layer's products one after another.
 struct LowpScratch {
   LowpOperand op[2];
   AlignedBuffer<float> rows;
   std::size_t rows_stride = 0;
   AlignedBuffer<std::uint16_t> qkv;
+  AlignedBuffer<float> qkv_scale;
+  AlignedBuffer<std::int32_t> qkv_corr;
   /// Room for `rows` rows of up to `k` columns in precision p.
   void reserve(long rows_, int k, Precision p) {
     op[0].reserve(rows_, k, p);
     op[1].reserve(rows_, k, p);
   }
   /// Room for the fused layer: sink scratch for `threads` workers and products of up to n
-  /// columns, and `qkv_values` bfloat16 projections.
-  void reserve_fused(int threads, int n, std::size_t qkv_values) {
+  /// columns, `qkv_values` bfloat16 (or int8) projections and, for int8, `qkv_segments` scales
+  /// and corrections (rows x 3 x heads).
+  void reserve_fused(int threads, int n, std::size_t qkv_values, std::size_t qkv_segments = 0) {
     rows_stride = std::max(rows_stride, kernels::sink_scratch_floats(n));
     const std::size_t need = rows_stride * static_cast<std::size_t>(threads);
     if (need > rows.size()) rows.resize(need);
     if (qkv_values > qkv.size()) qkv.resize(qkv_values);
+    if (qkv_segments > qkv_scale.size()) {
+      qkv_scale.resize(qkv_segments);
+      qkv_corr.resize(qkv_segments);
+    }
   }
   bool fits(long rows_, int k, Precision p) const { return op[0].fits(rows_, k, p) && op[1].fits(rows_, k, p); }
   /// Whether `threads` workers have sink scratch for products of n columns.
@@ -101,7 +110,9 @@ struct LowpScratch {
   }
   /// The sink scratch of `fits_sink`, for kernels::RowSink.
   float* sink_scratch() { return rows.data(); }
-  std::size_t bytes() const { return op[0].bytes() + op[1].bytes() + rows.size() * 4 + qkv.size() * 2; }
+  std::size_t bytes() const {
+    return op[0].bytes() + op[1].bytes() + rows.size() * 4 + qkv.size() * 2 + (qkv_scale.size() + qkv_corr.size()) * 4;
+  }
 };
 
 /// Threads of a call and their scratch, and the precision of its linear layers.

@@ -10,9 +10,9 @@
 //   backward             the blocks' backwards in reverse.
 //   fused low precision  (inference in INT8 or BF16) the same products, each handing its
 //                        finished rows to the next step while they are in cache: Q/K/V's to
-//                        their conversion to bfloat16 for the attention tasks, the output
-//                        projection's to the first LayerNorm and the conversion of the FFN's
-//                        input, the FFN's first product's straight to the conversion of its second
+//                        their conversion for the attention tasks (bfloat16; int8 per head in
+//                        INT8 calls), the output projection's to the first LayerNorm and the
+//                        conversion of the FFN's input, the FFN's first product's straight to the conversion of its second
 //                        (its FP32 output is stored whole only when threads split its columns),
 //                        the second's to the last LayerNorm and the conversion of the next
 //                        layer's input. Bitwise the products one after another (kernels::RowSink,
@@ -288,7 +288,17 @@ class EncoderLayer {
     NormSink n1{&norm1_, res, buf.h1, H, &ls.op[1], p};
     const kernels::RowSink s1{&NormSink::rows, &n1, ls.sink_scratch(), ls.rows_stride};
     AttentionBuffers<T> ab = buf.attention;
-    if (ls.qkv.size() >= static_cast<std::size_t>(lay.rows) * ab.ld_qkv) ab.qkv_bf16 = ls.qkv.data();
+    const bool room = ls.qkv.size() >= static_cast<std::size_t>(lay.rows) * ab.ld_qkv;
+    if (Attention::task_precision(c, nullptr) == Precision::kInt8) {
+      if (room && ls.qkv_scale.size() >= static_cast<std::size_t>(lay.rows) * 3 * call.heads) {
+        ab.qkv_s8 = reinterpret_cast<std::int8_t*>(ls.qkv.data());
+        ab.qkv_scale = ls.qkv_scale.data();
+        ab.qkv_corr = ls.qkv_corr.data();
+        ab.ld_seg = lay.rows;
+      }
+    } else if (room) {
+      ab.qkv_bf16 = ls.qkv.data();
+    }
     attention_.forward(buf.tmp, hidden, nullptr, lay, call.heads, call.gates, ab, c, first, in_converted ? &in : nullptr, &s1);
     NormSink n2{&norm2_, buf.h1, hidden, H, convert_out ? &ls.op[1] : nullptr, p};
     const kernels::RowSink s2{&NormSink::rows, &n2, ls.sink_scratch(), ls.rows_stride};

@@ -59,12 +59,14 @@ class Workspace {
     attn_scratch.resize(attn_stride * lim.max_threads);
     const int kmax = std::max({c.hidden_size, c.max_layer_intermediate(), c.max_layer_heads() * c.head_dim()});
     // the fused low-precision layer (EncoderLayer::fused) hands the rows of its products to row
-    // sinks (scratch for every thread) and keeps Q/K/V in bfloat16
+    // sinks (scratch for every thread) and keeps Q/K/V in bfloat16 (int8 with its scales in INT8)
     const int sink_n = std::max({c.hidden_size, c.max_layer_intermediate(), static_cast<int>(qkv_ld)});
     for (Precision p : precisions)
       if (p != Precision::kFp32) {
         lowp.reserve(static_cast<long>(T_), kmax, p);
-        if (DYNABERT_LOWP_FUSE) lowp.reserve_fused(lim.max_threads, sink_n, T_ * static_cast<std::size_t>(qkv_ld));
+        if (DYNABERT_LOWP_FUSE)
+          lowp.reserve_fused(lim.max_threads, sink_n, T_ * static_cast<std::size_t>(qkv_ld),
+                             p == Precision::kInt8 ? T_ * 3 * static_cast<std::size_t>(c.max_layer_heads()) : 0);
       }
   }
 
