@@ -264,19 +264,13 @@ BOOST_AUTO_TEST_CASE(int8_attention_matches_its_plain_twin) {
   // an INT8 call of the attention block (products, its own products included, in INT8) against
   // the same quantizations written out in plain loops in double: x and the context per row, the
   // weights per output row, Q, K and V per (row, head), V's scale folded into the probabilities
-  // before they are quantized per row. Once with the task quantizing its rows itself, once with
-  // the quantizing row sink of the fused layer: bitwise the same.
-  Batch batch;
-  AttentionRig<float> rig;
-  SelfAttention<float> att(rig.shape, SelfAttention<float>::tensors(rig.p, "l."));
-  att.pack(false);
-  att.pack_lowp(Precision::kInt8);
+  // before they are quantized per row. Heads of 4 (one panel) and of 15 (Q copied with padding,
+  // K and V^T with partial groups) and of 32 (a head's Q, K and V whole panels) over 40 keys (two
+  // panels of keys), padded and packed rows, holes in the mask, every query or each sequence's
+  // first (`first`), a prefix of the heads. Once with the task quantizing its rows itself, once with the quantizing row sink of
+  // the fused layer: bitwise the same.
   Threads two(2);
   AlignedBuffer<float> gemm(2 * kernels::gemm_scratch_floats());
-  LowpScratch lowp;
-  lowp.reserve(kB * kS, 3 * kH, Precision::kInt8);
-  const Compute c{&two, gemm.data(), nullptr, Precision::kInt8, &lowp};
-  const std::vector<float> gates = {0.7f, 1.3f, 0.5f, 1.1f};
   auto quantize = [](const double* x, int n, std::vector<double>& q) {  // quantize_s8 in double
     double amax = 0;
     for (int i = 0; i < n; ++i) amax = std::max(amax, std::abs(x[i]));
@@ -286,100 +280,141 @@ BOOST_AUTO_TEST_CASE(int8_attention_matches_its_plain_twin) {
       for (int i = 0; i < n; ++i) q[i] = std::nearbyint(static_cast<float>(x[i]) * (127.0f / static_cast<float>(amax)));
     return static_cast<double>(s);
   };
-  // y[m, :n] = (x[m, :k] quantized) (W[:n, :k] quantized per whole row of kH)^T + bias (+ residual)
-  auto linear = [&](const double* x, int M, int k, const float* w, const float* bias, int n, const double* res) {
-    std::vector<double> y(static_cast<std::size_t>(M) * n), qx, qw, wr(kH);
-    for (int m = 0; m < M; ++m) {
-      const double sx = quantize(x + static_cast<long>(m) * k, k, qx);
-      for (int j = 0; j < n; ++j) {
-        for (int i = 0; i < kH; ++i) wr[i] = w[static_cast<long>(j) * kH + i];
-        const double sw = quantize(wr.data(), kH, qw);
-        double acc = 0;
-        for (int i = 0; i < k; ++i) acc += qx[i] * qw[i];
-        y[static_cast<long>(m) * n + j] = acc * static_cast<float>(static_cast<float>(sx) * static_cast<float>(sw)) + bias[j] +
-                                          (res ? res[static_cast<long>(m) * n + j] : 0.0);
-      }
-    }
-    return y;
-  };
   int compared = 0;
-  for (int heads : {4, 3}) {
-    const auto lay = batch.layout(false);
-    const int a = heads * kDh, R = lay.rows;
-    const auto x = random_vector<float>(static_cast<std::size_t>(R) * kH, 41);
-    // the twin
-    std::vector<double> xd(x.begin(), x.end());
-    const auto Q = linear(xd.data(), R, kH, rig.p.view("l.attention.self.query.weight"), rig.p.view("l.attention.self.query.bias"), a, nullptr);
-    const auto K = linear(xd.data(), R, kH, rig.p.view("l.attention.self.key.weight"), rig.p.view("l.attention.self.key.bias"), a, nullptr);
-    const auto V = linear(xd.data(), R, kH, rig.p.view("l.attention.self.value.weight"), rig.p.view("l.attention.self.value.bias"), a, nullptr);
-    std::vector<double> ctx(static_cast<std::size_t>(R) * a, 0.0), qq, qk, qv, qp;
-    for (int b = 0; b < kB; ++b)
-      for (int h = 0; h < heads; ++h) {
-        std::vector<double> sk(kS), sv(kS), kq(kS * kDh), vq(kS * kDh);
-        for (int j = 0; j < kS; ++j) {
-          sk[j] = quantize(K.data() + (b * kS + j) * a + h * kDh, kDh, qk);
-          sv[j] = quantize(V.data() + (b * kS + j) * a + h * kDh, kDh, qv);
-          std::copy(qk.begin(), qk.end(), kq.begin() + j * kDh);
-          std::copy(qv.begin(), qv.end(), vq.begin() + j * kDh);
-        }
-        for (int i = 0; i < kS; ++i) {
-          const double sq = quantize(Q.data() + (b * kS + i) * a + h * kDh, kDh, qq);
-          std::vector<double> p(kS);
-          double mx = -1e300, sum = 0;
-          for (int j = 0; j < kS; ++j) {
-            double acc = 0;
-            for (int d = 0; d < kDh; ++d) acc += qq[d] * kq[j * kDh + d];
-            p[j] = acc * sq * sk[j] / std::sqrt(double(kDh)) + (batch.mask[b * kS + j] ? 0.0 : -10000.0);
-            mx = std::max(mx, p[j]);
-          }
-          for (auto& v : p) sum += (v = std::exp(v - mx));
-          for (int j = 0; j < kS; ++j) p[j] = p[j] / sum * sv[j];
-          const double sp = quantize(p.data(), kS, qp);
-          for (int d = 0; d < kDh; ++d) {
-            double acc = 0;
-            for (int j = 0; j < kS; ++j) acc += qp[j] * vq[j * kDh + d];
-            ctx[(b * kS + i) * a + h * kDh + d] = acc * sp * gates[h];
-          }
+  struct Case {
+    int heads, dh, S;
+    std::vector<std::int32_t> lengths;
+  };
+  for (const Case& cs : {Case{4, 4, 7, {7, 4, 6}}, Case{3, 15, 40, {40, 33, 5}}, Case{2, 32, 40, {37, 40, 6}}}) {
+    const int nh = cs.heads, dh = cs.dh, S = cs.S, B = static_cast<int>(cs.lengths.size()), H = nh * dh;
+    AttentionShape shape{H, nh, dh};
+    Schema schema;
+    SelfAttention<float>::declare(schema, "l.", shape);
+    ParameterSet<float> prm(schema);
+    randomize(prm, 2);
+    SelfAttention<float> att(shape, SelfAttention<float>::tensors(prm, "l."));
+    att.pack(false);
+    att.pack_lowp(Precision::kInt8);
+    std::vector<std::int32_t> mask(B * S, 0), ids(B * S, 1);
+    for (int b = 0; b < B; ++b)
+      for (int s = 0; s < cs.lengths[b]; ++s) mask[b * S + s] = 1;
+    mask[0 * S + 2] = 0;  // holes
+    mask[1 * S + 1] = 0;
+    Inputs in;
+    in.input_ids = ids.data(); in.attention_mask = mask.data(); in.batch = B; in.seq_len = S;
+    LayoutStorage storage(B, S);
+    AlignedBuffer<float> qkv(static_cast<std::size_t>(B) * S * 3 * H), ctxb(static_cast<std::size_t>(B) * S * H);
+    const std::size_t stride = SelfAttention<float>::scratch_size(S, dh, false);
+    AlignedBuffer<float> scratch(2 * stride);
+    LowpScratch lowp;
+    lowp.reserve(B * S, 3 * H, Precision::kInt8);
+    const Compute c{&two, gemm.data(), nullptr, Precision::kInt8, &lowp};
+    const std::vector<float> gates = {0.7f, 1.3f, 0.5f, 1.1f};
+    auto linear = [&](const double* x, int M, int k, const float* w, const float* bias, int n, const double* res) {
+      // y[m, :n] = (x[m, :k] quantized) (W[:n, :k], each row quantized whole over H)^T + bias (+ res)
+      std::vector<double> y(static_cast<std::size_t>(M) * n), qx, qw, wr(H);
+      for (int m = 0; m < M; ++m) {
+        const double sx = quantize(x + static_cast<long>(m) * k, k, qx);
+        for (int j = 0; j < n; ++j) {
+          for (int i = 0; i < H; ++i) wr[i] = w[static_cast<long>(j) * H + i];
+          const double sw = quantize(wr.data(), H, qw);
+          double acc = 0;
+          for (int i = 0; i < k; ++i) acc += qx[i] * qw[i];
+          y[static_cast<long>(m) * n + j] = acc * static_cast<float>(static_cast<float>(sx) * static_cast<float>(sw)) + bias[j] +
+                                            (res ? res[static_cast<long>(m) * n + j] : 0.0);
         }
       }
-    // the output projection reads W_o's first a columns (its rows were quantized whole at load)
-    const auto want = linear(ctx.data(), R, a, rig.p.view("l.attention.output.dense.weight"),
-                             rig.p.view("l.attention.output.dense.bias"), kH, xd.data());
-    double scale = 0;
-    for (double v : want) scale = std::max(scale, std::abs(v));
-    // the block: the task quantizing its rows, then the fused layer's sink
-    std::vector<float> y1(x.size()), y2(x.size());
-    att.forward(y1.data(), x.data(), x.data(), lay, heads, gates.data(), rig.buffers(false), c);
-    lowp.reserve_fused(2, 3 * kH, static_cast<std::size_t>(R) * 3 * kH, static_cast<std::size_t>(R) * 3 * kHeads);
-    AttentionBuffers<float> fb = rig.buffers(false);
-    fb.qkv_s8 = reinterpret_cast<std::int8_t*>(lowp.qkv.data());
-    fb.qkv_scale = lowp.qkv_scale.data();
-    fb.qkv_corr = lowp.qkv_corr.data();
-    fb.ld_seg = R;
-    std::fill(lowp.qkv_scale.begin(), lowp.qkv_scale.end(), std::numeric_limits<float>::quiet_NaN());
-    att.forward(y2.data(), x.data(), x.data(), lay, heads, gates.data(), fb, c);
-    BOOST_TEST(!std::isnan(lowp.qkv_scale[0]));  // the sink ran
-    BOOST_TEST(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0, "heads " << heads);
-    // rows of attended tokens (padding rows are never read); the tolerance is for the float
-    // arithmetic of the epilogues (a quantization rounded the other way would move a value by a
-    // whole step of its scale, far more)
-    double worst = 0;
-    for (int r = 0; r < R; ++r)
-      if (batch.mask[r])
-        for (int j = 0; j < kH; ++j) worst = std::max(worst, std::abs(y1[r * kH + j] - want[r * kH + j]) / scale);
-    BOOST_TEST(worst < 1e-5, "heads " << heads << " worst " << worst);
-    // and it is INT8: the FP32 call differs by more
-    std::vector<float> yf(x.size());
-    const Compute cf{&two, gemm.data(), nullptr, Precision::kFp32, nullptr};
-    att.forward(yf.data(), x.data(), x.data(), lay, heads, gates.data(), rig.buffers(false), cf);
-    double from_fp32 = 0;
-    for (int r = 0; r < R; ++r)
-      if (batch.mask[r])
-        for (int j = 0; j < kH; ++j) from_fp32 = std::max(from_fp32, std::abs(y1[r * kH + j] - yf[r * kH + j]) / scale);
-    BOOST_TEST(from_fp32 > 1e-3, "heads " << heads << " from FP32 " << from_fp32 << " from the twin " << worst);
-    ++compared;
+      return y;
+    };
+    for (bool pack : {false, true})
+      for (bool first : {false, true})
+        for (int heads : {nh, nh - 1}) {
+          const auto lay = plan_batch(in, pack, storage);
+          const int a = heads * dh, R = lay.rows, out_rows = first ? B : R;
+          const auto x = random_vector<float>(static_cast<std::size_t>(R) * H, 41 + heads);
+          std::vector<double> xd(x.begin(), x.end());
+          const auto Q = linear(xd.data(), R, H, prm.view("l.attention.self.query.weight"), prm.view("l.attention.self.query.bias"), a, nullptr);
+          const auto K = linear(xd.data(), R, H, prm.view("l.attention.self.key.weight"), prm.view("l.attention.self.key.bias"), a, nullptr);
+          const auto V = linear(xd.data(), R, H, prm.view("l.attention.self.value.weight"), prm.view("l.attention.self.value.bias"), a, nullptr);
+          std::vector<double> ctx(static_cast<std::size_t>(out_rows) * a, 0.0), res(static_cast<std::size_t>(out_rows) * H), qq, qk, qv, qp;
+          std::vector<int> check;  // output rows whose token is attended
+          for (int b = 0; b < B; ++b) {
+            const int r0 = lay.row_off[b], kend = lay.key_end[b], nq = first ? 1 : lay.query_rows(b);
+            for (int i = 0; i < nq; ++i) {
+              const int orow = first ? b : r0 + i;
+              std::copy_n(xd.begin() + static_cast<long>(r0 + i) * H, H, res.begin() + static_cast<long>(orow) * H);
+              if (mask[b * S + i]) check.push_back(orow);
+            }
+            for (int h = 0; h < heads; ++h) {
+              std::vector<double> sk(kend), sv(kend), kq(kend * dh), vq(kend * dh);
+              for (int j = 0; j < kend; ++j) {
+                sk[j] = quantize(K.data() + static_cast<long>(r0 + j) * a + h * dh, dh, qk);
+                sv[j] = quantize(V.data() + static_cast<long>(r0 + j) * a + h * dh, dh, qv);
+                std::copy(qk.begin(), qk.end(), kq.begin() + j * dh);
+                std::copy(qv.begin(), qv.end(), vq.begin() + j * dh);
+              }
+              for (int i = 0; i < nq; ++i) {
+                const double sq = quantize(Q.data() + static_cast<long>(r0 + i) * a + h * dh, dh, qq);
+                std::vector<double> p(kend);
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j < kend; ++j) {
+                  double acc = 0;
+                  for (int d = 0; d < dh; ++d) acc += qq[d] * kq[j * dh + d];
+                  p[j] = acc * sq * sk[j] / std::sqrt(double(dh)) + (mask[b * S + j] ? 0.0 : -10000.0);
+                  mx = std::max(mx, p[j]);
+                }
+                for (auto& v : p) sum += (v = std::exp(v - mx));
+                for (int j = 0; j < kend; ++j) p[j] = p[j] / sum * sv[j];
+                const double sp = quantize(p.data(), kend, qp);
+                const int orow = first ? b : r0 + i;
+                for (int d = 0; d < dh; ++d) {
+                  double acc = 0;
+                  for (int j = 0; j < kend; ++j) acc += qp[j] * vq[j * dh + d];
+                  ctx[static_cast<long>(orow) * a + h * dh + d] = acc * sp * gates[h];
+                }
+              }
+            }
+          }
+          // the output projection reads W_o's first a columns (its rows were quantized whole at load)
+          const auto want = linear(ctx.data(), out_rows, a, prm.view("l.attention.output.dense.weight"),
+                                   prm.view("l.attention.output.dense.bias"), H, res.data());
+          double scale = 0;
+          for (double v : want) scale = std::max(scale, std::abs(v));
+          std::vector<float> resf(res.begin(), res.end());
+          const float* residual = first ? resf.data() : x.data();
+          // the block: the task quantizing its rows, then the fused layer's sink
+          AttentionBuffers<float> buf{qkv.data(), 3L * H, ctxb.data(), H, scratch.data(), stride};
+          std::vector<float> y1(static_cast<std::size_t>(out_rows) * H), y2(y1.size()), yf(y1.size());
+          att.forward(y1.data(), x.data(), residual, lay, heads, gates.data(), buf, c, first);
+          lowp.reserve_fused(2, 3 * H, static_cast<std::size_t>(R) * 3 * H, static_cast<std::size_t>(R) * 3 * nh);
+          AttentionBuffers<float> fb = buf;
+          fb.qkv_s8 = reinterpret_cast<std::int8_t*>(lowp.qkv.data());
+          fb.qkv_scale = lowp.qkv_scale.data();
+          fb.qkv_corr = lowp.qkv_corr.data();
+          fb.ld_seg = R;
+          std::fill(lowp.qkv_scale.begin(), lowp.qkv_scale.end(), std::numeric_limits<float>::quiet_NaN());
+          att.forward(y2.data(), x.data(), residual, lay, heads, gates.data(), fb, c, first);
+          const std::string what = "dh " + std::to_string(dh) + " pack " + std::to_string(pack) + " first " +
+                                   std::to_string(first) + " heads " + std::to_string(heads);
+          BOOST_TEST(!std::isnan(lowp.qkv_scale[0]), what);  // the sink ran
+          BOOST_TEST(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0, what);
+          // the tolerance is for the float arithmetic of the epilogues (a quantization rounded the
+          // other way would move a value by a whole step of its scale, far more)
+          double worst = 0;
+          for (int r : check)
+            for (int j = 0; j < H; ++j) worst = std::max(worst, std::abs(y1[r * H + j] - want[r * H + j]) / scale);
+          BOOST_TEST(worst < 1e-5, what << " worst " << worst);
+          // and it is INT8: the FP32 call differs by more
+          const Compute cf{&two, gemm.data(), nullptr, Precision::kFp32, nullptr};
+          att.forward(yf.data(), x.data(), residual, lay, heads, gates.data(), buf, cf, first);
+          double from_fp32 = 0;
+          for (int r : check)
+            for (int j = 0; j < H; ++j) from_fp32 = std::max(from_fp32, std::abs(y1[r * H + j] - yf[r * H + j]) / scale);
+          BOOST_TEST(from_fp32 > 1e-3, what << " from FP32 " << from_fp32);
+          ++compared;
+        }
   }
-  BOOST_TEST(compared == 2);
+  BOOST_TEST(compared == 24);
 }
 
 // ---- FeedForward, AddNorm -----------------------------------------------------------------------

@@ -733,11 +733,13 @@ BOOST_AUTO_TEST_CASE(fused_layers_give_bitwise_the_products_one_after_another) {
   // the previous) against the same products one after another (a workspace without sink scratch):
   // every hidden state, logits and pooled output bitwise, for threads splitting rows (8 x 60 rows)
   // or columns (2 x 60), with the first-token last layer, gates, and every kind of cell
-  // hidden 96 with 6 heads of 16, and hidden 90 with 6 heads of 15 (odd: Q copied with padding,
-  // K and V packed with an odd tail)
+  // hidden 96 with 6 heads of 16, hidden 90 with 6 heads of 15 (odd: Q copied with padding, K and
+  // V packed with an odd tail), and hidden 128 with 4 heads of 32 (a head's Q, K and V whole
+  // panels of the fused product)
   int compared = 0;
-  for (int H : {96, 90}) {
-    BertWeights<float> w(random_config(3, H, 6, 240), HeadSpec{true, 3});
+  for (int H : {96, 90, 128}) {
+    const int NH = H == 128 ? 4 : 6;
+    BertWeights<float> w(random_config(3, H, NH, 240), HeadSpec{true, 3});
     w.init_random(21, 0.08, true);
     const ElasticBert<float> m(w, {Precision::kFp32, Precision::kBf16, Precision::kInt8});
     const int S = 60;
@@ -751,7 +753,7 @@ BOOST_AUTO_TEST_CASE(fused_layers_give_bitwise_the_products_one_after_another) {
     for (auto& v : ids) v = static_cast<std::int32_t>(g() % 300);
     for (auto& v : lengths) v = 1 + static_cast<int>(g() % S);
     lengths[0] = S;
-    std::vector<float> gates(3 * 6);
+    std::vector<float> gates(3 * NH);
     for (auto& v : gates) v = 0.25f + static_cast<float>(g() % 1000) / 1000.0f;
     for (int B : {2, 8})
       for (int threads : {1, 2})
@@ -787,7 +789,7 @@ BOOST_AUTO_TEST_CASE(fused_layers_give_bitwise_the_products_one_after_another) {
               ++compared;
             }
   }
-  BOOST_TEST(compared == 96);
+  BOOST_TEST(compared == 144);
 }
 
 BOOST_AUTO_TEST_CASE(attention_tasks_split_by_query_rows_give_bitwise_the_unsplit_results) {

@@ -273,7 +273,8 @@ class EncoderLayer {
 
   /// The fused low-precision forward (see the file's comment). The two operands of c.lowp
   /// alternate: Q/K/V reads op[1] (in_converted) or converts hidden into op[0], its rows going to
-  /// bfloat16 in c.lowp->qkv; the output projection converts the context into op[0] while its
+  /// bfloat16 in c.lowp->qkv (INT8 calls: to int8 there, each head's Q, K and V with its scale in
+  /// c.lowp->qkv_scale); the output projection converts the context into op[0] while its
   /// rows (+ res) go through LayerNorm into h1 and op[1]; the FFN reads op[1] and converts its
   /// intermediate into op[0]; its rows (+ h1) go through LayerNorm into hidden and (convert_out)
   /// op[1].
