@@ -592,10 +592,12 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_kernels_match_reference_over_random_shapes) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(int8_packing_of_quantized_rows_matches_the_owning_packing) {
-  // pack_s8 (INT8 attention packs K and V^T per task with it) writes the bytes LowpWeight's
-  // packing of the same int8 values writes, from rows or from rows of the transpose, for sizes
-  // with partial panels and partial groups of 4; products on both give bitwise the same result
+BOOST_AUTO_TEST_CASE(int8_packing_of_quantized_rows_matches_the_layout) {
+  // pack_s8 (LowpWeight's int8 packing, and INT8 attention's K and V^T per task) against the
+  // layout written out (kernels/lowp.hpp: element (n, k) at p * kpad * 32 + (k / 4) * 128 +
+  // (n % 32) * 4 + k % 4, stored as q + 128, weight 0 (128) past n and k), from rows or from rows
+  // of the transpose, for sizes with partial panels and partial groups of 4; every byte written;
+  // the owning packing holds the same bytes, and products on both are bitwise the same
   std::mt19937 g(29);
   for (int trial = 0; trial < 40; ++trial) {
     const int n = 1 + static_cast<int>(g() % 80), k = 1 + static_cast<int>(g() % 140);
@@ -604,11 +606,18 @@ BOOST_AUTO_TEST_CASE(int8_packing_of_quantized_rows_matches_the_owning_packing) 
       for (int c = 0; c < k; ++c) qt[c * n + r] = q[r * k + c] = static_cast<std::int8_t>(static_cast<int>(g() % 255) - 127);
     std::vector<float> scale(n);
     for (auto& v : scale) v = 0.01f + static_cast<float>(g() % 100) / 1000.0f;
+    const int kpad = (k + 3) / 4 * 4, panels = (n + kernels::kNR - 1) / kernels::kNR;
+    const std::size_t bytes = kernels::lowp_packed_bytes(n, k, Precision::kInt8);
+    BOOST_REQUIRE(bytes == static_cast<std::size_t>(panels) * kpad * kernels::kNR);
+    std::vector<std::uint8_t> want(bytes, 128);
+    for (int r = 0; r < n; ++r)
+      for (int c = 0; c < k; ++c)
+        want[static_cast<std::size_t>(r / kernels::kNR) * kpad * kernels::kNR + (c / 4) * kernels::kNR * 4 + (r % kernels::kNR) * 4 + c % 4] =
+            static_cast<std::uint8_t>(q[r * k + c] + 128);
     kernels::LowpWeight own;
     own.pack_quantized(n, k, [&](int r) { return q.data() + r * k; }, [&](int r) { return scale[r]; });
-    const std::size_t bytes = kernels::lowp_packed_bytes(n, k, Precision::kInt8);
-    BOOST_REQUIRE(own.view().panel_bytes() * ((n + kernels::kNR - 1) / kernels::kNR) == bytes);
-    std::vector<float> padded((n + kernels::kNR - 1) / kernels::kNR * kernels::kNR, 0.0f);
+    BOOST_TEST(std::memcmp(own.view().data, want.data(), bytes) == 0, "owning n " << n << " k " << k);
+    std::vector<float> padded(panels * kernels::kNR, 0.0f);
     std::copy(scale.begin(), scale.end(), padded.begin());
     for (bool transposed : {false, true}) {
       AlignedBuffer<std::uint8_t> dst(bytes);
@@ -616,8 +625,8 @@ BOOST_AUTO_TEST_CASE(int8_packing_of_quantized_rows_matches_the_owning_packing) 
       const auto v = kernels::pack_s8(dst.data(), padded.data(), n, k, transposed, [&](int i) {
         return transposed ? qt.data() + static_cast<long>(i) * n : q.data() + static_cast<long>(i) * k;
       });
-      BOOST_TEST((v.n == n && v.k == k && v.kpad == own.view().kpad && v.precision == Precision::kInt8));
-      BOOST_TEST(std::memcmp(dst.data(), own.view().data, bytes) == 0, "n " << n << " k " << k << " transposed " << transposed);
+      BOOST_TEST((v.n == n && v.k == k && v.kpad == kpad && v.precision == Precision::kInt8));
+      BOOST_TEST(std::memcmp(dst.data(), want.data(), bytes) == 0, "n " << n << " k " << k << " transposed " << transposed);
       const int M = 1 + trial % 17;
       auto a = randn(M * k, g);
       AlignedBuffer<std::uint8_t> abuf(static_cast<std::size_t>(M) * kernels::lowp_a_ld(k, Precision::kInt8));

@@ -144,127 +144,9 @@ inline float quantize_s8(std::int8_t* q, const float* x, int n) {
   return amax / 127.0f;
 }
 
-/// A weight matrix packed once in a low precision (owning).
-class LowpWeight {
- public:
-  LowpWeight() = default;
-  bool empty() const { return view_.data == nullptr; }
-  const LowpView& view() const { return view_; }
-  Precision precision() const { return view_.precision; }
-  std::size_t bytes() const { return data_.size() + scale_.size() * sizeof(float); }
-
-  /// Packs W [n, k] in precision p (bf16 or int8); row(r) returns a pointer to W's row r (k floats).
-  template <class Row>
-  void pack(Precision p, int n, int k, Row&& row) {
-    DYNABERT_REQUIRE(p != Precision::kFp32, InputError, "LowpWeight packs bf16 or int8");
-    if (p == Precision::kInt8) {
-      AlignedBuffer<std::int8_t> q(static_cast<std::size_t>(k) + 1);
-      start(p, n, k);
-      for (int r = 0; r < n; ++r) {
-        scale_[r] = quantize_s8(q.data(), row(r), k);
-        put_s8(r, q.data());
-      }
-    } else {
-      start(p, n, k);
-      for (int r = 0; r < n; ++r) {
-        const float* w = row(r);
-        std::uint16_t* base = reinterpret_cast<std::uint16_t*>(data_.data());
-        const int pnl = r / kNR, j = r % kNR;
-        for (int kk = 0; kk < k; ++kk)
-          base[static_cast<std::size_t>(pnl) * view_.kpad * kNR + (kk / 2) * kNR * 2 + j * 2 + kk % 2] = to_bf16(w[kk]);
-      }
-    }
-  }
-  /// Packs int8 rows quantized already (q(r): k values of row r, scale(r) its scale): an INT8
-  /// checkpoint is served without re-quantizing.
-  template <class RowQ, class RowS>
-  void pack_quantized(int n, int k, RowQ&& q, RowS&& scale) {
-    start(Precision::kInt8, n, k);
-    for (int r = 0; r < n; ++r) {
-      scale_[r] = scale(r);
-      put_s8(r, q(r));
-    }
-  }
-
- private:
-  void start(Precision p, int n, int k) {
-    DYNABERT_REQUIRE(n >= 1 && k >= 1, InputError, "low-precision weight of ", n, "x", k);
-    const int panels = (n + kNR - 1) / kNR;
-    view_ = LowpView{nullptr, nullptr, n, k, lowp_kpad(k, p), p};
-    data_.resize(static_cast<std::size_t>(panels) * view_.panel_bytes(), true);
-    if (p == Precision::kInt8) {
-      // padding: weight 0 is stored as 128 (it multiplies A's zero padding or a zero scale)
-      std::memset(data_.data(), 128, data_.size());
-      scale_.resize(static_cast<std::size_t>(panels) * kNR, true);
-      view_.scale = scale_.data();
-    } else {
-      scale_.resize(0);
-    }
-    view_.data = data_.data();
-  }
-  void put_s8(int r, const std::int8_t* q) {
-    const int pnl = r / kNR, j = r % kNR;
-    std::uint8_t* d = data_.data() + pnl * view_.panel_bytes() + j * 4;
-    for (int kk = 0; kk < view_.k; ++kk)
-      d[(kk / 4) * kNR * 4 + kk % 4] = static_cast<std::uint8_t>(static_cast<int>(q[kk]) + 128);
-  }
-
-  AlignedBuffer<std::uint8_t> data_;
-  AlignedBuffer<float> scale_;
-  LowpView view_;
-};
-
-/// Bytes of an n x k matrix packed in precision p (whole panels).
-inline std::size_t lowp_packed_bytes(int n, int k, Precision p) {
-  return static_cast<std::size_t>((n + kNR - 1) / kNR) * kNR * lowp_kpad(k, p) * lowp_elem_bytes(p);
-}
-
-/// Packs an n x k matrix already in bfloat16 into `dst` (lowp_packed_bytes(n, k, kBf16) bytes),
-/// without owning it (attention packs K and V^T per task this way). With `transposed`, src(i) is
-/// row i of W^T (n values; element (r, c) of W is src(c)[r]); else row i of W (k values).
-template <class Src>
-inline LowpView pack_bf16(std::uint8_t* dst, int n, int k, bool transposed, Src&& src) {
-  const int kp = lowp_kpad(k, Precision::kBf16), panels = (n + kNR - 1) / kNR;
-  LowpView v{dst, nullptr, n, k, kp, Precision::kBf16};
-  auto* d = reinterpret_cast<std::uint16_t*>(dst);
-  const std::size_t per_panel = static_cast<std::size_t>(kp) * kNR;
-  if (!transposed) {
-    for (int p = 0; p < panels; ++p) {
-      std::uint16_t* pd = d + p * per_panel;
-      const int jn = std::min(kNR, n - p * kNR);
-      for (int j = 0; j < jn; ++j) {
-        const std::uint16_t* row = src(p * kNR + j);
-        for (int g = 0; g < k / 2; ++g)  // pair (2g, 2g + 1) of row j: one 32-bit word
-          std::memcpy(pd + (static_cast<std::size_t>(g) * kNR + j) * 2, row + 2 * g, 4);
-        if (k % 2) {
-          pd[(k / 2) * kNR * 2 + j * 2] = row[k - 1];
-          pd[(k / 2) * kNR * 2 + j * 2 + 1] = 0;
-        }
-      }
-      for (int j = jn; j < kNR; ++j)
-        for (int g = 0; g < kp / 2; ++g) pd[g * kNR * 2 + j * 2] = pd[g * kNR * 2 + j * 2 + 1] = 0;
-    }
-  } else {
-    for (int g = 0; g < kp / 2; ++g) {  // k pair (2g, 2g + 1): two rows of W^T, interleaved
-      const std::uint16_t* r0 = src(2 * g);
-      const std::uint16_t* r1 = 2 * g + 1 < k ? src(2 * g + 1) : nullptr;
-      for (int p = 0; p < panels; ++p) {
-        std::uint16_t* out = d + p * per_panel + static_cast<std::size_t>(g) * kNR * 2;
-        const int jn = std::min(kNR, n - p * kNR);
-        for (int j = 0; j < jn; ++j) {
-          out[2 * j] = r0[p * kNR + j];
-          out[2 * j + 1] = r1 ? r1[p * kNR + j] : 0;
-        }
-        for (int j = jn; j < kNR; ++j) out[2 * j] = out[2 * j + 1] = 0;
-      }
-    }
-  }
-  return v;
-}
-
 /// Packs an n x k matrix quantized to int8 already into `dst` (lowp_packed_bytes(n, k, kInt8)
-/// bytes), biased to u8 as LowpWeight does, without owning it (INT8 attention packs K and V^T per
-/// task this way). `scale` is the view's weight scales: n values followed by zeros up to whole
+/// bytes), biased to u8; LowpWeight packs its int8 weights with it, INT8 attention its K and V^T
+/// per task. `scale` is the view's weight scales: n values followed by zeros up to whole
 /// panels (the caller's). With `transposed`, src(i) is row i of W^T (n values: element (r, c) of W
 /// is src(c)[r]); else row i of W (k values).
 template <class Src>
@@ -317,6 +199,112 @@ inline LowpView pack_s8(std::uint8_t* dst, const float* scale, int n, int k, boo
 #endif
       for (; j < jn; ++j)
         for (int t = 0; t < 4; ++t) out[4 * j + t] = q[t][j] ^ 0x80;
+    }
+  }
+  return v;
+}
+
+/// A weight matrix packed once in a low precision (owning).
+class LowpWeight {
+ public:
+  LowpWeight() = default;
+  bool empty() const { return view_.data == nullptr; }
+  const LowpView& view() const { return view_; }
+  Precision precision() const { return view_.precision; }
+  std::size_t bytes() const { return data_.size() + scale_.size() * sizeof(float); }
+
+  /// Packs W [n, k] in precision p (bf16 or int8); row(r) returns a pointer to W's row r (k floats).
+  template <class Row>
+  void pack(Precision p, int n, int k, Row&& row) {
+    DYNABERT_REQUIRE(p != Precision::kFp32, InputError, "LowpWeight packs bf16 or int8");
+    if (p == Precision::kInt8) {
+      AlignedBuffer<std::int8_t> q(static_cast<std::size_t>(n) * k);
+      start(p, n, k);
+      for (int r = 0; r < n; ++r) scale_[r] = quantize_s8(q.data() + static_cast<std::size_t>(r) * k, row(r), k);
+      pack_s8(data_.data(), scale_.data(), n, k, false, [&](int r) { return q.data() + static_cast<std::size_t>(r) * k; });
+    } else {
+      start(p, n, k);
+      for (int r = 0; r < n; ++r) {
+        const float* w = row(r);
+        std::uint16_t* base = reinterpret_cast<std::uint16_t*>(data_.data());
+        const int pnl = r / kNR, j = r % kNR;
+        for (int kk = 0; kk < k; ++kk)
+          base[static_cast<std::size_t>(pnl) * view_.kpad * kNR + (kk / 2) * kNR * 2 + j * 2 + kk % 2] = to_bf16(w[kk]);
+      }
+    }
+  }
+  /// Packs int8 rows quantized already (q(r): k values of row r, scale(r) its scale): an INT8
+  /// checkpoint is served without re-quantizing.
+  template <class RowQ, class RowS>
+  void pack_quantized(int n, int k, RowQ&& q, RowS&& scale) {
+    start(Precision::kInt8, n, k);
+    for (int r = 0; r < n; ++r) scale_[r] = scale(r);
+    pack_s8(data_.data(), scale_.data(), n, k, false, q);
+  }
+
+ private:
+  void start(Precision p, int n, int k) {
+    DYNABERT_REQUIRE(n >= 1 && k >= 1, InputError, "low-precision weight of ", n, "x", k);
+    const int panels = (n + kNR - 1) / kNR;
+    view_ = LowpView{nullptr, nullptr, n, k, lowp_kpad(k, p), p};
+    data_.resize(static_cast<std::size_t>(panels) * view_.panel_bytes(), true);
+    if (p == Precision::kInt8) {  // (pack_s8 writes every byte, the padding as weight 0)
+      scale_.resize(static_cast<std::size_t>(panels) * kNR, true);
+      view_.scale = scale_.data();
+    } else {
+      scale_.resize(0);
+    }
+    view_.data = data_.data();
+  }
+
+  AlignedBuffer<std::uint8_t> data_;
+  AlignedBuffer<float> scale_;
+  LowpView view_;
+};
+
+/// Bytes of an n x k matrix packed in precision p (whole panels).
+inline std::size_t lowp_packed_bytes(int n, int k, Precision p) {
+  return static_cast<std::size_t>((n + kNR - 1) / kNR) * kNR * lowp_kpad(k, p) * lowp_elem_bytes(p);
+}
+
+/// Packs an n x k matrix already in bfloat16 into `dst` (lowp_packed_bytes(n, k, kBf16) bytes),
+/// without owning it (attention packs K and V^T per task this way). With `transposed`, src(i) is
+/// row i of W^T (n values; element (r, c) of W is src(c)[r]); else row i of W (k values).
+template <class Src>
+inline LowpView pack_bf16(std::uint8_t* dst, int n, int k, bool transposed, Src&& src) {
+  const int kp = lowp_kpad(k, Precision::kBf16), panels = (n + kNR - 1) / kNR;
+  LowpView v{dst, nullptr, n, k, kp, Precision::kBf16};
+  auto* d = reinterpret_cast<std::uint16_t*>(dst);
+  const std::size_t per_panel = static_cast<std::size_t>(kp) * kNR;
+  if (!transposed) {
+    for (int p = 0; p < panels; ++p) {
+      std::uint16_t* pd = d + p * per_panel;
+      const int jn = std::min(kNR, n - p * kNR);
+      for (int j = 0; j < jn; ++j) {
+        const std::uint16_t* row = src(p * kNR + j);
+        for (int g = 0; g < k / 2; ++g)  // pair (2g, 2g + 1) of row j: one 32-bit word
+          std::memcpy(pd + (static_cast<std::size_t>(g) * kNR + j) * 2, row + 2 * g, 4);
+        if (k % 2) {
+          pd[(k / 2) * kNR * 2 + j * 2] = row[k - 1];
+          pd[(k / 2) * kNR * 2 + j * 2 + 1] = 0;
+        }
+      }
+      for (int j = jn; j < kNR; ++j)
+        for (int g = 0; g < kp / 2; ++g) pd[g * kNR * 2 + j * 2] = pd[g * kNR * 2 + j * 2 + 1] = 0;
+    }
+  } else {
+    for (int g = 0; g < kp / 2; ++g) {  // k pair (2g, 2g + 1): two rows of W^T, interleaved
+      const std::uint16_t* r0 = src(2 * g);
+      const std::uint16_t* r1 = 2 * g + 1 < k ? src(2 * g + 1) : nullptr;
+      for (int p = 0; p < panels; ++p) {
+        std::uint16_t* out = d + p * per_panel + static_cast<std::size_t>(g) * kNR * 2;
+        const int jn = std::min(kNR, n - p * kNR);
+        for (int j = 0; j < jn; ++j) {
+          out[2 * j] = r0[p * kNR + j];
+          out[2 * j + 1] = r1 ? r1[p * kNR + j] : 0;
+        }
+        for (int j = jn; j < kNR; ++j) out[2 * j] = out[2 * j + 1] = 0;
+      }
     }
   }
   return v;

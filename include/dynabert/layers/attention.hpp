@@ -186,7 +186,7 @@ class SelfAttention {
   /// Floats of a worker's scratch for one (sequence, head) task in low precision (inference in
   /// BF16 or INT8): the larger of the two layouts.
   static std::size_t lowp_scratch_size(int S, int head_dim) {
-    return std::max(Bf16Scratch(S, head_dim).bytes, S8Scratch(S, head_dim).bytes) / sizeof(float) + 16;
+    return std::max(Bf16Scratch(S, head_dim).cv.bytes, S8Scratch(S, head_dim).cv.bytes) / sizeof(float) + 16;
   }
 
   /// y [rows, H] = attention(x [rows, H]) (+ residual), inference: no cache. With `first`, only
@@ -292,7 +292,8 @@ class SelfAttention {
 
  private:
   /// Carves a worker's scratch into 64-byte aligned pieces (the packed operands are read with
-  /// aligned loads); `bytes` counts what was taken, lowp_scratch_size() adds 64 for the alignment.
+  /// aligned loads); `bytes` counts what was taken (a layout's size), lowp_scratch_size() adds 64
+  /// for the alignment.
   struct Carver {
     std::uint8_t* base = nullptr;
     std::size_t bytes = 0;
@@ -321,9 +322,7 @@ class SelfAttention {
       pa = cv.template take<std::uint16_t>(s * kernels::lowp_a_ld(S, b));
       kb = cv.template take<std::uint16_t>(s * dh);
       vb = cv.template take<std::uint16_t>(s * dh);
-      bytes = cv.bytes;
     }
-    std::size_t bytes;
   };
   /// An INT8 task's scratch (sizes only when `scratch` is null); q8 .. vs serve a call without
   /// the quantizing sink (the task quantizes its rows of Q, K and V itself).
@@ -356,9 +355,7 @@ class SelfAttention {
       qc = cv.template take<std::int32_t>(s);
       kc = cv.template take<std::int32_t>(s);
       vc = cv.template take<std::int32_t>(s);
-      bytes = cv.bytes;
     }
-    std::size_t bytes;
   };
 
   void run(T* y, const T* x, const T* residual, const BatchLayout& lay, int heads, const float* gates,

@@ -12,8 +12,9 @@
 //                        finished rows to the next step while they are in cache: Q/K/V's to
 //                        their conversion for the attention tasks (bfloat16; int8 per head in
 //                        INT8 calls), the output projection's to the first LayerNorm and the
-//                        conversion of the FFN's input, the FFN's first product's straight to the conversion of its second
-//                        (its FP32 output is stored whole only when threads split its columns),
+//                        conversion of the FFN's input, the FFN's first product's straight to
+//                        the conversion of its second (its FP32 output is stored whole only when
+//                        threads split its columns),
 //                        the second's to the last LayerNorm and the conversion of the next
 //                        layer's input. Bitwise the products one after another (kernels::RowSink,
 //                        LowpScratch).

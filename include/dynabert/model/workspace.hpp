@@ -66,7 +66,9 @@ class Workspace {
         lowp.reserve(static_cast<long>(T_), kmax, p);
         if (DYNABERT_LOWP_FUSE)
           lowp.reserve_fused(lim.max_threads, sink_n, T_ * static_cast<std::size_t>(qkv_ld),
-                             p == Precision::kInt8 ? T_ * 3 * static_cast<std::size_t>(c.max_layer_heads()) : 0);
+                             p == Precision::kInt8 && DYNABERT_INT8_ATTENTION
+                                 ? T_ * 3 * static_cast<std::size_t>(c.max_layer_heads())
+                                 : 0);
       }
   }
 
