@@ -28,6 +28,15 @@ void BM_PeakFma(benchmark::State& st) {
 }
 BENCHMARK(BM_PeakFma)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
 
+/// Round trip of a cache line between the first two CPUs (bench/peak.hpp): about 50 ns when they
+/// share an L3 on this machine kind, 340-450 ns when they do not.
+void BM_CoreRoundTrip(benchmark::State& st) {
+  double ns = 0;
+  for (auto _ : st) benchmark::DoNotOptimize(ns = dynabert_bench::core_round_trip_ns());
+  st.counters["round_trip_ns"] = ns;
+}
+BENCHMARK(BM_CoreRoundTrip)->Iterations(1)->Unit(benchmark::kMillisecond);
+
 /// y = x W^T + b at BERT-base shapes; args: M, N (active), K (active), threads, full N, full K.
 void BM_Gemm(benchmark::State& st) {
   const int M = static_cast<int>(st.range(0)), n = static_cast<int>(st.range(1)), k = static_cast<int>(st.range(2));

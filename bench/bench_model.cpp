@@ -53,6 +53,8 @@ void run_cell(benchmark::State& st, const Model& model, Precision precision, boo
   net.precision = precision;
   Threads th(threads);
   model.forward(in, net, out, ws, th);  // warm-up
+  // where the two CPUs are while this cell runs (two-thread times depend on it; bench/peak.hpp)
+  if (threads > 1) st.counters["core_rtt_ns"] = dynabert_bench::core_round_trip_ns();
   for (auto _ : st) {
     model.forward(in, net, out, ws, th);
     benchmark::DoNotOptimize(logits.data());

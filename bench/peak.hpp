@@ -3,6 +3,7 @@
 // peak" against this figure, so the percentage refers to the machine the numbers came from.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -13,6 +14,10 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
 #endif
 
 namespace dynabert_bench {
@@ -61,6 +66,61 @@ inline double peak_gflops(int threads) {
   auto it = cache.find(threads);
   if (it == cache.end()) it = cache.emplace(threads, measure_peak_gflops(threads)).first;
   return it->second;
+}
+
+// ---- how far apart the first two CPUs are ------------------------------------------------------
+
+/// Round trip of one cache line between two threads pinned to the first two CPUs of the process's
+/// affinity mask, in ns (median of 5 runs of 20,000 round trips); 0 where it cannot be measured
+/// (fewer than two CPUs, or not Linux). On a VM the host may move the two virtual CPUs between
+/// cores that share an L3 and cores that do not, and two-thread times change with it
+/// (docs/performance.md, "Where the two CPUs are"): the benchmarks report this beside them.
+inline double core_round_trip_ns() {
+#if defined(__linux__)
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof mask, &mask) != 0) return 0;
+  int cpus[2], found = 0;
+  for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
+    if (CPU_ISSET(c, &mask)) cpus[found++] = c;
+  if (found < 2) return 0;
+  auto pin = [](int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+  };
+  const int trips = 20000;
+  std::vector<double> runs;
+  for (int rep = 0; rep < 5; ++rep) {
+    alignas(64) std::atomic<int> flag{0};
+    double ns = 0;
+    std::thread echo([&] {
+      pin(cpus[1]);
+      for (int i = 0; i < trips; ++i) {
+        while (flag.load(std::memory_order_acquire) != 2 * i + 1) {
+        }
+        flag.store(2 * i + 2, std::memory_order_release);
+      }
+    });
+    std::thread serve([&] {
+      pin(cpus[0]);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < trips; ++i) {
+        flag.store(2 * i + 1, std::memory_order_release);
+        while (flag.load(std::memory_order_acquire) != 2 * i + 2) {
+        }
+      }
+      ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / trips;
+    });
+    serve.join();
+    echo.join();
+    runs.push_back(ns);
+  }
+  std::sort(runs.begin(), runs.end());
+  return runs[runs.size() / 2];
+#else
+  return 0;
+#endif
 }
 
 // ---- low-precision instruction peaks (AVX512_VNNI vpdpbusd, AVX512_BF16 vdpbf16ps) -------------

@@ -249,17 +249,59 @@ def check_ort_int8(paths):
     return out
 
 
-def run_ort(paths, batches, threads, reps):
-    """One round of ONNX Runtime at every exported cell."""
+def core_rtt(bench):
+    """Round trip of a cache line between the first two CPUs in ns (BM_CoreRoundTrip): about 50
+    when they share an L3 on this machine kind, 340-450 when they do not."""
+    out = subprocess.run([bench, "--benchmark_filter=^BM_CoreRoundTrip/", "--benchmark_format=json"], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout)["benchmarks"][0]["round_trip_ns"]
+
+
+def run_ort(paths, batches, threads, reps, probe=None):
+    """One round of ONNX Runtime at every exported cell. With `probe` (two threads measured), each
+    cell's results carry the CPUs' round trip before and after its process ("rtt")."""
     res, version = [], "?"
     for (w, dd, prec), path in paths.items():
+        before = probe() if probe else None
         out = subprocess.run(["node", os.path.join(ROOT, "tools", "ort_bench.js"), path,
                               json.dumps({"batches": batches, "threads": threads, "reps": reps})],
                              check=True, capture_output=True, text=True)
+        after = probe() if probe else None
         r = json.loads(out.stdout.strip().splitlines()[-1])
         version = r["version"]
-        res += [dict(x, width=w, depth=dd, precision=prec) for x in r["results"]]
+        res += [dict(x, width=w, depth=dd, precision=prec, rtt=(before, after)) for x in r["results"]]
     return version, res
+
+
+def placements(dyn_rtt, ort_rtt):
+    """Where the two CPUs were during each two-thread measurement: "near" (sharing an L3: round trip
+    at most twice the smallest seen in the run), "far", or None (not measured, or the ORT probes
+    before and after its cell disagree). Returns ({key: [label per round]} for dynabert, same for ORT)."""
+    seen = [v for r in dyn_rtt for v in r.values() if v] + [v for r in ort_rtt for p in r.values() for v in p if v]
+    if not seen:
+        return {}, {}
+    lo = min(seen)
+    label = lambda v: None if not v else "near" if v <= 2 * lo else "far"
+    dpl = {k: [label(r.get(k)) for r in dyn_rtt] for k in (dyn_rtt[0] if dyn_rtt else {})}
+    opl = {}
+    for k in (ort_rtt[0] if ort_rtt else {}):
+        opl[k] = []
+        for r in ort_rtt:
+            b, a = (label(v) for v in r.get(k, (None, None)))
+            opl[k].append(b if b == a else None)
+    return dpl, opl
+
+
+def same_placement(k, dyn_rounds, ort_rounds, dpl, opl):
+    """{placement: ORT ms / dynabert ms} over the rounds in which each program ran with the CPUs in
+    that placement (medians), for the placements both met."""
+    out = {}
+    for pl in ("near", "far"):
+        d = [r[k] for r, l in zip(dyn_rounds, dpl.get(k, [])) if l == pl]
+        o = [r[k] for r, l in zip(ort_rounds, opl.get(k, [])) if l == pl]
+        if d and o:
+            out[pl] = statistics.median(o) / statistics.median(d)
+    return out
 
 
 def time_median(fn, n):
@@ -308,7 +350,8 @@ def run_dynabert(bench, batches, threads, precisions):
         elif b.get("aggregate_name") == "median":
             parts = dict(kv.split(":") for kv in b["run_name"].split("/")[1:] if ":" in kv)
             res.append({"batch": int(parts["batch"]), "width": WIDTHS[int(parts["w"])], "depth": DEPTHS[int(parts["d"])],
-                        "threads": int(parts["threads"]), "precision": parts["precision"], "ms": b["real_time"]})
+                        "threads": int(parts["threads"]), "precision": parts["precision"], "ms": b["real_time"],
+                        "rtt": b.get("core_rtt_ns")})
     return data["context"], peaks, res
 
 
@@ -359,6 +402,8 @@ def main():
     # dynabert and ONNX Runtime, the close pair, are measured in alternating rounds so that both see
     # the same spells of load on this shared machine; each figure is the median over the rounds.
     dyn_rounds, ort_rounds, peak_rounds, ort_version, ort_checks = [], [], [], "not run", {}
+    dyn_rtt, ort_rtt = [], []  # the CPUs' round trip during each two-thread measurement
+    probe = (lambda: core_rtt(a.bench)) if max(a.threads) > 1 else None
     with tempfile.TemporaryDirectory() as d:
         paths = {} if a.no_ort else export_ort_cells(d)
         if "int8" not in a.precisions:
@@ -369,11 +414,13 @@ def main():
             print(f"round {rnd + 1}/{a.rounds}: dynabert", file=sys.stderr, flush=True)
             _, peaks, dyn = run_dynabert(a.bench, a.batches, a.threads, a.precisions)
             dyn_rounds.append({key(r): r["ms"] for r in dyn})
+            dyn_rtt.append({key(r): r["rtt"] for r in dyn if r["threads"] > 1})
             peak_rounds.append(peaks)
             if paths:
                 print(f"round {rnd + 1}/{a.rounds}: ONNX Runtime", file=sys.stderr, flush=True)
-                ort_version, ort = run_ort(paths, a.batches, a.threads, a.reps)
+                ort_version, ort = run_ort(paths, a.batches, a.threads, a.reps, probe)
                 ort_rounds.append({key(r): r["ms"] for r in ort})
+                ort_rtt.append({key(r): r["rtt"] for r in ort if r["threads"] > 1})
     over_rounds = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in (rounds[0] if rounds else {})}
     peaks, dmap, omap = over_rounds(peak_rounds), over_rounds(dyn_rounds), over_rounds(ort_rounds)
     # rounds in which dynabert was faster than ONNX Runtime (same precision), per combination
@@ -446,7 +493,9 @@ def main():
             lines.append(f"- smallest cell (0.25, 0.5) vs full, batch 1, {t} thread{'s' if t > 1 else ''}: {r:.1f}x faster "
                          f"({'met' if r >= 6 else 'NOT met'}, bar 6x; it has {flops(1, 1) / flops(0.25, 0.5):.1f}x fewer FLOPs)")
     lines.append("")
-    lines += low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks)
+    dpl, opl = placements(dyn_rtt, ort_rtt)
+    same = {k: same_placement(k, dyn_rounds, ort_rounds, dpl, opl) for k in dpl if k in omap}
+    lines += low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks, same, dpl, opl)
     text = "\n".join(lines)
     out = a.out
     doc = open(out).read() if os.path.exists(out) else ""
@@ -463,15 +512,26 @@ def main():
     print(text)
 
 
-def low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks):
-    """Tables and bars of the low-precision issue: dynabert BF16 and INT8 against its FP32 and ORT INT8."""
+def low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks, same=None, dpl=None, opl=None):
+    """Tables and bars of the low-precision issue: dynabert BF16 and INT8 against its FP32 and ORT INT8.
+    `same`, `dpl`, `opl`: the two-thread ratios by the CPUs' placement (placements(), same_placement())."""
+    same, dpl, opl = same or {}, dpl or {}, opl or {}
+    short_pl = lambda labels: "".join("n" if l == "near" else "f" if l == "far" else "?" for l in labels)
     lows = [p for p in ("bf16", "int8") if p in a.precisions]
     if not lows:
         return []
     lines = ["## Low precision: dynabert BF16 and INT8 vs FP32 and ONNX Runtime INT8, same run", "",
              "ORT INT8 is the graph ORT's `quantize_dynamic` writes (per-column int8 weights, `DynamicQuantizeLinear` "
              "on activations, `MatMulInteger`), built by this script with python3-onnx and fused by ORT at load. "
-             "\"x FP32\": dynabert FP32 ms / this ms; \"vs ORT INT8\": ORT INT8 ms / dynabert INT8 ms.", ""]
+             "\"x FP32\": dynabert FP32 ms / this ms; \"vs ORT INT8\": ORT INT8 ms / dynabert INT8 ms.", "",
+             "Two threads: this machine's host moves its two virtual CPUs between cores that share an L3 and cores "
+             "that do not, for seconds to minutes at a time, and both programs' two-thread times change with it "
+             "(docs/performance.md, \"Where the two CPUs are\"). Each two-thread measurement is labelled with the "
+             "round trip of a cache line between the two CPUs (`BM_CoreRoundTrip`; dynabert: measured in each "
+             "benchmark, ORT: before and after each cell's process): n(ear) when it is at most twice the smallest "
+             "of the run, f(ar) otherwise, ? when ORT's two probes disagree. \"placements\" lists them per round "
+             "(dynabert / ORT); \"same placement\" is ORT's median over the rounds it ran in one placement over "
+             "dynabert's median in the same placement.", ""]
     if ort_checks:
         errs = [v["rel_err"] for v in ort_checks.values()]
         fused = sorted({op for v in ort_checks.values() for op in v["ops"] if "Integer" in op or "Quantize" in op})
@@ -486,6 +546,9 @@ def low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks):
             if "int8" in lows:
                 head += " | ORT INT8 ms | vs ORT INT8 | rounds ahead"
                 sep += "---:|---:|---:|"
+                if t > 1 and dpl:
+                    head += " | placements | same placement"
+                    sep += "---|---|"
             lines += [f"### batch {batch}, {t} thread{'s' if t > 1 else ''}", "", head + " |", sep]
             for w in WIDTHS:
                 for d in DEPTHS:
@@ -498,6 +561,10 @@ def low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks):
                         k = ("int8", batch, t, w, d)
                         om = omap.get(k, float("nan"))
                         row += f"{om:.1f} | {om / dmap[k]:.2f}x | {won.get(k, 0)}/{len(ort_rounds)} | "
+                        if t > 1 and dpl:
+                            sp = same.get(k, {})
+                            row += f"{short_pl(dpl.get(k, []))} / {short_pl(opl.get(k, []))} | " + (
+                                ", ".join(f"{pl} {r:.2f}x" for pl, r in sp.items()) or "none in common") + " | "
                         bars.append((batch, t, w, d, dmap[k], om))
                     lines.append(row.rstrip(" "))
             lines.append("")
@@ -509,6 +576,17 @@ def low_precision_section(a, dmap, omap, won, ort_rounds, ort_checks):
                      ("not measured" if not measured else "met (worst " +
                       f"{min(b[5] / b[4] for b in measured):.2f}x)" if not short else "NOT met for " + ", ".join(
                           f"(w {b[2]:g}, d {b[3]:g}, batch {b[0]}, {b[1]}t: {b[5] / b[4]:.2f}x)" for b in short)))
+        lines.append(f"  ({len(measured) - len(short)} of {len(measured)} combinations at or above 1.25x)")
+        two = [b for b in measured if b[1] > 1 and ("int8",) + (b[0], b[1], b[2], b[3]) in same]
+        if two:
+            judged = [(b, same[("int8", b[0], b[1], b[2], b[3])]) for b in two]
+            none = [b for b, sp in judged if not sp]
+            below = [(b, pl, r) for b, sp in judged for pl, r in sp.items() if r < 1.25]
+            lines.append("- the two-thread combinations judged within one placement of the CPUs (both programs measured "
+                         "while they shared an L3, or while they did not): " +
+                         ("every ratio at or above 1.25x" if not below else "under 1.25x: " + ", ".join(
+                             f"(w {b[2]:g}, d {b[3]:g}, batch {b[0]}, {pl}: {r:.2f}x)" for b, pl, r in below)) +
+                         (f"; no placement in common for {len(none)} of {len(two)}" if none else ""))
     for p, bar in (("int8", 3.0), ("bf16", 1.8)):
         if p not in lows:
             continue

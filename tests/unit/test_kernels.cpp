@@ -719,7 +719,10 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
       if ((kern == kernels::LowpKernel::kEmulated || kern == kernels::LowpKernel::kNative512) != (p == Precision::kBf16) &&
           kern != kernels::LowpKernel::kAuto)
         continue;
-      for (int M : {1, 37, 450})  // 450 >= DYNABERT_GEMM_MSPLIT: two threads split the rows
+      // INT8: threads split the rows from DYNABERT_LOWP_SPLIT_ROWS (56) rows each, 128 on two
+      // threads and 450 on two or three; BF16 from DYNABERT_GEMM_MSPLIT (384) rows; the columns
+      // otherwise
+      for (int M : {1, 37, 128, 450})
         for (int threads : {1, 2, 3})
           for (bool scratch : {false, true})
             for (bool epi : {false, true}) check(p, kern, small, M, 232, threads, scratch, epi);
@@ -749,7 +752,7 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
 
 BOOST_AUTO_TEST_CASE(lowp_gemm_is_bitwise_independent_of_threads_and_close_to_fp32) {
   std::mt19937 g(14);
-  const int M = 420, N = 200, K = 264;  // M >= DYNABERT_GEMM_MSPLIT: two threads split the rows
+  const int M = 420, N = 200, K = 264;  // two threads split the rows (INT8 and BF16)
   auto a = randn(M * K, g), w = randn(N * K, g, 0.05f);
   kernels::PackedWeight pf(w.data(), N, K, K);
   AlignedBuffer<float> scratch(kernels::gemm_scratch_floats());

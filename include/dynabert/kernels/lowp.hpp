@@ -437,6 +437,12 @@ struct RowSink {
   std::size_t scratch_stride = 0;
 };
 
+#ifndef DYNABERT_LOWP_SPLIT_ROWS
+/// Rows per thread from which threads split an INT8 product's rows rather than its columns (four
+/// tiles: batch 1 with 128 tokens on two threads splits rows). BF16 products split rows from
+/// DYNABERT_GEMM_MSPLIT rows, as FP32 ones (docs/architecture.md, "Threads").
+#define DYNABERT_LOWP_SPLIT_ROWS 56
+#endif
 #ifndef DYNABERT_SINK_CHUNK_BYTES  // bytes of output rows a sink's chunk keeps in L2
 #define DYNABERT_SINK_CHUNK_BYTES (384 * 1024)
 #endif
@@ -784,11 +790,13 @@ inline void gemm_with(float* c, long ldc, const LowpA& a, int M, const LowpView&
                       const Threads& threads, const RowSink* sink) {
   const Epilogue* e = ep.trivial() ? nullptr : &ep;
   const int panels = (n + kNR - 1) / kNR;
-  if (threads.count() > 1 && M >= DYNABERT_GEMM_MSPLIT) {  // many rows: threads split M in whole tiles
-    const long tiles = (M + K::kMR - 1) / K::kMR;
-    threads.for_chunks(tiles, [&](int worker, long t0, long t1) {
-      const long m0 = t0 * K::kMR, m1 = std::min<long>(M, t1 * K::kMR);
-      if (m1 > m0) run_panels<K>(c, ldc, a, m0, m1, B, n, k, e, 0, panels, sink, worker);
+  const long split_rows = K::kPrecision == Precision::kInt8 ? static_cast<long>(threads.count()) * DYNABERT_LOWP_SPLIT_ROWS
+                                                              : DYNABERT_GEMM_MSPLIT;
+  if (threads.count() > 1 && M >= split_rows) {
+    // enough rows: each thread takes an equal share of them over every panel, and its sink
+    // finishes them where they were computed (no output crosses between cores)
+    threads.for_chunks(M, [&](int worker, long m0, long m1) {
+      run_panels<K>(c, ldc, a, m0, m1, B, n, k, e, 0, panels, sink, worker);
     });
     return;
   }
