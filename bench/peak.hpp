@@ -71,8 +71,9 @@ inline double peak_gflops(int threads) {
 // ---- how far apart the first two CPUs are ------------------------------------------------------
 
 /// Round trip of one cache line between two threads pinned to the first two CPUs of the process's
-/// affinity mask, in ns (median of 5 runs of 20,000 round trips); 0 where it cannot be measured
-/// (fewer than two CPUs, or not Linux). On a VM the host may move the two virtual CPUs between
+/// affinity mask, in ns (fastest of 5 runs of 20,000 round trips: a run in which another thread
+/// took one of the CPUs for a while only reads slower); 0 where it cannot be measured (fewer than
+/// two CPUs, pinning refused, or not Linux). On a VM the host may move the two virtual CPUs between
 /// cores that share an L3 and cores that do not, and two-thread times change with it
 /// (docs/performance.md, "Where the two CPUs are"): the benchmarks report this beside them.
 inline double core_round_trip_ns() {
@@ -83,11 +84,12 @@ inline double core_round_trip_ns() {
   for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
     if (CPU_ISSET(c, &mask)) cpus[found++] = c;
   if (found < 2) return 0;
-  auto pin = [](int cpu) {
+  std::atomic<bool> pinned{true};
+  auto pin = [&](int cpu) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
-    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) != 0) pinned = false;
   };
   const int trips = 20000;
   std::vector<double> runs;
@@ -116,8 +118,7 @@ inline double core_round_trip_ns() {
     echo.join();
     runs.push_back(ns);
   }
-  std::sort(runs.begin(), runs.end());
-  return runs[runs.size() / 2];
+  return pinned ? *std::min_element(runs.begin(), runs.end()) : 0.0;
 #else
   return 0;
 #endif

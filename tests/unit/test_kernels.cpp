@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <dynabert/dynabert.hpp>
+#include <utility>
 
 using namespace dynabert;
 
@@ -773,6 +774,13 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_is_bitwise_independent_of_threads_and_close_to_fp
     kernels::gemm_lowp(c3.data(), N, conv, 100, pw.view(), N, K, {}, Threads(3));  // panels split
     BOOST_TEST(std::memcmp(c1.data(), c2.data(), sizeof(float) * c1.size()) == 0);
     BOOST_TEST(std::memcmp(c1.data(), c3.data(), sizeof(float) * 100 * N) == 0);
+    // shares that end inside a tile: 128 rows on two threads (INT8 splits the rows, BF16 the
+    // columns), 411 on three (rows), 131 on two (INT8: rows of 65 and 66)
+    for (auto [m, t] : {std::pair{128, 2}, std::pair{411, 3}, std::pair{131, 2}}) {
+      std::vector<float> cs(static_cast<std::size_t>(m) * N);
+      kernels::gemm_lowp(cs.data(), N, conv, m, pw.view(), N, K, {}, Threads(t));
+      BOOST_TEST(std::memcmp(c1.data(), cs.data(), sizeof(float) * cs.size()) == 0, m << " rows on " << t << " threads");
+    }
     double worst = 0;
     for (std::size_t i = 0; i < c1.size(); ++i) worst = std::max(worst, std::abs(double(c1[i]) - ref[i]));
     // against the largest output: int8 rounds both operands to 1/254 of their row's range

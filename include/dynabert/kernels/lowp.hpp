@@ -439,8 +439,9 @@ struct RowSink {
 
 #ifndef DYNABERT_LOWP_SPLIT_ROWS
 /// Rows per thread from which threads split an INT8 product's rows rather than its columns (four
-/// tiles: batch 1 with 128 tokens on two threads splits rows). BF16 products split rows from
-/// DYNABERT_GEMM_MSPLIT rows, as FP32 ones (docs/architecture.md, "Threads").
+/// tiles: batch 1 with 128 tokens on two threads splits rows), and always from DYNABERT_GEMM_MSPLIT
+/// rows. BF16 products split rows from DYNABERT_GEMM_MSPLIT rows, as FP32 ones
+/// (docs/architecture.md, "Threads").
 #define DYNABERT_LOWP_SPLIT_ROWS 56
 #endif
 #ifndef DYNABERT_SINK_CHUNK_BYTES  // bytes of output rows a sink's chunk keeps in L2
@@ -790,8 +791,9 @@ inline void gemm_with(float* c, long ldc, const LowpA& a, int M, const LowpView&
                       const Threads& threads, const RowSink* sink) {
   const Epilogue* e = ep.trivial() ? nullptr : &ep;
   const int panels = (n + kNR - 1) / kNR;
-  const long split_rows = K::kPrecision == Precision::kInt8 ? static_cast<long>(threads.count()) * DYNABERT_LOWP_SPLIT_ROWS
-                                                              : DYNABERT_GEMM_MSPLIT;
+  const long split_rows = K::kPrecision == Precision::kInt8
+                              ? std::min<long>(static_cast<long>(threads.count()) * DYNABERT_LOWP_SPLIT_ROWS, DYNABERT_GEMM_MSPLIT)
+                              : DYNABERT_GEMM_MSPLIT;
   if (threads.count() > 1 && M >= split_rows) {
     // enough rows: each thread takes an equal share of them over every panel, and its sink
     // finishes them where they were computed (no output crosses between cores)
