@@ -520,6 +520,80 @@ BOOST_AUTO_TEST_CASE(int8_activation_quantization_matches_its_twin) {
   }
 }
 
+namespace {
+/// The int8 conversion of a row as the fused passes do it (max |y| found by the pass that wrote y)
+/// against quantize_a_row: scale, values, padding and correction bitwise.
+void check_known_max(const std::vector<float>& y, kernels::RowAbsMax mx, const std::string& what) {
+  const int k = static_cast<int>(y.size()), kpad = kernels::lowp_kpad(k, Precision::kInt8);
+  std::vector<std::int8_t> qa(kpad, 9), qb(kpad, 7);
+  std::int32_t ca = -1, cb = -2;
+  const float sa = kernels::quantize_a_row(qa.data(), &ca, y.data(), k, kpad);
+  const float sb = kernels::quantize_a_row_known(qb.data(), &cb, y.data(), k, kpad, mx.amax, mx.nan);
+  BOOST_TEST((sa == sb || (std::isnan(sa) && std::isnan(sb))), what << " scale " << sa << " vs " << sb);
+  BOOST_TEST(ca == cb, what);
+  BOOST_TEST((qa == qb), what);
+  bool nan = false;
+  float amax = 0.0f;
+  for (float v : y) {
+    nan = nan || std::isnan(v);
+    if (!std::isnan(v)) amax = std::max(amax, std::abs(v));
+  }
+  BOOST_TEST(mx.nan == nan, what);
+  if (!nan) BOOST_TEST(mx.amax == amax, what);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(fused_row_passes_are_bitwise_the_passes_one_after_another) {
+  // The INT8 sinks' fused passes (kernels/rowwise.hpp): residual + LayerNorm finding max |y|, and
+  // softmax times V's per-key scales finding max |p|, then quantize_a_row_known, against add(),
+  // layernorm_row(), softmax_row(), the scaling loop and quantize_a_row one after another; rows
+  // whose length is not a multiple of 16, NaN and Inf in the vector part and in the tail
+  std::mt19937 g(17);
+  int compared = 0;
+  for (int H : {1, 5, 16, 31, 48, 90, 130, 768})
+    for (int kind = 0; kind < 5; ++kind)  // 0 plain, 1 NaN early, 2 NaN in the tail, 3 Inf, 4 zeros
+      for (bool with_res : {true, false}) {
+        const std::string what = "H " + std::to_string(H) + " kind " + std::to_string(kind) + (with_res ? " residual" : "");
+        auto x = randn(H, g, 2.0f), res = randn(H, g), gamma = randn(H, g), beta = randn(H, g, 0.1f);
+        if (kind == 4) std::fill(x.begin(), x.end(), 0.0f), std::fill(res.begin(), res.end(), 0.0f);
+        const int at = kind == 2 ? H - 1 : std::min(H - 1, 3);
+        if (kind == 1 || kind == 2) x[at] = NAN;
+        if (kind == 3) x[at] = INFINITY;
+        // layernorm
+        std::vector<float> xa = x, xb = x, ya(H, -1.0f), yb(H, -2.0f);
+        if (with_res) kernels::add(xa.data(), res.data(), H);
+        kernels::layernorm_row(ya.data(), xa.data(), gamma.data(), beta.data(), H, 1e-12);
+        kernels::RowAbsMax mx;
+        if (H == 768)
+          mx = kernels::add_layernorm_row_absmax<768>(yb.data(), xb.data(), with_res ? res.data() : nullptr, gamma.data(),
+                                                      beta.data(), H, 1e-12);
+        else
+          mx = kernels::add_layernorm_row_absmax(yb.data(), xb.data(), with_res ? res.data() : nullptr, gamma.data(),
+                                                 beta.data(), H, 1e-12);
+        BOOST_TEST(std::memcmp(ya.data(), yb.data(), 4 * H) == 0, what);
+        BOOST_TEST(std::memcmp(xa.data(), xb.data(), 4 * H) == 0, what);
+        check_known_max(yb, mx, "layernorm " + what);
+        // softmax (with_res: a mask bias that drops some keys)
+        std::vector<float> scale(H), bias(H, 0.0f);
+        for (auto& v : scale) v = std::abs(randn(1, g)[0]) + 0.01f;
+        for (int j = 0; j < H; j += 3) bias[j] = -10000.0f;
+        const float* b = with_res ? bias.data() : nullptr;
+        std::vector<float> pa = x, pb = x;
+        kernels::softmax_row(pa.data(), H, 1.0f, b);
+        for (int j = 0; j < H; ++j) pa[j] *= scale[j];
+        const auto ms = kernels::softmax_row_scaled_absmax(pb.data(), H, scale.data(), 1.0f, b);
+        BOOST_TEST(std::memcmp(pa.data(), pb.data(), 4 * H) == 0, what);
+        check_known_max(pb, ms, "softmax " + what);
+        // softmax at scale 1 without a mask reads p without rewriting it: as with a zero mask
+        std::vector<float> pz = x, pn = x, zero(H, 0.0f);
+        kernels::softmax_row(pz.data(), H, 1.0f, zero.data());
+        kernels::softmax_row(pn.data(), H, 1.0f);
+        BOOST_TEST(std::memcmp(pz.data(), pn.data(), 4 * H) == 0, what);
+        ++compared;
+      }
+  BOOST_TEST(compared == 80);
+}
+
 BOOST_AUTO_TEST_CASE(bf16_rounding_matches_its_twin_and_the_hardware) {
   std::mt19937 g(12);
   std::vector<float> x = randn(4000, g, 10.0f);

@@ -8,9 +8,10 @@
 // row (token) the same way into s8 with s_a[m], and its row sums are kept. `vpdpbusd` multiplies
 // the u8 weights by the s8 activations, so
 //     acc[m][n] = sum_k (q_w + 128) q_a = sum_k q_w q_a + 128 sum_k q_a,
-// and the epilogue computes (acc - 128 rowsum_a[m]) * s_a[m] * s_w[n]: the correction depends only
-// on the row of A, so it holds for every prefix of K (every DynaBERT width) with nothing stored per
-// width. Products u8 x s8 summed in int32 cannot saturate. CPUs without AVX512_VNNI run the same
+// and the epilogue computes (acc - 128 rowsum_a[m]) * s_a[m] * s_w[n] (the VNNI tile starts its
+// accumulators at -128 rowsum_a[m] instead, so its epilogue subtracts nothing): the correction
+// depends only on the row of A, so it holds for every prefix of K (every DynaBERT width) with
+// nothing stored per width. Products u8 x s8 summed in int32 cannot saturate. CPUs without AVX512_VNNI run the same
 // layout with 16-bit intermediate products (`vpmaddwd` on zero-extended weights and sign-extended
 // activations: exact, no saturation); others a plain loop.
 //
@@ -36,6 +37,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -321,34 +323,23 @@ struct LowpA {
   const std::int32_t* corr = nullptr;
 };
 
-/// One row of A in int8: q[0, kpad) (zero past k), returns s_a and writes corr = 128 x sum q
-/// (bitwise quantize_s8's values and scale).
-inline float quantize_a_row(std::int8_t* q, std::int32_t* corr, const float* x, int k, int kpad) {
+/// One row of A in int8 whose max |x| (`amax`, over the values that are not NaN) and whether it
+/// holds a NaN (`nan`) the caller found already, e.g. in the pass that wrote the row (LayerNorm,
+/// softmax): q[0, kpad) (zero past k), returns s_a and writes corr = 128 x sum q (bitwise
+/// quantize_s8's values and scale). `amax` must be exactly that max (a smaller one would saturate
+/// q while corr sums the unsaturated values); builds without AVX512BW find it again.
+inline float quantize_a_row_known(std::int8_t* q, std::int32_t* corr, const float* x, int k, int kpad, float amax, bool nan) {
 #if defined(__AVX512BW__)
-  __m512 vmax = _mm512_setzero_ps();
-  __mmask16 nan = 0;  // max drops a NaN: found separately
-  int i = 0;
-  for (; i + 16 <= k; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
-  }
-  float amax = _mm512_reduce_max_ps(vmax);
-  bool finite = nan == 0;
-  for (; i < k; ++i) {
-    finite = finite && !std::isnan(x[i]);
-    amax = std::max(amax, std::abs(x[i]));
-  }
-  if (!finite || !(amax <= std::numeric_limits<float>::max()) || amax == 0.0f) {
+  if (nan || !(amax <= std::numeric_limits<float>::max()) || amax == 0.0f) {
     std::memset(q, 0, static_cast<std::size_t>(kpad));
     *corr = 0;
-    return amax == 0.0f && finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+    return amax == 0.0f && !nan ? 0.0f : std::numeric_limits<float>::quiet_NaN();
   }
   const float inv = 127.0f / amax;
   if (inv <= std::numeric_limits<float>::max()) {  // else (max|x| below 3.7e-37) quantize_s8 below
     const __m512 vinv = _mm512_set1_ps(inv);
     __m512i sum = _mm512_setzero_si512();
-    i = 0;
+    int i = 0;
     // every |x| <= amax, so |x * inv| rounds to at most 127: no clamp (the narrowing saturates)
     for (; i + 16 <= k; i += 16) {
       const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));  // nearest even
@@ -365,6 +356,9 @@ inline float quantize_a_row(std::int8_t* q, std::int32_t* corr, const float* x, 
     *corr = 128 * s;
     return amax / 127.0f;
   }
+#else
+  (void)amax;
+  (void)nan;
 #endif
   const float sa = quantize_s8(q, x, k);
   std::int32_t s = 0;
@@ -372,6 +366,30 @@ inline float quantize_a_row(std::int8_t* q, std::int32_t* corr, const float* x, 
   for (int i = k; i < kpad; ++i) q[i] = 0;
   *corr = 128 * s;
   return sa;
+}
+
+/// One row of A in int8: q[0, kpad) (zero past k), returns s_a and writes corr = 128 x sum q
+/// (bitwise quantize_s8's values and scale).
+inline float quantize_a_row(std::int8_t* q, std::int32_t* corr, const float* x, int k, int kpad) {
+  float amax = 0.0f;
+  bool nan = false;
+#if defined(__AVX512BW__)
+  __m512 vmax = _mm512_setzero_ps();
+  __mmask16 nanm = 0;  // max drops a NaN: found separately
+  int i = 0;
+  for (; i + 16 <= k; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    nanm |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+  }
+  amax = _mm512_reduce_max_ps(vmax);
+  nan = nanm != 0;
+  for (; i < k; ++i) {
+    nan = nan || std::isnan(x[i]);
+    amax = std::max(amax, std::abs(x[i]));
+  }
+#endif
+  return quantize_a_row_known(q, corr, x, k, kpad, amax, nan);
 }
 
 /// One row of A in bfloat16: y[0, kpad) (zero past k).
@@ -481,9 +499,24 @@ inline std::int32_t load4(const void* p) {
   return v;
 }
 
+/// x as computed: GCC may not fuse the multiply that produced it with a later addition into an FMA
+/// (which rounds once: the dequantizing store's fast paths would then differ from its generic
+/// path, and from earlier builds, in the last bit).
+[[gnu::always_inline]] inline simd::Batch rounded(simd::Batch x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(x.data));
+#elif defined(__GNUC__) && (defined(__aarch64__) || defined(__arm__))
+  __asm__("" : "+w"(x.data));
+#elif defined(__GNUC__)  // other targets: through memory
+  __asm__("" : "+m"(x.data));
+#endif
+  return x;
+}
+
 /// Dequantizes an int32 tile (row i, column j at acc[i * kNR + j]) into batches and stores it.
-/// Not inlined into the tiles: their accumulator loops keep every register.
-template <int MR>
+/// Not inlined into the tiles: their accumulator loops keep every register. kCorrected: the tile
+/// started its accumulators at -corr[i], so acc holds sum q_w q_a already (the same integers).
+template <int MR, bool kCorrected = false>
 [[gnu::noinline]] inline void store_s8_tile(const std::int32_t* acc, const float* sa, const std::int32_t* corr, const float* sw, float* c,
                           long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
   using B = simd::Batch;
@@ -494,14 +527,42 @@ template <int MR>
   if (n_valid == kNR) {  // row by row: dequantize, then the epilogue, in registers
     auto rows = [&](auto store) {
       for (int i = 0; i < MR; ++i) {
-        const I ci(corr[i]);
+        const I ci(kCorrected ? 0 : corr[i]);
         const B si(sa[i]);
         B f[NV];
-        for (int v = 0; v < NV; ++v) f[v] = xsimd::to_float(I::load_aligned(acc + i * kNR + v * L) - ci) * (si * w[v]);
+        for (int v = 0; v < NV; ++v) {
+          const I q = I::load_aligned(acc + i * kNR + v * L);
+          f[v] = rounded(xsimd::to_float(kCorrected ? q : q - ci) * (si * w[v]));
+        }
         store(f, c + i * ldc, row0 + i);
       }
     };
-    switch (ep ? ep->act : Activation::kNone) {  // the activation in registers too
+    // The epilogues of inference (a bias, or a scale alpha; no residual or pre-activation; no
+    // activation or the erf GELU) with the fields read once per tile: through `ep`, GCC reloaded
+    // and tested every field for every vector (a store to C may alias them), which made the store
+    // twice as many instructions. The same arithmetic as store_row / store_row_act.
+    const Activation act = ep ? ep->act : Activation::kNone;
+    if (!ep || (!ep->pre_activation && !ep->residual && (act == Activation::kNone || act == Activation::kGeluErf) &&
+                (!ep->bias || ep->alpha == 1.0f))) {
+      const float* bias = ep && ep->bias ? ep->bias + col0 : nullptr;
+      const B alpha(ep ? ep->alpha : 1.0f);
+      auto plain = [&](auto gelu, auto with_bias) {
+        rows([&](B(&f)[NV], float* crow, long) {
+          for (int v = 0; v < NV; ++v) {
+            B r = f[v];
+            if constexpr (with_bias) r += B::load_unaligned(bias + v * L);
+            else r *= alpha;  // exact for alpha = 1
+            if constexpr (gelu) r = detail::activate(Activation::kGeluErf, r);
+            r.store_unaligned(crow + v * L);
+          }
+        });
+      };
+      using T = std::true_type;
+      using F = std::false_type;
+      if (act == Activation::kGeluErf) return bias ? plain(T{}, T{}) : plain(T{}, F{});
+      return bias ? plain(F{}, T{}) : plain(F{}, F{});
+    }
+    switch (act) {  // the activation in registers too
       case Activation::kGeluErf:
         return rows([&](B(&f)[NV], float* crow, long row) { detail::store_row_act<Activation::kGeluErf>(f, crow, *ep, row, col0); });
       case Activation::kGeluTanh:
@@ -514,9 +575,12 @@ template <int MR>
   }
   B f[MR][NV];
   for (int i = 0; i < MR; ++i) {
-    const I ci(corr[i]);
+    const I ci(kCorrected ? 0 : corr[i]);
     const B si(sa[i]);
-    for (int v = 0; v < NV; ++v) f[i][v] = xsimd::to_float(I::load_aligned(acc + i * kNR + v * L) - ci) * (si * w[v]);
+    for (int v = 0; v < NV; ++v) {
+      const I q = I::load_aligned(acc + i * kNR + v * L);
+      f[i][v] = xsimd::to_float(kCorrected ? q : q - ci) * (si * w[v]);
+    }
   }
   detail::store_tile<MR>(f, c, ldc, n_valid, false, ep, row0, col0);
 }
@@ -597,17 +661,27 @@ struct S8Vnni512 {
                    const std::int32_t* corr, const float* sw, float* c, long ldc, int n_valid, const Epilogue* ep, long row0,
                    long col0) {
     const auto* __restrict a = static_cast<const std::int8_t*>(av);
+    // the accumulators start at -128 x (row sum of q_a): they end at sum q_w q_a, and the store
+    // subtracts nothing (vpdpbusd wraps, so the integers are those of starting at zero)
     __m512i acc[MR][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_set1_epi32(-corr[i]);
+    // row i at r[i / 3] + (i % 3) x lda: five moving pointers and lda in the addressing modes,
+    // instead of a register per row (with 14 rows GCC spilled row offsets inside the loop)
+    constexpr int NP = (MR + 2) / 3;
+    const std::int8_t* r[NP];
+#pragma GCC unroll 8
+    for (int j = 0; j < NP; ++j) r[j] = a + 3 * j * lda;
     for (int g = 0; g < groups; ++g) {
       const __m512i b0 = _mm512_load_si512(b + g * 128), b1 = _mm512_load_si512(b + g * 128 + 64);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
-        const __m512i ai = _mm512_set1_epi32(load4(a + i * lda + 4 * g));
+        const __m512i ai = _mm512_set1_epi32(load4(r[i / 3] + (i % 3) * lda));
         acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b0, ai);
         acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b1, ai);
       }
+#pragma GCC unroll 8
+      for (int j = 0; j < NP; ++j) r[j] += 4;
     }
     // through memory to the shared dequantizing store: with the epilogue inlined here, GCC 12
     // spilled the accumulators inside the loop above (about 70 % of the instruction's peak
@@ -618,7 +692,7 @@ struct S8Vnni512 {
       _mm512_store_si512(out + i * kNR, acc[i][0]);
       _mm512_store_si512(out + i * kNR + 16, acc[i][1]);
     }
-    store_s8_tile<MR>(out, sa, corr, sw, c, ldc, n_valid, ep, row0, col0);
+    store_s8_tile<MR, true>(out, sa, corr, sw, c, ldc, n_valid, ep, row0, col0);
   }
 };
 #endif

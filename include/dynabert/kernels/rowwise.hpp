@@ -1,6 +1,7 @@
 // Fast row kernels (xsimd): activations, LayerNorm, softmax with mask, bias. Each has a twin in
 // reference.hpp and a randomized test against it (tests/unit/test_kernels.cpp).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -136,19 +137,48 @@ inline void activation(float* x, std::size_t n, Activation act) {
   activation(x, x, n, act);
 }
 
+/// What a row pass found of the row it wrote, for quantizing it next (quantize_a_row_known in
+/// kernels/lowp.hpp): max |y| over the values that are not NaN, and whether one was NaN.
+struct RowAbsMax {
+  float amax = 0.0f;
+  bool nan = false;
+};
+
 namespace detail {
+/// Folds batch v into a running max |.| and NaN mask (max drops a NaN: hence the mask).
+inline void absmax_step(simd::Batch& vmax, xsimd::batch_bool<float, simd::Arch>& nan, const simd::Batch& v) {
+  vmax = xsimd::max(vmax, xsimd::abs(v));
+  nan = nan | xsimd::isnan(v);
+}
+
 /// LayerNorm of one row: two-pass (mean, then centred variance) like PyTorch, accumulated in float
 /// lanes. kH > 0 fixes the row length at compile time (the loops then have constant trip counts);
 /// with kCache, xhat and rstd are stored for the backward. y is bitwise the same either way.
-template <int kH, bool kCache>
-inline void layernorm_row(float* y, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta,
-                          int H_, double eps) {
+/// kFused (inference before an int8 product): with a residual, the first pass adds it and writes
+/// x + residual to `sum` (which may equal x) for the later passes, and the last pass also finds
+/// y's RowAbsMax; y is bitwise add() then LayerNorm.
+template <int kH, bool kCache, bool kFused = false>
+inline RowAbsMax layernorm_row(float* y, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta,
+                               int H_, double eps, float* sum = nullptr, const float* residual = nullptr) {
   using B = simd::Batch;
+  using BB = xsimd::batch_bool<float, simd::Arch>;
   constexpr int W = static_cast<int>(B::size);
   const int H = kH > 0 ? kH : H_;
   B s(0.0f);
   int i = 0;
-  for (; i + W <= H; i += W) s += B::load_unaligned(x + i);
+  if constexpr (kFused) {
+    if (residual) {
+      for (; i + W <= H; i += W) {
+        const B v = B::load_unaligned(x + i) + B::load_unaligned(residual + i);
+        v.store_unaligned(sum + i);
+        s += v;
+      }
+      for (int t = i; t < H; ++t) sum[t] = x[t] + residual[t];
+      x = sum;
+    }
+  }
+  if (!kFused || !residual)
+    for (; i + W <= H; i += W) s += B::load_unaligned(x + i);
   float mean = simd::reduce_add(s);
   for (; i < H; ++i) mean += x[i];
   mean /= static_cast<float>(H);
@@ -164,16 +194,30 @@ inline void layernorm_row(float* y, float* xhat, float* rstd, const float* x, co
   const float inv = 1.0f / std::sqrt(var + static_cast<float>(eps));
   if (kCache) *rstd = inv;
   const B bi(inv);
+  B vmax(0.0f);
+  BB vnan(false);
   for (i = 0; i + W <= H; i += W) {
     B r = (B::load_unaligned(x + i) - bm) * bi;
     if (kCache) r.store_unaligned(xhat + i);
-    xsimd::fma(r, B::load_unaligned(gamma + i), B::load_unaligned(beta + i)).store_unaligned(y + i);
+    const B o = xsimd::fma(r, B::load_unaligned(gamma + i), B::load_unaligned(beta + i));
+    o.store_unaligned(y + i);
+    if constexpr (kFused) absmax_step(vmax, vnan, o);
+  }
+  RowAbsMax m;
+  if constexpr (kFused) {
+    m.amax = simd::reduce_max(vmax);
+    m.nan = xsimd::any(vnan);
   }
   for (; i < H; ++i) {
     const float r = (x[i] - mean) * inv;
     if (kCache) xhat[i] = r;
     y[i] = r * gamma[i] + beta[i];
+    if constexpr (kFused) {
+      m.nan = m.nan || std::isnan(y[i]);
+      m.amax = std::max(m.amax, std::abs(y[i]));
+    }
   }
+  return m;
 }
 }  // namespace detail
 
@@ -190,6 +234,16 @@ template <int kH = 0>
 inline void layernorm_row_cached(float* y, float* xhat, float* rstd, const float* x, const float* gamma,
                                  const float* beta, int H, double eps) {
   detail::layernorm_row<kH, true>(y, xhat, rstd, x, gamma, beta, H, eps);
+}
+
+/// y = LayerNorm(x + residual) * gamma + beta over one row (residual may be null: then x is only
+/// read), bitwise add() then layernorm_row(), writing x + residual back into x; also returns y's
+/// max |y| and NaN flag, so that an int8 conversion of y (quantize_a_row_known) needs no pass of
+/// its own to find them.
+template <int kH = 0>
+inline RowAbsMax add_layernorm_row_absmax(float* y, float* x, const float* residual, const float* gamma, const float* beta,
+                                          int H, double eps) {
+  return detail::layernorm_row<kH, false, true>(y, nullptr, nullptr, x, gamma, beta, H, eps, x, residual);
 }
 
 /// LayerNorm backward of one row (twin: reference::layernorm_backward_row): dx += rstd (dxhat -
@@ -286,14 +340,17 @@ inline void add(float* y, const float* x, std::size_t n) {
   for (; i < n; ++i) y[i] += x[i];
 }
 
-/// In place over one row of n scores: p = softmax(scale * p + bias); bias (additive mask) may be
-/// null.
-inline void softmax_row(float* p, int n, float scale, const float* bias = nullptr) {
+namespace detail {
+/// softmax_row; kFused: also times colscale[j] after normalizing and returns the row's RowAbsMax.
+template <bool kFused>
+inline RowAbsMax softmax_row(float* p, int n, float scale, const float* bias, const float* colscale) {
   using B = simd::Batch;
   constexpr int W = static_cast<int>(B::size);
   const B bs(scale);
   B vmax(-INFINITY);
   int j = 0;
+  if (!bias && scale == 1.0f)  // p as it is (p * 1 = p): only its max
+    for (; j + W <= n; j += W) vmax = xsimd::max(vmax, B::load_unaligned(p + j));
   for (; j + W <= n; j += W) {
     B v = B::load_unaligned(p + j) * bs;
     if (bias) v += B::load_unaligned(bias + j);
@@ -318,8 +375,44 @@ inline void softmax_row(float* p, int n, float scale, const float* bias = nullpt
     sum += p[j];
   }
   const B binv(1.0f / sum);
-  for (j = 0; j + W <= n; j += W) (B::load_unaligned(p + j) * binv).store_unaligned(p + j);
-  for (; j < n; ++j) p[j] *= 1.0f / sum;
+  RowAbsMax m;
+  if constexpr (kFused) {
+    B amax(0.0f);
+    xsimd::batch_bool<float, simd::Arch> nan(false);
+    for (j = 0; j + W <= n; j += W) {
+      const B y = B::load_unaligned(p + j) * binv * B::load_unaligned(colscale + j);
+      y.store_unaligned(p + j);
+      absmax_step(amax, nan, y);
+    }
+    m.amax = simd::reduce_max(amax);
+    m.nan = xsimd::any(nan);
+  } else {
+    for (j = 0; j + W <= n; j += W) (B::load_unaligned(p + j) * binv).store_unaligned(p + j);
+  }
+  for (; j < n; ++j) {
+    p[j] *= 1.0f / sum;
+    if constexpr (kFused) {
+      p[j] *= colscale[j];
+      m.nan = m.nan || std::isnan(p[j]);
+      m.amax = std::max(m.amax, std::abs(p[j]));
+    }
+  }
+  return m;
+}
+}  // namespace detail
+
+/// In place over one row of n scores: p = softmax(scale * p + bias); bias (additive mask) may be
+/// null.
+inline void softmax_row(float* p, int n, float scale, const float* bias = nullptr) {
+  detail::softmax_row<false>(p, n, scale, bias, nullptr);
+}
+
+/// softmax_row, then p[j] *= colscale[j] (INT8 attention: V's per-key scales), bitwise the two one
+/// after the other; also returns the result's max |p| and NaN flag for its int8 conversion
+/// (quantize_a_row_known).
+inline RowAbsMax softmax_row_scaled_absmax(float* p, int n, const float* colscale, float scale = 1.0f,
+                                           const float* bias = nullptr) {
+  return detail::softmax_row<true>(p, n, scale, bias, colscale);
 }
 
 /// y[i] = x[i] * a (scaling a strided block of rows is done by the caller row by row).

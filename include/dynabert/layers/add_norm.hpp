@@ -113,6 +113,14 @@ class AddNorm {
   /// y = LN(x) of one row of H values (inference), bitwise forward()'s without a residual.
   void forward_row(T* y, const T* x) const { ops::layernorm_row<kH>(y, x, p_.gamma, p_.beta, H_, eps_); }
 
+  /// y = LN(x + residual) of one row (inference, float; residual may be null), bitwise
+  /// forward_row() after adding the residual into x (x then holds x + residual); also returns y's
+  /// max |y| and NaN flag for an int8 conversion of y.
+  kernels::RowAbsMax forward_row_absmax(float* y, float* x, const float* residual) const {
+    static_assert(ops::kFast<T>, "the fused LayerNorm is for the float path");
+    return kernels::add_layernorm_row_absmax<kH>(y, x, residual, p_.gamma, p_.beta, H_, eps_);
+  }
+
   /// y = LN(a + residual) (inference; residual may be null); y may equal a.
   void forward(T* y, const T* a, const T* residual, int rows, const Compute& c) const {
     if (residual) {

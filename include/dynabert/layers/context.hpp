@@ -64,6 +64,14 @@ struct LowpOperand {
   void convert_rows(Precision p, const float* x, long ldx, long m0, long m1, int k) {
     kernels::convert_a_rows(p, a.data(), scale.data(), corr.data(), x, ldx, m0, m1, k);
   }
+  /// Converts row m of an FP32 input to int8 (x: its k values) in place here, given the row's max |x|
+  /// and NaN flag (kernels::quantize_a_row_known): bitwise convert_rows' int8 row.
+  void quantize_row(long m, const float* x, int k, float amax, bool nan) {
+    constexpr Precision i8 = Precision::kInt8;
+    auto* q = reinterpret_cast<std::int8_t*>(a.data()) + m * kernels::lowp_a_ld(k, i8);
+    scale[static_cast<std::size_t>(m)] =
+        kernels::quantize_a_row_known(q, corr.data() + m, x, k, kernels::lowp_kpad(k, i8), amax, nan);
+  }
   /// The operand as converted with k columns.
   kernels::LowpA view(Precision p, int k) const { return kernels::lowp_a(p, a.data(), scale.data(), corr.data(), k); }
   std::size_t bytes() const { return a.size() + (scale.size() + corr.size()) * 4; }

@@ -263,6 +263,16 @@ class EncoderLayer {
     static void rows(void* ctx, long m0, long m1, float* r, long ld) {
       const auto* s = static_cast<const NormSink*>(ctx);
       const long H = s->hidden;
+      if (s->dst && s->p == Precision::kInt8) {
+        // residual, LayerNorm with max |y|, int8: two passes over a row fewer with AVX512BW (bitwise
+        // the same as add, forward_row and convert_rows)
+        for (long m = m0; m < m1; ++m) {
+          T* y = s->out + m * H;
+          const kernels::RowAbsMax mx = s->norm->forward_row_absmax(y, r + (m - m0) * ld, s->residual ? s->residual + m * H : nullptr);
+          s->dst->quantize_row(m, y, s->hidden, mx.amax, mx.nan);
+        }
+        return;
+      }
       for (long m = m0; m < m1; ++m) {
         float* x = r + (m - m0) * ld;
         if (s->residual) ops::add(x, s->residual + m * H, static_cast<std::size_t>(H));
