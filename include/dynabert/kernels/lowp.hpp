@@ -11,9 +11,9 @@
 // and the epilogue computes (acc - 128 rowsum_a[m]) * s_a[m] * s_w[n] (the VNNI tile starts its
 // accumulators at -128 rowsum_a[m] instead, so its epilogue subtracts nothing): the correction
 // depends only on the row of A, so it holds for every prefix of K (every DynaBERT width) with
-// nothing stored per width. Products u8 x s8 summed in int32 cannot saturate. CPUs without AVX512_VNNI run the same
-// layout with 16-bit intermediate products (`vpmaddwd` on zero-extended weights and sign-extended
-// activations: exact, no saturation); others a plain loop.
+// nothing stored per width. Products u8 x s8 summed in int32 cannot saturate. CPUs without
+// AVX512_VNNI run the same layout with 16-bit intermediate products (`vpmaddwd` on zero-extended
+// weights and sign-extended activations: exact, no saturation); others a plain loop.
 //
 // BF16. W is rounded to bfloat16 (nearest even) at load and packed as pairs of k for `vdpbf16ps`;
 // A is rounded per call; FP32 accumulation (28 independent chains per tile, enough to hide the
