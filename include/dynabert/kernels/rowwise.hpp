@@ -150,6 +150,15 @@ inline void absmax_step(simd::Batch& vmax, xsimd::batch_bool<float, simd::Arch>&
   vmax = xsimd::max(vmax, xsimd::abs(v));
   nan = nan | xsimd::isnan(v);
 }
+/// Folds one value into m (a tail past the last whole batch).
+inline void absmax_step(RowAbsMax& m, float v) {
+  m.nan = m.nan || std::isnan(v);
+  m.amax = std::max(m.amax, std::abs(v));
+}
+/// The RowAbsMax of running batches (then fold the tail in with absmax_step).
+inline RowAbsMax absmax_of(const simd::Batch& vmax, const xsimd::batch_bool<float, simd::Arch>& nan) {
+  return {simd::reduce_max(vmax), xsimd::any(nan)};
+}
 
 /// LayerNorm of one row: two-pass (mean, then centred variance) like PyTorch, accumulated in float
 /// lanes. kH > 0 fixes the row length at compile time (the loops then have constant trip counts);
@@ -204,18 +213,12 @@ inline RowAbsMax layernorm_row(float* y, float* xhat, float* rstd, const float* 
     if constexpr (kFused) absmax_step(vmax, vnan, o);
   }
   RowAbsMax m;
-  if constexpr (kFused) {
-    m.amax = simd::reduce_max(vmax);
-    m.nan = xsimd::any(vnan);
-  }
+  if constexpr (kFused) m = absmax_of(vmax, vnan);
   for (; i < H; ++i) {
     const float r = (x[i] - mean) * inv;
     if (kCache) xhat[i] = r;
     y[i] = r * gamma[i] + beta[i];
-    if constexpr (kFused) {
-      m.nan = m.nan || std::isnan(y[i]);
-      m.amax = std::max(m.amax, std::abs(y[i]));
-    }
+    if constexpr (kFused) absmax_step(m, y[i]);
   }
   return m;
 }
@@ -384,8 +387,7 @@ inline RowAbsMax softmax_row(float* p, int n, float scale, const float* bias, co
       y.store_unaligned(p + j);
       absmax_step(amax, nan, y);
     }
-    m.amax = simd::reduce_max(amax);
-    m.nan = xsimd::any(nan);
+    m = absmax_of(amax, nan);
   } else {
     for (j = 0; j + W <= n; j += W) (B::load_unaligned(p + j) * binv).store_unaligned(p + j);
   }
@@ -393,8 +395,7 @@ inline RowAbsMax softmax_row(float* p, int n, float scale, const float* bias, co
     p[j] *= 1.0f / sum;
     if constexpr (kFused) {
       p[j] *= colscale[j];
-      m.nan = m.nan || std::isnan(p[j]);
-      m.amax = std::max(m.amax, std::abs(p[j]));
+      absmax_step(m, p[j]);
     }
   }
   return m;
