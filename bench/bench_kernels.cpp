@@ -70,16 +70,18 @@ BENCHMARK(BM_Gemm)
     ->Args({4096, 1024, 256, 1, 1024, 256})->Args({4096, 256, 1024, 1, 256, 1024})
     ->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-/// Peaks of the low-precision dot instructions (kind 0: vpdpbusd INT8, 1: vdpbf16ps BF16), in
+/// Peaks of the low-precision dot instructions (kind 0: vpdpbusd INT8, 1: vdpbf16ps BF16, 2 and 3:
+/// the AMX tile products tdpbsud and tdpbf16ps), in
 /// operations (2 per multiply-add) per second, beside BM_PeakFma. args: kind, threads.
 void BM_PeakLowp(benchmark::State& st) {
   const int kind = static_cast<int>(st.range(0)), threads = static_cast<int>(st.range(1));
   for (auto _ : st) benchmark::DoNotOptimize(dynabert_bench::measure_lowp_peak(threads, kind));
   st.counters["peak_GOP/s"] = dynabert_bench::lowp_peak_gops(threads, kind);
   st.counters["vs_fp32_fma"] = dynabert_bench::lowp_peak_gops(threads, kind) / dynabert_bench::peak_gflops(threads);
-  st.SetLabel(kind == 0 ? "vpdpbusd" : "vdpbf16ps");
+  static const char* names[] = {"vpdpbusd", "vdpbf16ps", "AMX tdpbsud", "AMX tdpbf16ps"};
+  st.SetLabel(names[kind]);
 }
-BENCHMARK(BM_PeakLowp)->ArgNames({"kind", "threads"})->ArgsProduct({{0, 1}, {1, 2}})->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PeakLowp)->ArgNames({"kind", "threads"})->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->Iterations(1)->Unit(benchmark::kMillisecond);
 
 /// The low-precision product at the BM_Gemm shapes: args M, n, k, threads, N, K, precision (1 bf16,
 /// 2 int8). Times the product alone (A converted once before the loop); GOP/s and % of the
@@ -108,7 +110,9 @@ void BM_GemmLowp(benchmark::State& st) {
   }
   const double ops = 2.0 * M * n * k;
   st.counters["GOP/s"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  const double peak = dynabert_bench::lowp_peak_gops(threads, p == Precision::kInt8 ? 0 : 1);
+  const auto kern = kernels::default_lowp_kernel(p);
+  const bool amx = kern == kernels::LowpKernel::kAmxInt8 || kern == kernels::LowpKernel::kAmxBf16;
+  const double peak = dynabert_bench::lowp_peak_gops(threads, (p == Precision::kInt8 ? 0 : 1) + (amx ? 2 : 0));
   if (peak > 0)
     st.counters["pct_peak"] = benchmark::Counter(ops / 1e9 / peak * 100.0, benchmark::Counter::kIsIterationInvariantRate);
   st.SetLabel(kernels::to_string(kernels::default_lowp_kernel(p)));

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include <dynabert/core/simd.hpp>
+#include <dynabert/kernels/lowp.hpp>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -128,8 +131,9 @@ inline double core_round_trip_ns() {
 // Operations count multiplies and adds separately, as FLOPs do: one vpdpbusd on zmm is 64
 // multiply-adds = 128 ops, one vdpbf16ps 32 multiply-adds = 64 ops.
 
-/// Runs `iters` x 24 independent low-precision dot instructions (kind 0: vpdpbusd, 1: vdpbf16ps);
-/// returns ops per iteration (0 when the build lacks the instruction). The accumulators must stay
+/// Runs `iters` x 24 independent low-precision dot instructions (kind 0: vpdpbusd, 1: vdpbf16ps), or
+/// iters / 16 x 4 AMX tile products on four accumulator tiles (2: tdpbsud, 3: tdpbf16ps); returns
+/// ops per iteration (0 when the build or the OS lacks the instruction). The accumulators must stay
 /// in registers: GCC 12 keeps an array of __m512i in memory across such a loop (and spills even
 /// named vpdpbusd accumulators), which would measure store forwarding instead of the instruction.
 #define DYNABERT_BENCH_24(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) \
@@ -183,6 +187,42 @@ inline double lowp_chains(long iters, int kind, float* sink) {
 #undef SUM
     *sink = _mm512_reduce_add_ps(s);
     return 24.0 * 64.0;
+  }
+#endif
+#if DYNABERT_HAS_AMX
+  if ((kind == 2 || kind == 3) && dynabert::kernels::lowp::amx_permitted()) {
+    // four independent 16 x 16 accumulator tiles, A and B tiles loaded once
+    alignas(64) static std::uint8_t ab[2][1024];
+    std::memset(ab, kind == 2 ? 1 : 0, sizeof ab);
+    const dynabert::kernels::lowp::AmxScope scope;
+    dynabert::kernels::lowp::amx_use_rows(16, 16);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ab[0], 64);
+    _tile_loadd(5, ab[0], 64);
+    _tile_loadd(6, ab[1], 64);
+    _tile_loadd(7, ab[1], 64);
+    for (long i = 0; i < iters / 16; ++i) {
+      if (kind == 2) {
+        _tile_dpbsud(0, 4, 6);
+        _tile_dpbsud(1, 4, 7);
+        _tile_dpbsud(2, 5, 6);
+        _tile_dpbsud(3, 5, 7);
+      } else {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    alignas(64) std::int32_t out[256];
+    _tile_stored(0, out, 64);
+    *sink = static_cast<float>(out[0]);
+    // per iteration of `iters` (the loop ran iters / 16 times): 4 instructions x 16 x 16 x K (64
+    // int8, 32 bf16) multiply-adds / 16
+    return 4.0 * 16 * 16 * (kind == 2 ? 64 : 32) * 2 / 16;
   }
 #endif
   (void)iters;

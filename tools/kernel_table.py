@@ -45,7 +45,8 @@ def main():
              "as 2):", "",
              "| instruction | 1 thread | 2 threads | vs FP32 FMA |", "|---|---:|---:|---:|",
              f"| FP32 FMA (`BM_PeakFma`) | {peak.get(1, 0):.0f} GFLOP/s | {peak.get(2, 0):.0f} GFLOP/s | 1.00x |"]
-    for kind, label in ((0, "INT8 `vpdpbusd` (`BM_PeakLowp/kind:0`)"), (1, "BF16 `vdpbf16ps` (`BM_PeakLowp/kind:1`)")):
+    for kind, label in ((0, "INT8 `vpdpbusd` (`BM_PeakLowp/kind:0`)"), (1, "BF16 `vdpbf16ps` (`BM_PeakLowp/kind:1`)"),
+                        (2, "INT8 AMX `tdpbsud` (`BM_PeakLowp/kind:2`)"), (3, "BF16 AMX `tdpbf16ps` (`BM_PeakLowp/kind:3`)")):
         if (kind, 1) in lowp_peak and lowp_peak[(kind, 1)] > 0:
             lines.append(f"| {label} | {lowp_peak[(kind, 1)]:.0f} GOP/s | {lowp_peak.get((kind, 2), 0):.0f} GOP/s | "
                          f"{lowp_peak[(kind, 1)] / peak[1]:.2f}x |")
@@ -56,10 +57,11 @@ def main():
         parts = dict(kv.split(":") for kv in name.split("/")[1:] if ":" in kv)
         threads = int(parts.get("threads", 1))
         if name.startswith("BM_GemmLowp"):
-            kind = 0 if parts["precision"] == "2" else 1
+            # the instruction of the kernel that ran (its label): vpdpbusd / vdpbf16ps, or AMX
+            kind = (0 if parts["precision"] == "2" else 1) + (2 if "AMX" in b.get("label", "") else 0)
             rate = b["GOP/s"]
             pk = lowp_peak.get((kind, threads), 0)
-            lines.append(f"| `{name}` ({'INT8' if kind == 0 else 'BF16'}) | {t} | {rate:.0f} GOP/s | "
+            lines.append(f"| `{name}` ({('INT8' if kind % 2 == 0 else 'BF16') + (' AMX' if kind >= 2 else '')}) | {t} | {rate:.0f} GOP/s | "
                          f"{100 * rate / pk:.0f} % |" if pk else f"| `{name}` | {t} | {rate:.0f} GOP/s | |")
         elif name.startswith("BM_Gemm/"):
             rate = b["GFLOP/s"]

@@ -448,7 +448,8 @@ namespace {
 std::vector<kernels::LowpKernel> lowp_kernels(Precision p) {
   std::vector<kernels::LowpKernel> ks;
   for (auto k : {kernels::LowpKernel::kScalar, kernels::LowpKernel::kMadd16, kernels::LowpKernel::kVnni512,
-                 kernels::LowpKernel::kEmulated, kernels::LowpKernel::kNative512})
+                 kernels::LowpKernel::kAmxInt8, kernels::LowpKernel::kEmulated, kernels::LowpKernel::kNative512,
+                 kernels::LowpKernel::kAmxBf16})
     if (kernels::has_lowp_kernel(k, p)) ks.push_back(k);
   return ks;
 }
@@ -652,9 +653,15 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_kernels_match_reference_over_random_shapes) {
       AlignedBuffer<std::int32_t> corr(M);
       const Threads& th = trial % 2 ? three : Threads();
       const auto conv = kernels::convert_a(p, abuf.data(), scale.data(), corr.data(), a.data(), lda, M, k, th);
+      std::vector<float> first;  // int8: the first kernel's output, which every other one matches bitwise
       for (auto kern : kernels_here) {
         std::vector<float> c(M * ldc, -7.0f);
         kernels::gemm_lowp(c.data(), ldc, conv, M, pw.view(), n, k, ep, th, kern);
+        if (p == Precision::kInt8) {
+          if (first.empty()) first = c;
+          BOOST_TEST(std::memcmp(first.data(), c.data(), 4 * c.size()) == 0,
+                     to_string(kern) << " bitwise M " << M << " N " << N << " K " << K << " n " << n << " k " << k);
+        }
         // int8: the integer sums are exact, so only the epilogue's float arithmetic differs;
         // bf16: FP32 accumulation in another order than the double twin
         const double err = gemm_err(c.data(), cref.data(), c.size(), p == Precision::kInt8 ? 1 : k);
@@ -681,7 +688,9 @@ BOOST_AUTO_TEST_CASE(int8_packing_of_quantized_rows_matches_the_layout) {
       for (int c = 0; c < k; ++c) qt[c * n + r] = q[r * k + c] = static_cast<std::int8_t>(static_cast<int>(g() % 255) - 127);
     std::vector<float> scale(n);
     for (auto& v : scale) v = 0.01f + static_cast<float>(g() % 100) / 1000.0f;
-    const int kpad = (k + 3) / 4 * 4, panels = (n + kernels::kNR - 1) / kernels::kNR;
+    // whole groups of 4, or whole 64-byte steps of K where the AMX kernels run
+    const int kpad = kernels::amx_enabled() ? (k + 63) / 64 * 64 : (k + 3) / 4 * 4;
+    const int panels = (n + kernels::kNR - 1) / kernels::kNR;
     const std::size_t bytes = kernels::lowp_packed_bytes(n, k, Precision::kInt8);
     BOOST_REQUIRE(bytes == static_cast<std::size_t>(panels) * kpad * kernels::kNR);
     std::vector<std::uint8_t> want(bytes, 128);
@@ -788,12 +797,10 @@ BOOST_AUTO_TEST_CASE(lowp_gemm_row_sink_sees_every_row_once_bitwise_as_stored) {
     small.pack(p, 232, K, [&](int r) { return w.data() + r * K; });
     wide.pack(p, 2000, K, [&](int r) { return w.data() + r * K; });
     for (kernels::LowpKernel kern : {kernels::LowpKernel::kAuto, kernels::LowpKernel::kScalar, kernels::LowpKernel::kMadd16,
-                                     kernels::LowpKernel::kVnni512, kernels::LowpKernel::kEmulated,
-                                     kernels::LowpKernel::kNative512}) {
-      if (kern != kernels::LowpKernel::kAuto && !kernels::has_lowp_kernel(kern, p)) continue;
-      if ((kern == kernels::LowpKernel::kEmulated || kern == kernels::LowpKernel::kNative512) != (p == Precision::kBf16) &&
-          kern != kernels::LowpKernel::kAuto)
-        continue;
+                                     kernels::LowpKernel::kVnni512, kernels::LowpKernel::kAmxInt8,
+                                     kernels::LowpKernel::kEmulated, kernels::LowpKernel::kNative512,
+                                     kernels::LowpKernel::kAmxBf16}) {
+      if (!kernels::has_lowp_kernel(kern, p)) continue;  // (also a kernel of the other precision)
       // INT8: threads split the rows from DYNABERT_LOWP_SPLIT_ROWS (56) rows each, 128 on two
       // threads and 450 on two or three; BF16 from DYNABERT_GEMM_MSPLIT (384) rows; the columns
       // otherwise

@@ -32,6 +32,13 @@ double max_abs(const float* a, const float* b, std::size_t n) {
   return m;
 }
 
+/// How much a packing of precision p grows by K's padding (kernels::lowp_kpad) for c's products.
+double kpad_factor(const BertConfig& c, Precision p) {
+  double f = 1.0;
+  for (int k : {c.hidden_size, c.intermediate_size}) f = std::max(f, double(kernels::lowp_kpad(k, p)) / k);
+  return f;
+}
+
 BertConfig random_config(int layers = 3, int hidden = 96, int heads = 6, int ffn = 192) {
   BertConfig c;
   c.vocab_size = 300; c.hidden_size = hidden; c.num_hidden_layers = layers; c.num_attention_heads = heads;
@@ -720,9 +727,10 @@ BOOST_AUTO_TEST_CASE(every_cell_in_bf16_and_int8_stays_close_to_fp32_and_allocat
     m.forward(in, net, o, ws, two);
     BOOST_TEST(std::memcmp(again.data(), logits.data(), sizeof(float) * 9) == 0);
   }
-  // memory per packing: INT8 about a quarter, BF16 about half of FP32
-  BOOST_TEST(m.weight_bytes(Precision::kInt8) < m.weight_bytes(Precision::kFp32) * 0.3);
-  BOOST_TEST(m.weight_bytes(Precision::kBf16) < m.weight_bytes(Precision::kFp32) * 0.55);
+  // memory per packing: INT8 about a quarter, BF16 about half of FP32 (times the padding of K to
+  // whole 64-byte steps where the AMX kernels run: this model's K are below 64)
+  BOOST_TEST(m.weight_bytes(Precision::kInt8) < m.weight_bytes(Precision::kFp32) * 0.3 * kpad_factor(w.config(), Precision::kInt8));
+  BOOST_TEST(m.weight_bytes(Precision::kBf16) < m.weight_bytes(Precision::kFp32) * 0.55 * kpad_factor(w.config(), Precision::kBf16));
   BOOST_TEST(int8_only.weight_bytes(Precision::kFp32) == 0u);
   BOOST_TEST(int8_only.weight_bytes() < m.weight_bytes() / 2);
 }
@@ -922,7 +930,7 @@ BOOST_AUTO_TEST_CASE(precisions_a_model_was_not_prepared_for_are_named_errors) {
   BOOST_TEST(has(error_of([&] { s.set_grid({{1.0, 1.0, 0.9, Precision::kBf16}}); }), "does not hold"));
   const auto mem = s.memory();
   BOOST_TEST(mem.int8_bytes > 0u);
-  BOOST_TEST(mem.fp32_bytes > 3 * mem.int8_bytes);
+  BOOST_TEST(mem.fp32_bytes * kpad_factor(w.config(), Precision::kInt8) > 3 * mem.int8_bytes);
   BOOST_TEST(mem.bf16_bytes == 0u);
   s.run(in, 0.5, 1.0, Precision::kInt8, o);
   const auto g = parse_grid(R"([{"width":1,"depth":1,"accuracy":0.9,"precision":"int8"},{"width":1,"depth":1,"accuracy":0.91}])");

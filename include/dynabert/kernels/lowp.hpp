@@ -62,6 +62,17 @@
 #else
 #define DYNABERT_HAS_BF16_512 0
 #endif
+// AMX (Sapphire Rapids and later): the tile kernels, built with -mamx-tile -mamx-int8 -mamx-bf16
+// (or -march=native on such a CPU); used when Linux grants the process the tile state.
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AMX_BF16__) && DYNABERT_HAS_VNNI512 && \
+    DYNABERT_HAS_BF16_512 && defined(__linux__)
+#define DYNABERT_HAS_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cstdlib>
+#else
+#define DYNABERT_HAS_AMX 0
+#endif
 
 namespace dynabert::kernels {
 
@@ -89,8 +100,15 @@ inline float from_bf16(std::uint16_t h) {
 /// k per group and bytes per element of a low precision.
 inline constexpr int lowp_group(Precision p) { return p == Precision::kInt8 ? 4 : 2; }
 inline constexpr int lowp_elem_bytes(Precision p) { return p == Precision::kInt8 ? 1 : 2; }
-/// k rounded up to whole groups.
-inline int lowp_kpad(int k, Precision p) { return (k + lowp_group(p) - 1) / lowp_group(p) * lowp_group(p); }
+inline bool amx_enabled();
+/// k rounded up to whole groups, and where the AMX kernels run (amx_enabled()) to whole 64-byte
+/// steps of K (64 int8 or 32 bf16 values: a tile's row), which they read whole. Operands are zero
+/// (A) or weight 0 (W) past k, so any kernel may read them. (Every K of BERT-base and of its
+/// DynaBERT widths is a multiple of 64: only other sizes pay for the padding.)
+inline int lowp_kpad(int k, Precision p) {
+  const int step = amx_enabled() ? 64 / lowp_elem_bytes(p) : lowp_group(p);
+  return (k + step - 1) / step * step;
+}
 
 /// Row stride (elements) of a converted A operand with k columns: whole 64-byte lines, and not a
 /// multiple of 4 KB (rows 4 KB apart would share one L1 set when the tile reads 14 of them).
@@ -168,8 +186,11 @@ inline LowpView pack_s8(std::uint8_t* dst, const float* scale, int n, int k, boo
         w ^= 0x80808080u;
         std::memcpy(d + static_cast<std::size_t>(g) * kNR * 4, &w, 4);
       }
-      if (4 * g < k)  // the last group: weight 0 past k
+      if (4 * g < k) {  // the last group: weight 0 past k
         for (int t = 0; t < 4; ++t) d[static_cast<std::size_t>(g) * kNR * 4 + t] = 4 * g + t < k ? row[4 * g + t] ^ 0x80 : 0x80;
+        ++g;
+      }
+      for (; 4 * g < kp; ++g) std::memset(d + static_cast<std::size_t>(g) * kNR * 4, 0x80, 4);  // groups past k
     }
     return v;
   }
@@ -290,19 +311,20 @@ inline LowpView pack_bf16(std::uint8_t* dst, int n, int k, bool transposed, Src&
           pd[(k / 2) * kNR * 2 + j * 2] = row[k - 1];
           pd[(k / 2) * kNR * 2 + j * 2 + 1] = 0;
         }
+        for (int g = (k + 1) / 2; g < kp / 2; ++g) pd[g * kNR * 2 + j * 2] = pd[g * kNR * 2 + j * 2 + 1] = 0;  // past k
       }
       for (int j = jn; j < kNR; ++j)
         for (int g = 0; g < kp / 2; ++g) pd[g * kNR * 2 + j * 2] = pd[g * kNR * 2 + j * 2 + 1] = 0;
     }
   } else {
     for (int g = 0; g < kp / 2; ++g) {  // k pair (2g, 2g + 1): two rows of W^T, interleaved
-      const std::uint16_t* r0 = src(2 * g);
+      const std::uint16_t* r0 = 2 * g < k ? src(2 * g) : nullptr;  // (pairs past k: zeros)
       const std::uint16_t* r1 = 2 * g + 1 < k ? src(2 * g + 1) : nullptr;
       for (int p = 0; p < panels; ++p) {
         std::uint16_t* out = d + p * per_panel + static_cast<std::size_t>(g) * kNR * 2;
         const int jn = std::min(kNR, n - p * kNR);
         for (int j = 0; j < jn; ++j) {
-          out[2 * j] = r0[p * kNR + j];
+          out[2 * j] = r0 ? r0[p * kNR + j] : 0;
           out[2 * j + 1] = r1 ? r1[p * kNR + j] : 0;
         }
         for (int j = jn; j < kNR; ++j) out[2 * j] = out[2 * j + 1] = 0;
@@ -477,8 +499,8 @@ inline long sink_ld(int n) {
   if ((ld * 4) % 4096 == 0) ld += 16;
   return ld;
 }
-/// Rows of the tallest low-precision tile.
-inline constexpr int kLowpMaxMR = 16;
+/// Rows of the tallest low-precision tile (the AMX kernels').
+inline constexpr int kLowpMaxMR = 32;
 /// Floats of one worker's sink scratch for products of up to n columns (any kernel's tile).
 inline std::size_t sink_scratch_floats(int n) { return static_cast<std::size_t>(8) * kLowpMaxMR * sink_ld(n); }
 
@@ -766,6 +788,168 @@ struct Bf16Native512 {
 };
 #endif
 
+#if DYNABERT_HAS_AMX
+/// Whether Linux lets this process use AMX tile data: asked once per process
+/// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); the grant holds for every thread).
+inline bool amx_permitted() {
+  static const bool ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+  return ok;
+}
+
+/// The tile configuration this thread loaded (0: none): rows of the C and A tiles of the first
+/// (tiles 0, 1, 4) and second (2, 3, 5) 16-row half of a tile of the kernels below, as r0 * 32 + r1.
+inline int& amx_config_key() {
+  thread_local int key = 0;
+  return key;
+}
+/// Loads the tile configuration for a tile of r0 + r1 rows (r0 <= 16, r1 <= 16) unless it is loaded:
+/// every tile 64 bytes wide; C tiles 0-3 and A tiles 4-5 of r0 or r1 rows, B tiles 6-7 of 16 rows
+/// (16 groups of K).
+inline void amx_use_rows(int r0, int r1) {
+  const int key = r0 * 32 + r1;
+  int& cur = amx_config_key();
+  if (cur == key) return;
+  struct alignas(64) Config {
+    std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    std::uint16_t colsb[16] = {};
+    std::uint8_t rows[16] = {};
+  } cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = static_cast<std::uint8_t>(t == 0 || t == 1 || t == 4 ? r0 : t < 6 ? std::max(r1, 1) : 16);
+  }
+  _tile_loadconfig(&cfg);
+  cur = key;
+}
+/// A worker's stretch of AMX tiles (run_panels): configured lazily by the tiles, released at the
+/// end, so that the thread carries no tile state (and a context switch saves none) afterwards.
+struct AmxScope {
+  AmxScope() = default;
+  AmxScope(const AmxScope&) = delete;
+  AmxScope& operator=(const AmxScope&) = delete;
+  ~AmxScope() {
+    if (amx_config_key() != 0) _tile_release();
+    amx_config_key() = 0;
+  }
+};
+
+/// INT8 with AMX: 32 (or 16) rows x 32 columns as four (two) 16 x 16 int32 tiles, `tdpbsud` (s8
+/// activations x u8 weights) over 64 k per step, the A tile read from A's rows and the B tiles
+/// straight from the packed panel (16 groups of a half panel: 64 bytes, 128 apart). The integer
+/// sums are exact, so the results are bitwise those of the VNNI tile, which also takes the rows
+/// past the last whole 16 (no tile reconfiguration for them).
+struct S8Amx {
+  static constexpr int kMR = 32, kGroup = 4;
+  static constexpr Precision kPrecision = Precision::kInt8;
+  using Scope = AmxScope;
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* b, const float* sa, const std::int32_t* corr,
+                   const float* sw, float* c, long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+    constexpr int full = MR >= 32 ? 32 : MR >= 16 ? 16 : 0, rem = MR - full;
+    const auto* a = static_cast<const std::int8_t*>(av);
+    if constexpr (full > 0) {
+      amx_use_rows(16, 16);
+      const int steps = (groups + 15) / 16;
+      _tile_zero(0);
+      _tile_zero(1);
+      if constexpr (full == 32) {
+        _tile_zero(2);
+        _tile_zero(3);
+      }
+      for (int s = 0; s < steps; ++s) {
+        const std::uint8_t* bs = b + static_cast<long>(s) * 16 * kNR * 4;
+        _tile_loadd(6, bs, kNR * 4);
+        _tile_loadd(7, bs + 64, kNR * 4);
+        _tile_loadd(4, a + 64L * s, lda);
+        _tile_dpbsud(0, 4, 6);
+        _tile_dpbsud(1, 4, 7);
+        if constexpr (full == 32) {
+          _tile_loadd(5, a + 16 * lda + 64L * s, lda);
+          _tile_dpbsud(2, 5, 6);
+          _tile_dpbsud(3, 5, 7);
+        }
+      }
+      alignas(64) std::int32_t out[full * kNR];
+      _tile_stored(0, out, kNR * 4);
+      _tile_stored(1, out + 16, kNR * 4);
+      if constexpr (full == 32) {
+        _tile_stored(2, out + 16 * kNR, kNR * 4);
+        _tile_stored(3, out + 16 * kNR + 16, kNR * 4);
+      }
+      store_s8_tile<full>(out, sa, corr, sw, c, ldc, n_valid, ep, row0, col0);
+    }
+    if constexpr (rem > 0) {  // at most 15 rows: the VNNI tile, in one or two pieces
+      constexpr int r1 = rem > S8Vnni512::kMR ? S8Vnni512::kMR : rem;
+      S8Vnni512::tile<r1>(groups, a + full * lda, lda, b, sa + full, corr + full, sw, c + full * ldc, ldc, n_valid, ep,
+                          row0 + full, col0);
+      if constexpr (rem > r1)
+        S8Vnni512::tile<rem - r1>(groups, a + (full + r1) * lda, lda, b, sa + full + r1, corr + full + r1, sw,
+                                  c + (full + r1) * ldc, ldc, n_valid, ep, row0 + full + r1, col0);
+    }
+  }
+};
+
+/// BF16 with AMX: up to 32 rows x 32 columns as 16 x 16 FP32 tiles, `tdpbf16ps` over 32 k per
+/// step. Every row is computed by the tiles (a tile of fewer rows loads a configuration of fewer
+/// rows), so a value's bits do not depend on how the rows are split between tiles or threads.
+struct Bf16Amx {
+  static constexpr int kMR = 32, kGroup = 2;
+  static constexpr Precision kPrecision = Precision::kBf16;
+  using Scope = AmxScope;
+  template <int MR>
+  static void tile(int groups, const void* av, long lda, const std::uint8_t* b, const float*, const std::int32_t*,
+                   const float*, float* c, long ldc, int n_valid, const Epilogue* ep, long row0, long col0) {
+    constexpr int r0 = MR >= 16 ? 16 : MR, r1 = MR - r0;
+    const auto* a = static_cast<const std::uint8_t*>(av);
+    const long ldb = lda * 2;  // bytes
+    amx_use_rows(r0, r1);
+    const int steps = (groups + 15) / 16;
+    _tile_zero(0);
+    _tile_zero(1);
+    if constexpr (r1 > 0) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+    for (int s = 0; s < steps; ++s) {
+      const std::uint8_t* bs = b + static_cast<long>(s) * 16 * kNR * 4;
+      _tile_loadd(6, bs, kNR * 4);
+      _tile_loadd(7, bs + 64, kNR * 4);
+      _tile_loadd(4, a + 64L * s, ldb);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (r1 > 0) {
+        _tile_loadd(5, a + 16 * ldb + 64L * s, ldb);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    alignas(64) float out[MR * kNR];
+    _tile_stored(0, out, kNR * 4);
+    _tile_stored(1, out + 16, kNR * 4);
+    if constexpr (r1 > 0) {
+      _tile_stored(2, out + 16 * kNR, kNR * 4);
+      _tile_stored(3, out + 16 * kNR + 16, kNR * 4);
+    }
+    simd::Batch f[MR][2];
+    for (int i = 0; i < MR; ++i) {
+      f[i][0] = simd::Batch::load_aligned(out + i * kNR);
+      f[i][1] = simd::Batch::load_aligned(out + i * kNR + 16);
+    }
+    detail::store_tile<MR>(f, c, ldc, n_valid, false, ep, row0, col0);
+  }
+};
+#endif
+
+/// What a kernel needs around a worker's stretch of tiles (AMX: the tile state); nothing for most.
+template <class K, class = void>
+struct KernelScope {
+  struct type {};
+};
+template <class K>
+struct KernelScope<K, std::void_t<typename K::Scope>> {
+  using type = typename K::Scope;
+};
+
 template <class K, int... I>
 constexpr std::array<TileFn, sizeof...(I)> make_tile_table(std::integer_sequence<int, I...>) {
   return {&K::template tile<I + 1>...};
@@ -790,6 +974,7 @@ inline void run_panels(float* c, long ldc, const LowpA& a, long m0, long m1, con
   const auto* A = static_cast<const std::uint8_t*>(a.data);
   float* scratch = sink && sink->scratch ? sink->scratch + static_cast<std::size_t>(worker) * sink->scratch_stride : nullptr;
   const long lds = scratch ? sink_ld(n) : ldc;
+  [[maybe_unused]] const typename KernelScope<K>::type scope;
   for (long mc0 = m0; mc0 < m1; mc0 += chunk) {
     const long mc1 = std::min(m1, mc0 + chunk);
     float* cc = scratch ? scratch : c + mc0 * ldc;  // row mc0 of the output
@@ -811,7 +996,7 @@ inline void run_panels(float* c, long ldc, const LowpA& a, long m0, long m1, con
 
 /// The kernels a build has: the fastest for its instruction set is the default; tests run every
 /// one this CPU can execute.
-enum class LowpKernel { kAuto, kScalar, kMadd16, kVnni512, kEmulated, kNative512 };
+enum class LowpKernel { kAuto, kScalar, kMadd16, kVnni512, kEmulated, kNative512, kAmxInt8, kAmxBf16 };
 
 inline const char* to_string(LowpKernel k) {
   switch (k) {
@@ -820,11 +1005,29 @@ inline const char* to_string(LowpKernel k) {
     case LowpKernel::kVnni512: return "int8 AVX512_VNNI vpdpbusd";
     case LowpKernel::kEmulated: return "bf16 FP32 FMAs";
     case LowpKernel::kNative512: return "bf16 AVX512_BF16 vdpbf16ps";
+    case LowpKernel::kAmxInt8: return "int8 AMX tdpbsud";
+    case LowpKernel::kAmxBf16: return "bf16 AMX tdpbf16ps";
     default: return "auto";
   }
 }
-/// The default kernel of a precision in this build.
+/// Whether the AMX kernels run here: built with AMX, the OS grants the tile state, and
+/// DYNABERT_NO_AMX is not set (to a value other than 0) in the environment. They are then the default,
+/// and low-precision operands are packed with K in whole 64-byte steps (lowp_kpad), which they need.
+inline bool amx_enabled() {
+#if DYNABERT_HAS_AMX
+  static const bool on = [] {
+    const char* off = std::getenv("DYNABERT_NO_AMX");
+    return !(off && *off && std::strcmp(off, "0") != 0) && lowp::amx_permitted();
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
+
+/// The default kernel of a precision in this build (and, for AMX, on this CPU and OS).
 inline LowpKernel default_lowp_kernel(Precision p) {
+  if (amx_enabled()) return p == Precision::kInt8 ? LowpKernel::kAmxInt8 : LowpKernel::kAmxBf16;
   if (p == Precision::kInt8) {
 #if DYNABERT_HAS_VNNI512
     return LowpKernel::kVnni512;
@@ -840,8 +1043,11 @@ inline LowpKernel default_lowp_kernel(Precision p) {
   return LowpKernel::kEmulated;
 #endif
 }
-/// Whether this build has kernel `k` (for precision p).
+/// Whether this build has kernel `k` (for precision p) and it runs here.
 inline bool has_lowp_kernel(LowpKernel k, Precision p) {
+#if DYNABERT_HAS_AMX
+  if (k == (p == Precision::kInt8 ? LowpKernel::kAmxInt8 : LowpKernel::kAmxBf16)) return amx_enabled();
+#endif
   if (p == Precision::kInt8) {
     if (k == LowpKernel::kScalar) return true;
 #if defined(__AVX2__)
@@ -905,7 +1111,14 @@ inline void gemm_lowp(float* c, long ldc, const LowpA& a, int M, const LowpView&
                    " floats per worker");
   if (M <= 0) return;
   if (kernel == LowpKernel::kAuto) kernel = default_lowp_kernel(B.precision);
+  DYNABERT_REQUIRE((kernel != LowpKernel::kAmxInt8 && kernel != LowpKernel::kAmxBf16) ||
+                       B.kpad % (64 / lowp_elem_bytes(B.precision)) == 0,
+                   InputError, "gemm_lowp: the AMX kernels need K packed in whole 64-byte steps (lowp_kpad)");
   switch (kernel) {
+#if DYNABERT_HAS_AMX
+    case LowpKernel::kAmxInt8: return lowp::gemm_with<lowp::S8Amx>(c, ldc, a, M, B, n, k, ep, threads, sink);
+    case LowpKernel::kAmxBf16: return lowp::gemm_with<lowp::Bf16Amx>(c, ldc, a, M, B, n, k, ep, threads, sink);
+#endif
 #if DYNABERT_HAS_VNNI512
     case LowpKernel::kVnni512: return lowp::gemm_with<lowp::S8Vnni512>(c, ldc, a, M, B, n, k, ep, threads, sink);
 #endif
