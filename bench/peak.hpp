@@ -192,7 +192,7 @@ inline double lowp_chains(long iters, int kind, float* sink) {
 #if DYNABERT_HAS_AMX
   if ((kind == 2 || kind == 3) && dynabert::kernels::lowp::amx_permitted()) {
     // four independent 16 x 16 accumulator tiles, A and B tiles loaded once
-    alignas(64) static std::uint8_t ab[2][1024];
+    alignas(64) std::uint8_t ab[2][1024];  // (each measuring thread its own)
     std::memset(ab, kind == 2 ? 1 : 0, sizeof ab);
     const dynabert::kernels::lowp::AmxScope scope;
     dynabert::kernels::lowp::amx_use_rows(16, 16);

@@ -728,7 +728,7 @@ BOOST_AUTO_TEST_CASE(every_cell_in_bf16_and_int8_stays_close_to_fp32_and_allocat
     BOOST_TEST(std::memcmp(again.data(), logits.data(), sizeof(float) * 9) == 0);
   }
   // memory per packing: INT8 about a quarter, BF16 about half of FP32 (times the padding of K to
-  // whole 64-byte steps where the AMX kernels run: this model's K are below 64)
+  // whole 64-byte steps where the AMX kernels run: this model's hidden size, 96, is not a multiple of 64)
   BOOST_TEST(m.weight_bytes(Precision::kInt8) < m.weight_bytes(Precision::kFp32) * 0.3 * kpad_factor(w.config(), Precision::kInt8));
   BOOST_TEST(m.weight_bytes(Precision::kBf16) < m.weight_bytes(Precision::kFp32) * 0.55 * kpad_factor(w.config(), Precision::kBf16));
   BOOST_TEST(int8_only.weight_bytes(Precision::kFp32) == 0u);

@@ -499,8 +499,8 @@ inline long sink_ld(int n) {
   if ((ld * 4) % 4096 == 0) ld += 16;
   return ld;
 }
-/// Rows of the tallest low-precision tile (the AMX kernels').
-inline constexpr int kLowpMaxMR = 32;
+/// Rows of the tallest low-precision tile (the AMX kernels' in builds that have them).
+inline constexpr int kLowpMaxMR = DYNABERT_HAS_AMX ? 32 : 16;
 /// Floats of one worker's sink scratch for products of up to n columns (any kernel's tile).
 inline std::size_t sink_scratch_floats(int n) { return static_cast<std::size_t>(8) * kLowpMaxMR * sink_ld(n); }
 
