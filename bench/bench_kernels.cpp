@@ -1,5 +1,6 @@
 // Kernel benchmarks: the machine's FMA peak, the packed GEMM at every BERT-base shape and
 // DynaBERT width (GFLOP/s and % of measured peak), and the row kernels (GB/s).
+#include <algorithm>
 #include <array>
 #include <random>
 #include <vector>
@@ -84,12 +85,16 @@ void BM_PeakLowp(benchmark::State& st) {
 BENCHMARK(BM_PeakLowp)->ArgNames({"kind", "threads"})->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->Iterations(1)->Unit(benchmark::kMillisecond);
 
 /// The low-precision product at the BM_Gemm shapes: args M, n, k, threads, N, K, precision (1 bf16,
-/// 2 int8). Times the product alone (A converted once before the loop); GOP/s and % of the
-/// instruction's measured peak (BM_PeakLowp). BM_LowpConvert times the conversion of A.
+/// 2 int8), kernel (0: the default, else a LowpKernel value: the other kernels this CPU runs, for
+/// comparison). Times the product alone (A converted once before the loop); GOP/s and % of the peak
+/// of the kernel's instruction (BM_PeakLowp; BM_PeakFma for BF16 on FP32 FMAs). BM_LowpConvert
+/// times the conversion of A.
 void BM_GemmLowp(benchmark::State& st) {
   const int M = static_cast<int>(st.range(0)), n = static_cast<int>(st.range(1)), k = static_cast<int>(st.range(2));
   const int threads = static_cast<int>(st.range(3)), N = static_cast<int>(st.range(4)), K = static_cast<int>(st.range(5));
   const Precision p = st.range(6) == 2 ? Precision::kInt8 : Precision::kBf16;
+  const auto asked = static_cast<kernels::LowpKernel>(st.range(7));
+  const auto kern = asked == kernels::LowpKernel::kAuto ? kernels::default_lowp_kernel(p) : asked;
   std::mt19937 g(1);
   std::normal_distribution<float> d;
   std::vector<float> a(static_cast<std::size_t>(M) * K), w(static_cast<std::size_t>(N) * K), c(static_cast<std::size_t>(M) * N), bias(N);
@@ -105,27 +110,40 @@ void BM_GemmLowp(benchmark::State& st) {
   kernels::Epilogue ep;
   ep.bias = bias.data();
   for (auto _ : st) {
-    kernels::gemm_lowp(c.data(), N, conv, M, pw.view(), n, k, ep, th);
+    kernels::gemm_lowp(c.data(), N, conv, M, pw.view(), n, k, ep, th, kern);
     benchmark::ClobberMemory();
   }
   const double ops = 2.0 * M * n * k;
   st.counters["GOP/s"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  const auto kern = kernels::default_lowp_kernel(p);
-  const bool amx = kern == kernels::LowpKernel::kAmxInt8 || kern == kernels::LowpKernel::kAmxBf16;
-  const double peak = dynabert_bench::lowp_peak_gops(threads, (p == Precision::kInt8 ? 0 : 1) + (amx ? 2 : 0));
+  using LK = kernels::LowpKernel;
+  const double peak = kern == LK::kEmulated    ? dynabert_bench::peak_gflops(threads)
+                      : kern == LK::kVnni512   ? dynabert_bench::lowp_peak_gops(threads, 0)
+                      : kern == LK::kNative512 ? dynabert_bench::lowp_peak_gops(threads, 1)
+                      : kern == LK::kAmxInt8   ? dynabert_bench::lowp_peak_gops(threads, 2)
+                      : kern == LK::kAmxBf16   ? dynabert_bench::lowp_peak_gops(threads, 3)
+                                               : 0.0;
   if (peak > 0)
     st.counters["pct_peak"] = benchmark::Counter(ops / 1e9 / peak * 100.0, benchmark::Counter::kIsIterationInvariantRate);
-  st.SetLabel(kernels::to_string(kernels::default_lowp_kernel(p)));
+  st.SetLabel(kernels::to_string(kern));
 }
 void lowp_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"M", "n", "k", "threads", "N", "K", "precision"});
-  for (int p : {2, 1})
-    for (auto s : std::vector<std::array<int, 6>>{{128, 2304, 768, 1, 2304, 768}, {128, 768, 768, 1, 768, 768},
-                                                  {128, 3072, 768, 1, 3072, 768}, {128, 768, 3072, 1, 768, 3072},
-                                                  {128, 576, 768, 1, 2304, 768}, {128, 768, 192, 1, 768, 768},
-                                                  {1024, 3072, 768, 1, 3072, 768}, {1024, 768, 3072, 1, 768, 3072},
-                                                  {1024, 3072, 768, 2, 3072, 768}})
-      b->Args({s[0], s[1], s[2], s[3], s[4], s[5], p});
+  b->ArgNames({"M", "n", "k", "threads", "N", "K", "precision", "kernel"});
+  using LK = kernels::LowpKernel;
+  for (int p : {2, 1}) {
+    const Precision prec = p == 2 ? Precision::kInt8 : Precision::kBf16;
+    // the default, then the other fast kernels this CPU runs (the plain and AVX2 INT8 ones are
+    // for CPUs without VNNI: not timed here)
+    std::vector<int> kerns{0};
+    for (LK k : {LK::kVnni512, LK::kNative512, LK::kEmulated, LK::kAmxInt8, LK::kAmxBf16})
+      if (k != kernels::default_lowp_kernel(prec) && kernels::has_lowp_kernel(k, prec)) kerns.push_back(static_cast<int>(k));
+    for (int kern : kerns)
+      for (auto s : std::vector<std::array<int, 6>>{{128, 2304, 768, 1, 2304, 768}, {128, 768, 768, 1, 768, 768},
+                                                    {128, 3072, 768, 1, 3072, 768}, {128, 768, 3072, 1, 768, 3072},
+                                                    {128, 576, 768, 1, 2304, 768}, {128, 768, 192, 1, 768, 768},
+                                                    {1024, 3072, 768, 1, 3072, 768}, {1024, 768, 3072, 1, 768, 3072},
+                                                    {1024, 3072, 768, 2, 3072, 768}})
+        b->Args({s[0], s[1], s[2], s[3], s[4], s[5], p, kern});
+  }
 }
 BENCHMARK(BM_GemmLowp)->Apply(lowp_shapes)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
@@ -227,9 +245,15 @@ BENCHMARK(BM_LayerNorm)->Arg(768)->Arg(256);
 
 void BM_Activation(benchmark::State& st) {
   const auto act = static_cast<Activation>(st.range(0));
-  std::vector<float> x(128 * 3072);
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) * 0.1f - 0.8f;
+  std::vector<float> src(128 * 3072), x(src.size());
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i % 17) * 0.1f - 0.8f;
   for (auto _ : st) {
+    // the same inputs every time: applied to its own output, the GELU halves negative values on
+    // each pass until they are denormal, which Intel CPUs process about 20x slower (microcode
+    // assists), so the benchmark measured denormals rather than the GELU
+    st.PauseTiming();
+    std::copy(src.begin(), src.end(), x.begin());
+    st.ResumeTiming();
     kernels::activation(x.data(), x.size(), act);
     benchmark::ClobberMemory();
   }

@@ -320,13 +320,37 @@ def torch_env(threads):
     Debian's torch multiplies in OpenBLAS, which ignores torch.set_num_threads: its thread count is
     pinned too, and OMP_WAIT_POLICY=passive stops torch's OpenMP threads spinning against it.
     Some machines here pin OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) to an older core for safety,
-    which runs AVX2 kernels; for the peer's best speed both are unset for this process only (the
-    worker reports the kernels OpenBLAS then picks and checks a product against float64)."""
+    which runs AVX2 kernels; for the peer's best speed, for this process only, the L2 size is unset
+    and the core set to that of this CPU's instructions (openblas_core; the worker reports the kernels OpenBLAS then
+    picks and checks a product against float64)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
+    core = openblas_core()
+    if core:
+        env["OPENBLAS_CORETYPE"] = core
     return env
+
+
+def openblas_core():
+    """The OpenBLAS core type for this CPU's vector instructions, or None to let OpenBLAS choose.
+
+    Debian's OpenBLAS (0.3.21) identifies cores by model number: on CPUs newer than it knows (an
+    Intel Xeon of family 6, model 207 here) it falls back to Prescott's SSE kernels, which made
+    PyTorch's FP32 products 4x slower than its AVX-512 kernels on the same CPU (31 against 132
+    GFLOP/s, one thread). So the core is named from the CPU's flags, as OpenBLAS picks it on the
+    CPUs it knows (Cooperlake on a Zen 4 with AVX512_BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if all(x in flags for x in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
+        return "Cooperlake" if "avx512_bf16" in flags else "SkylakeX"
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell"
+    return None
 
 
 def run_torch(threads, batches, reps):

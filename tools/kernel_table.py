@@ -57,12 +57,17 @@ def main():
         parts = dict(kv.split(":") for kv in name.split("/")[1:] if ":" in kv)
         threads = int(parts.get("threads", 1))
         if name.startswith("BM_GemmLowp"):
-            # the instruction of the kernel that ran (its label): vpdpbusd / vdpbf16ps, or AMX
-            kind = (0 if parts["precision"] == "2" else 1) + (2 if "AMX" in b.get("label", "") else 0)
+            # the instruction of the kernel that ran (its label): vpdpbusd / vdpbf16ps, AMX, or
+            # BF16 on FP32 FMAs (against the FMA peak)
+            label = b.get("label", "")
+            kind = (0 if parts["precision"] == "2" else 1) + (2 if "AMX" in label else 0)
             rate = b["GOP/s"]
-            pk = lowp_peak.get((kind, threads), 0)
-            lines.append(f"| `{name}` ({('INT8' if kind % 2 == 0 else 'BF16') + (' AMX' if kind >= 2 else '')}) | {t} | {rate:.0f} GOP/s | "
-                         f"{100 * rate / pk:.0f} % |" if pk else f"| `{name}` | {t} | {rate:.0f} GOP/s | |")
+            if "FP32 FMAs" in label:
+                pk, what = peak.get(threads, 0), "BF16 on FP32 FMAs"
+            else:
+                pk, what = lowp_peak.get((kind, threads), 0), ("INT8" if kind % 2 == 0 else "BF16") + (" AMX" if kind >= 2 else "")
+            lines.append(f"| `{name}` ({what}) | {t} | {rate:.0f} GOP/s | {100 * rate / pk:.0f} % |" if pk
+                         else f"| `{name}` ({what}) | {t} | {rate:.0f} GOP/s | |")
         elif name.startswith("BM_Gemm/"):
             rate = b["GFLOP/s"]
             lines.append(f"| `{name}` (FP32) | {t} | {rate:.0f} GFLOP/s | {100 * rate / peak[threads]:.0f} % |")
@@ -70,7 +75,8 @@ def main():
             bps = b.get("bytes_per_second")
             lines.append(f"| `{name}` | {t} | {bps / 2**30:.1f} GiB/s |  |" if bps else f"| `{name}` | {t} | | |")
     lines += ["", "`BM_Gemm` / `BM_GemmLowp` arguments: M rows, active n x k of a packed N x K weight, threads (and "
-              "precision: 1 BF16, 2 INT8). Rows with n < N or k < K are DynaBERT widths running on the full packed "
+              "precision: 1 BF16, 2 INT8; kernel: 0 the default, else another kernel this CPU runs, a "
+              "`LowpKernel` value). Rows with n < N or k < K are DynaBERT widths running on the full packed "
               "weight (prefix views). `BM_GemmLowp` times the product alone (its input converted once); "
               "`BM_LowpConvert` times the conversion of an input (rows x k, FP32 read). `BM_Activation/1` is the erf "
               "GELU, `/2` the tanh GELU."]

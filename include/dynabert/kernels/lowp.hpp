@@ -17,7 +17,8 @@
 //
 // BF16. W is rounded to bfloat16 (nearest even) at load and packed as pairs of k for `vdpbf16ps`;
 // A is rounded per call; FP32 accumulation (28 independent chains per tile, enough to hide the
-// instruction's latency). CPUs without AVX512_BF16 widen the pairs to FP32 and use FMAs (the same
+// instruction's latency). CPUs without AVX512_BF16, and Intel's with it but without AMX (where
+// `vdpbf16ps` runs at half the FP32 FMA rate), widen the pairs to FP32 and use FMAs (the same
 // products in the same order as the instruction, which computes the odd element of a pair first).
 //
 // Layout (every width a prefix view, as for FP32): panels of kNR output rows, panel p holding all of
@@ -57,8 +58,10 @@
 #else
 #define DYNABERT_HAS_VNNI512 0
 #endif
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && (defined(__x86_64__) || defined(__i386__))
 #define DYNABERT_HAS_BF16_512 1
+#include <cpuid.h>
+#include <cstdlib>
 #else
 #define DYNABERT_HAS_BF16_512 0
 #endif
@@ -719,10 +722,15 @@ struct S8Vnni512 {
 };
 #endif
 
-/// BF16 on any CPU: each pair widened to FP32 (shift / mask) and two FMAs, odd element first (the
-/// order of `vdpbf16ps`).
+/// BF16 with FP32 FMAs (any CPU; the default where `vdpbf16ps` is slow): the weight pairs widened
+/// to FP32 in registers (shift / mask), the tile's rows of A widened kKB pairs at a time into a
+/// small buffer from which each FMA broadcasts its operand, so that the inner loop is the FP32
+/// kernel's (no conversion per row). Two FMAs per pair, odd element first (the order of
+/// `vdpbf16ps`): each product of two bfloat16 values is exact in FP32 (barring underflow). The
+/// results match `vdpbf16ps`'s except for denormal inputs or results, which that flushes to zero.
 struct Bf16Emulated {
   static constexpr int kMR = simd::kLanes >= 16 ? 12 : 4, kGroup = 2;
+  static constexpr int kKB = 128;  // pairs of A widened at a time: 2 x MR x 128 floats (12 KB at MR 12)
   static constexpr Precision kPrecision = Precision::kBf16;
   template <int MR>
   static void tile(int groups, const void* av, long lda, const std::uint8_t* b, const float*, const std::int32_t*,
@@ -732,21 +740,38 @@ struct Bf16Emulated {
     constexpr int L = simd::kLanes, NV = GemmShape::kNV;
     const auto* a = static_cast<const std::uint16_t*>(av);
     const auto* bw = reinterpret_cast<const std::uint32_t*>(b);
+    alignas(64) float ae[MR][kKB], ao[MR][kKB];  // row i's even and odd elements of the block's pairs
     B acc[MR][NV];
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
     const U high(0xFFFF0000u);
-    for (int g = 0; g < groups; ++g) {
-      B even[NV], odd[NV];
-      for (int v = 0; v < NV; ++v) {
-        const U u = U::load_aligned(bw + static_cast<long>(g) * kNR + v * L);
-        even[v] = xsimd::bitwise_cast<B>(u << 16);
-        odd[v] = xsimd::bitwise_cast<B>(u & high);
-      }
+    for (int g0 = 0; g0 < groups; g0 += kKB) {
+      const int gn = std::min(kKB, groups - g0);
       for (int i = 0; i < MR; ++i) {
-        const std::uint16_t* ar = a + i * lda + 2 * g;
-        const B ae(from_bf16(ar[0])), ao(from_bf16(ar[1]));
-        for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ae, even[v], xsimd::fma(ao, odd[v], acc[i][v]));
+        const std::uint16_t* ar = a + i * lda + 2 * g0;
+        int g = 0;
+        for (; g + L <= gn; g += L) {
+          const U u = xsimd::bitwise_cast<U>(xsimd::batch<std::uint16_t, simd::Arch>::load_unaligned(ar + 2 * g));
+          xsimd::bitwise_cast<B>(u << 16).store_aligned(&ae[i][g]);
+          xsimd::bitwise_cast<B>(u & high).store_aligned(&ao[i][g]);
+        }
+        for (; g < gn; ++g) {
+          const auto u = static_cast<std::uint32_t>(load4(ar + 2 * g));
+          ae[i][g] = from_bf16(static_cast<std::uint16_t>(u & 0xFFFFu));
+          ao[i][g] = from_bf16(static_cast<std::uint16_t>(u >> 16));
+        }
+      }
+      for (int g = 0; g < gn; ++g) {
+        B even[NV], odd[NV];
+        for (int v = 0; v < NV; ++v) {
+          const U u = U::load_aligned(bw + static_cast<long>(g0 + g) * kNR + v * L);
+          even[v] = xsimd::bitwise_cast<B>(u << 16);
+          odd[v] = xsimd::bitwise_cast<B>(u & high);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const B e(ae[i][g]), o(ao[i][g]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(e, even[v], xsimd::fma(o, odd[v], acc[i][v]));
+        }
       }
     }
     detail::store_tile<MR>(acc, c, ldc, n_valid, false, ep, row0, col0);
@@ -994,8 +1019,8 @@ inline void run_panels(float* c, long ldc, const LowpA& a, long m0, long m1, con
 
 }  // namespace lowp
 
-/// The kernels a build has: the fastest for its instruction set is the default; tests run every
-/// one this CPU can execute.
+/// The kernels a build has: the default is the fastest of them on this CPU (default_lowp_kernel);
+/// tests run every one this CPU can execute.
 enum class LowpKernel { kAuto, kScalar, kMadd16, kVnni512, kEmulated, kNative512, kAmxInt8, kAmxBf16 };
 
 inline const char* to_string(LowpKernel k) {
@@ -1025,7 +1050,26 @@ inline bool amx_enabled() {
 #endif
 }
 
-/// The default kernel of a precision in this build (and, for AMX, on this CPU and OS).
+/// Whether the BF16 default (without AMX) is `vdpbf16ps` rather than FP32 FMAs on widened pairs:
+/// the instruction is fast on AMD (Zen 4 and 5: twice the FP32 FMA rate in operations) and slow on
+/// Intel's CPUs (half that rate, measured on an Emerald Rapids, where the FP32-FMA kernel is 1.65x
+/// faster; Cooper Lake and Sapphire Rapids are assumed alike, not measured), so the CPU's vendor
+/// decides. DYNABERT_BF16_NATIVE=1 or 0 in the environment overrides it (builds with AVX512_BF16).
+inline bool bf16_native_default() {
+#if DYNABERT_HAS_BF16_512
+  static const bool native = [] {
+    if (const char* v = std::getenv("DYNABERT_BF16_NATIVE"); v && *v) return std::strcmp(v, "0") != 0;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return true;
+    return !(b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu);  // "GenuineIntel"
+  }();
+  return native;
+#else
+  return false;
+#endif
+}
+
+/// The default kernel of a precision in this build (and, for AMX and BF16, on this CPU and OS).
 inline LowpKernel default_lowp_kernel(Precision p) {
   if (amx_enabled()) return p == Precision::kInt8 ? LowpKernel::kAmxInt8 : LowpKernel::kAmxBf16;
   if (p == Precision::kInt8) {
@@ -1037,11 +1081,7 @@ inline LowpKernel default_lowp_kernel(Precision p) {
     return LowpKernel::kScalar;
 #endif
   }
-#if DYNABERT_HAS_BF16_512
-  return LowpKernel::kNative512;
-#else
-  return LowpKernel::kEmulated;
-#endif
+  return bf16_native_default() ? LowpKernel::kNative512 : LowpKernel::kEmulated;
 }
 /// Whether this build has kernel `k` (for precision p) and it runs here.
 inline bool has_lowp_kernel(LowpKernel k, Precision p) {
@@ -1093,7 +1133,7 @@ inline void gemm_with(float* c, long ldc, const LowpA& a, int M, const LowpView&
 
 /// C[M, n] = epilogue(A[M, k] W[:n, :k]^T) with W packed in `B` (int8 or bf16) and A converted by
 /// convert_a() for B's precision (with the same k). `kernel` picks a specific kernel (tests,
-/// benchmarks); kAuto the build's fastest. Epilogue.accumulate is not supported (inference only).
+/// benchmarks); kAuto the default (default_lowp_kernel). Epilogue.accumulate is not supported (inference only).
 /// With a `sink`, the finished rows are handed to it (RowSink): C must still be a valid [M, ldc]
 /// buffer (threads splitting the columns, or a sink without scratch, store the product there),
 /// but with scratch it may be left unwritten.
