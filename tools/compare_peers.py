@@ -321,8 +321,8 @@ def torch_env(threads):
     pinned too, and OMP_WAIT_POLICY=passive stops torch's OpenMP threads spinning against it.
     Some machines here pin OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) to an older core for safety,
     which runs AVX2 kernels; for the peer's best speed, for this process only, the L2 size is unset
-    and the core set to that of this CPU's instructions (openblas_core; the worker reports the kernels OpenBLAS then
-    picks and checks a product against float64)."""
+    and the core set to that of this CPU's instructions (openblas_core; the worker reports the
+    kernels OpenBLAS then picks and checks a product against float64)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
     env.pop("OPENBLAS_CORETYPE", None)

@@ -36,6 +36,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -61,7 +62,6 @@
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && (defined(__x86_64__) || defined(__i386__))
 #define DYNABERT_HAS_BF16_512 1
 #include <cpuid.h>
-#include <cstdlib>
 #else
 #define DYNABERT_HAS_BF16_512 0
 #endif
@@ -72,7 +72,6 @@
 #define DYNABERT_HAS_AMX 1
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <cstdlib>
 #else
 #define DYNABERT_HAS_AMX 0
 #endif
@@ -722,6 +721,14 @@ struct S8Vnni512 {
 };
 #endif
 
+/// The two bfloat16 values of each 32-bit lane of `u` widened to FP32: the even (low) element and
+/// the odd (high) one.
+template <class B, class U>
+inline void widen_bf16_pairs(const U& u, B& even, B& odd) {
+  even = xsimd::bitwise_cast<B>(u << 16);
+  odd = xsimd::bitwise_cast<B>(u & U(0xFFFF0000u));
+}
+
 /// BF16 with FP32 FMAs (any CPU; the default where `vdpbf16ps` is slow): the weight pairs widened
 /// to FP32 in registers (shift / mask), the tile's rows of A widened kKB pairs at a time into a
 /// small buffer from which each FMA broadcasts its operand, so that the inner loop is the FP32
@@ -744,16 +751,16 @@ struct Bf16Emulated {
     B acc[MR][NV];
     for (int i = 0; i < MR; ++i)
       for (int v = 0; v < NV; ++v) acc[i][v] = B(0.0f);
-    const U high(0xFFFF0000u);
     for (int g0 = 0; g0 < groups; g0 += kKB) {
       const int gn = std::min(kKB, groups - g0);
       for (int i = 0; i < MR; ++i) {
         const std::uint16_t* ar = a + i * lda + 2 * g0;
         int g = 0;
         for (; g + L <= gn; g += L) {
-          const U u = xsimd::bitwise_cast<U>(xsimd::batch<std::uint16_t, simd::Arch>::load_unaligned(ar + 2 * g));
-          xsimd::bitwise_cast<B>(u << 16).store_aligned(&ae[i][g]);
-          xsimd::bitwise_cast<B>(u & high).store_aligned(&ao[i][g]);
+          B e, o;
+          widen_bf16_pairs(xsimd::bitwise_cast<U>(xsimd::batch<std::uint16_t, simd::Arch>::load_unaligned(ar + 2 * g)), e, o);
+          e.store_aligned(&ae[i][g]);
+          o.store_aligned(&ao[i][g]);
         }
         for (; g < gn; ++g) {
           const auto u = static_cast<std::uint32_t>(load4(ar + 2 * g));
@@ -763,11 +770,7 @@ struct Bf16Emulated {
       }
       for (int g = 0; g < gn; ++g) {
         B even[NV], odd[NV];
-        for (int v = 0; v < NV; ++v) {
-          const U u = U::load_aligned(bw + static_cast<long>(g0 + g) * kNR + v * L);
-          even[v] = xsimd::bitwise_cast<B>(u << 16);
-          odd[v] = xsimd::bitwise_cast<B>(u & high);
-        }
+        for (int v = 0; v < NV; ++v) widen_bf16_pairs(U::load_aligned(bw + static_cast<long>(g0 + g) * kNR + v * L), even[v], odd[v]);
         for (int i = 0; i < MR; ++i) {
           const B e(ae[i][g]), o(ao[i][g]);
           for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(e, even[v], xsimd::fma(o, odd[v], acc[i][v]));
@@ -1035,15 +1038,21 @@ inline const char* to_string(LowpKernel k) {
     default: return "auto";
   }
 }
+namespace lowp {
+/// A switch from the environment: on when `name` is set to anything but "" or "0", off when set
+/// to "0", `fallback` when unset or empty.
+inline bool env_switch(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::strcmp(v, "0") != 0 : fallback;
+}
+}  // namespace lowp
+
 /// Whether the AMX kernels run here: built with AMX, the OS grants the tile state, and
 /// DYNABERT_NO_AMX is not set (to a value other than 0) in the environment. They are then the default,
 /// and low-precision operands are packed with K in whole 64-byte steps (lowp_kpad), which they need.
 inline bool amx_enabled() {
 #if DYNABERT_HAS_AMX
-  static const bool on = [] {
-    const char* off = std::getenv("DYNABERT_NO_AMX");
-    return !(off && *off && std::strcmp(off, "0") != 0) && lowp::amx_permitted();
-  }();
+  static const bool on = !lowp::env_switch("DYNABERT_NO_AMX", false) && lowp::amx_permitted();
   return on;
 #else
   return false;
@@ -1057,12 +1066,11 @@ inline bool amx_enabled() {
 /// decides. DYNABERT_BF16_NATIVE=1 or 0 in the environment overrides it (builds with AVX512_BF16).
 inline bool bf16_native_default() {
 #if DYNABERT_HAS_BF16_512
-  static const bool native = [] {
-    if (const char* v = std::getenv("DYNABERT_BF16_NATIVE"); v && *v) return std::strcmp(v, "0") != 0;
+  static const bool native = lowp::env_switch("DYNABERT_BF16_NATIVE", [] {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid(0, &a, &b, &c, &d)) return true;
-    return !(b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu);  // "GenuineIntel"
-  }();
+    return !(b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu);  // not "GenuineIntel"
+  }());
   return native;
 #else
   return false;
